@@ -1,0 +1,217 @@
+"""Every hyperparameter in one frozen, typed config, with the two papers as named presets.
+
+Units: an *agent step* is one action chosen by the agent, one stored transition, and
+``frame_skip`` emulator frames. The papers' "frames" (replay size, epsilon schedule, replay
+start, training length) are agent steps. An *update* is one minibatch gradient step.
+
+Sources (see ``shared/reference/dqn-paper.md`` and the README):
+- ``nips2013``: Mnih et al. 2013, "Playing Atari with Deep Reinforcement Learning", Sec. 4-5.
+- ``nature2015``: Mnih et al. 2015, "Human-level control ...", Methods and Extended Data Table 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Literal
+
+from dqn_mlx.errors import UserError
+
+Architecture = Literal["nips2013", "nature2015"]
+LossKind = Literal["squared", "huber"]
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    """Hyperparameters of one DQN run. Field docstrings give the unit and the source."""
+
+    preset: str = "nips2013"
+    """Name of the preset these values started from (recorded in checkpoints)."""
+
+    # --- network -------------------------------------------------------------------------
+    network: Architecture = "nips2013"
+    """Q-network shape: ``nips2013`` = conv 16 8x8/4, conv 32 4x4/2, fc 256 (2013 Sec. 4.1);
+    ``nature2015`` = conv 32 8x8/4, conv 64 4x4/2, conv 64 3x3/1, fc 512 (2015 Methods)."""
+
+    # --- environment and preprocessing ------------------------------------------------------
+    frame_skip: int = 4
+    """Emulator frames per agent step; the action repeats on the skipped frames (both papers)."""
+    frame_skip_overrides: tuple[tuple[str, int], ...] = (("space_invaders", 3),)
+    """Per-game frame skip, by ALE ROM name: 3 for Space Invaders in 2013 (lasers blink at 4)."""
+    history_length: int = 4
+    """Preprocessed 84x84 frames stacked into one network input (both papers)."""
+    noop_max: int = 30
+    """Up to this many no-op agent steps at the start of each episode (2015 Methods)."""
+    terminal_on_life_loss: bool = False
+    """Whether a lost life ends the *training* episode for the TD target (2015 Methods).
+    Evaluation always plays full games."""
+    max_episode_frames: int = 108_000
+    """Cap on one training episode, in emulator frames (30 minutes at 60 Hz, ALE's default)."""
+    reward_clip: float = 1.0
+    """Rewards used for learning are clipped to [-reward_clip, reward_clip] (both papers).
+    Reported scores are always the raw game score."""
+
+    # --- replay memory ------------------------------------------------------------------------
+    replay_size: int = 1_000_000
+    """Transitions (agent steps) kept in the replay memory (both papers: 1M)."""
+    learning_starts: int = 50_000
+    """Agent steps of uniform-random play before the first update (2015: replay start 50k;
+    the 2013 paper gives none, so the Nature value is used)."""
+
+    # --- learner ------------------------------------------------------------------------------
+    batch_size: int = 32
+    """Transitions per minibatch update (both papers)."""
+    gamma: float = 0.99
+    """Discount factor in the TD target y = r + gamma * max_a' Q(s', a') (2015 Table 1)."""
+    loss: LossKind = "squared"
+    """``squared``: (y - Q)^2 (2013 Eq. 2); ``huber``: TD error clipped to [-1, 1] (2015)."""
+    learning_rate: float = 2.5e-4
+    """RMSProp step size (2015 Table 1; the 2013 paper gives no constants)."""
+    rms_grad_decay: float = 0.95
+    """Centered RMSProp's gradient momentum (2015 Table 1)."""
+    rms_sq_decay: float = 0.95
+    """Centered RMSProp's squared-gradient momentum (2015 Table 1)."""
+    rms_min_sq: float = 0.01
+    """Centered RMSProp's min squared gradient, added under the square root (2015 Table 1)."""
+    update_period: int = 1
+    """Agent steps per update: 1 in 2013 (Algorithm 1), 4 in 2015 ("update frequency")."""
+    target_update_period: int = 0
+    """Updates between target-network syncs (2015: 10,000). 0 = no separate target network:
+    the target uses the parameters of the previous iteration, theta_{i-1}, as in 2013."""
+
+    # --- exploration --------------------------------------------------------------------------
+    epsilon_start: float = 1.0
+    """Exploration rate at agent step 0 (both papers)."""
+    epsilon_end: float = 0.1
+    """Exploration rate after the anneal (both papers)."""
+    epsilon_decay_steps: int = 1_000_000
+    """Agent steps over which epsilon falls linearly from start to end (both papers: 1M)."""
+
+    # --- schedule and evaluation -----------------------------------------------------------
+    total_steps: int = 10_000_000
+    """Agent steps of training (2013: 10M; 2015: 50M)."""
+    epoch_updates: int = 50_000
+    """Updates per epoch; one checkpoint, evaluation and plot point per epoch (2013 Sec. 5.1)."""
+    eval_steps: int = 10_000
+    """Agent steps of epsilon=eval_epsilon play per epoch evaluation (2013 Sec. 5.1)."""
+    eval_epsilon: float = 0.05
+    """Exploration rate during evaluation (both papers)."""
+    held_out_states: int = 1_000
+    """States collected by a random policy before training, on which the average max-Q is
+    tracked each epoch (2013 Sec. 5.1; the paper does not give the count)."""
+    seed: int = 0
+    """Seeds numpy, MLX and the emulators: the same seed reproduces a CPU run."""
+
+    def frame_skip_for(self, game: str) -> int:
+        """Emulator frames per agent step for one ALE ROM name."""
+        return dict(self.frame_skip_overrides).get(game, self.frame_skip)
+
+    def validate(self) -> DQNConfig:
+        """Raise UserError naming the first inconsistent value; return self when all is well."""
+        positive = ("frame_skip", "history_length", "replay_size", "batch_size", "update_period",
+                    "total_steps", "epoch_updates", "eval_steps", "held_out_states",
+                    "max_episode_frames")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
+        nonneg = ("noop_max", "learning_starts", "target_update_period", "epsilon_decay_steps")
+        for name in nonneg:
+            if getattr(self, name) < 0:
+                raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        for name in ("epsilon_start", "epsilon_end", "eval_epsilon", "gamma"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UserError(f"--{_flag(name)} must be in [0, 1], got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise UserError(f"--learning-rate must be positive, got {self.learning_rate}")
+        if self.replay_size < self.batch_size + self.history_length:
+            raise UserError(
+                f"--replay-size ({self.replay_size}) must exceed --batch-size "
+                f"({self.batch_size}) + history; raise --replay-size")
+        if self.learning_starts >= self.total_steps:
+            raise UserError(
+                f"--learning-starts ({self.learning_starts}) must be below --steps "
+                f"({self.total_steps}) or the agent never learns")
+        return self
+
+
+NIPS2013 = DQNConfig()
+"""Mnih et al. 2013 (the default): small network, one update per agent step, no target net."""
+
+NATURE2015 = DQNConfig(
+    preset="nature2015",
+    network="nature2015",
+    frame_skip_overrides=(),
+    terminal_on_life_loss=True,
+    loss="huber",
+    update_period=4,
+    target_update_period=10_000,
+    total_steps=50_000_000,
+)
+"""Mnih et al. 2015 (Nature): larger network, target network, Huber loss, lost life = terminal."""
+
+PRESETS: dict[str, DQNConfig] = {"nips2013": NIPS2013, "nature2015": NATURE2015}
+
+
+def _flag(name: str) -> str:
+    return {"total_steps": "steps"}.get(name, name.replace("_", "-"))
+
+
+def preset(name: str) -> DQNConfig:
+    """The named preset, or a UserError listing the valid names."""
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(DQNConfig)]
+
+
+def with_overrides(config: DQNConfig, overrides: dict[str, object]) -> DQNConfig:
+    """Return ``config`` with the given fields replaced, each converted to the field's type.
+
+    Values may be strings (from ``--set name=value``); a wrong name or an unparsable value is
+    a UserError.
+    """
+    hints = typing.get_type_hints(DQNConfig)
+    changes: dict[str, object] = {}
+    for name, value in overrides.items():
+        if name not in hints or name == "frame_skip_overrides":
+            raise UserError(f"unknown hyperparameter {name!r}; valid: {', '.join(field_names())}")
+        changes[name] = _convert(name, value, hints[name])
+    return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+
+
+def _convert(name: str, value: object, hint: object) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        if hint is bool:
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1")
+        if hint is int:
+            return int(value.replace("_", ""))
+        if hint is float:
+            return float(value)
+    except ValueError:
+        raise UserError(f"{name}={value!r} is not a valid {hint.__name__}") from None  # type: ignore[attr-defined]
+    choices = typing.get_args(hint)
+    if choices and value not in choices:
+        raise UserError(f"{name}={value!r}: choose one of {', '.join(map(str, choices))}")
+    return value
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, object]:
+    """Parse ``name=value`` strings from ``--set``."""
+    out: dict[str, object] = {}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set expects name=value, got {item!r}")
+        out[name.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+__all__ = ["NATURE2015", "NIPS2013", "PRESETS", "DQNConfig", "preset", "with_overrides"]

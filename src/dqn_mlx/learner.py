@@ -1,0 +1,163 @@
+"""The learning rule: TD target, loss, centered RMSProp, the compiled update, epsilon.
+
+Each equation lives in one function:
+- ``td_target``:  y_j = r_j                                   if s_{j+1} is terminal
+                  y_j = r_j + gamma * max_a' Q(s_{j+1}, a'; theta^-)   otherwise   (2013 Alg. 1)
+- ``td_loss``:    sum_j (y_j - Q(s_j, a_j; theta))^2 (2013 Eq. 2), or its Huber form, whose
+                  gradient is the TD error clipped to [-1, 1] (2015 Methods).
+- ``CenteredRMSProp``: the RMSProp variant of DeepMind's 2015 code (2015 Table 1 constants).
+- ``linear_epsilon``: epsilon annealed linearly, then fixed (both papers).
+
+theta^- is the target network's parameters (2015), or, with ``target_update_period = 0``, the
+online parameters before this update, theta_{i-1} (2013): the target is then computed from the
+online network under ``stop_gradient``.
+
+The loss is summed over the minibatch, as in DeepMind's implementation, where each sample's
+gradient is accumulated; centered RMSProp divides out the gradient's scale, except for the
+``min_sq`` term, which was tuned against summed gradients.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx.utils import tree_map
+
+from dqn_mlx.config import DQNConfig
+from dqn_mlx.network import QNetwork
+
+
+def linear_epsilon(step: int, start: float, end: float, decay_steps: int) -> float:
+    """Exploration rate at an agent step: linear from ``start`` to ``end`` over ``decay_steps``."""
+    if decay_steps <= 0 or step >= decay_steps:
+        return end
+    return start + (end - start) * step / decay_steps
+
+
+def td_target(rewards: mx.array, terminals: mx.array, next_q: mx.array, gamma: float) -> mx.array:
+    """y = r + gamma * (1 - terminal) * max_a' Q(s', a'): terminal transitions do not bootstrap.
+
+    rewards, terminals: (batch,); next_q: (batch, actions). Returns (batch,).
+    """
+    return rewards + gamma * (1.0 - terminals) * next_q.max(axis=1)
+
+
+def td_loss(q_taken: mx.array, targets: mx.array, kind: str) -> mx.array:
+    """Summed loss over the batch. ``huber`` (delta 1) has the TD error clipped to [-1, 1] in
+    its gradient; ``squared`` is (y - Q)^2. (The 1/2 in Huber's quadratic part makes its
+    gradient the raw TD error, as in the 2015 paper's clipped-error update.)"""
+    error = targets - q_taken  # (batch,)
+    if kind == "huber":
+        abs_error = mx.abs(error)
+        quadratic = mx.minimum(abs_error, 1.0)
+        return mx.sum(0.5 * quadratic**2 + (abs_error - quadratic))
+    return mx.sum(error**2)
+
+
+class CenteredRMSProp(optim.Optimizer):
+    r"""RMSProp as in DeepMind's 2015 DQN (not MLX's plain RMSprop):
+
+    g    <- a g    + (1 - a) grad
+    g2   <- b g2   + (1 - b) grad^2
+    theta <- theta - lr * grad / sqrt(g2 - g^2 + min_sq)
+
+    with a = gradient momentum 0.95, b = squared-gradient momentum 0.95, min_sq = 0.01 and
+    lr = 2.5e-4 (2015 Extended Data Table 1).
+    """
+
+    def __init__(self, learning_rate: float, grad_decay: float, sq_decay: float, min_sq: float):
+        super().__init__()
+        self._maybe_schedule("learning_rate", learning_rate)
+        self.grad_decay = grad_decay
+        self.sq_decay = sq_decay
+        self.min_sq = min_sq
+
+    def init_single(self, parameter: mx.array, state: dict) -> None:
+        state["g"] = mx.zeros_like(parameter)
+        state["g2"] = mx.zeros_like(parameter)
+
+    def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
+        lr = self.learning_rate.astype(gradient.dtype)
+        g = self.grad_decay * state["g"] + (1 - self.grad_decay) * gradient
+        g2 = self.sq_decay * state["g2"] + (1 - self.sq_decay) * mx.square(gradient)
+        state["g"], state["g2"] = g, g2
+        return parameter - lr * gradient / mx.sqrt(g2 - mx.square(g) + self.min_sq)
+
+
+def make_optimizer(config: DQNConfig) -> CenteredRMSProp:
+    return CenteredRMSProp(config.learning_rate, config.rms_grad_decay, config.rms_sq_decay,
+                           config.rms_min_sq)
+
+
+class Learner:
+    """Owns theta, theta^- and the optimizer, and applies compiled minibatch updates."""
+
+    def __init__(self, config: DQNConfig, num_actions: int):
+        self.config = config
+        self.online = QNetwork(num_actions, config.network, config.history_length)
+        mx.eval(self.online.parameters())
+        self.target: QNetwork | None = None
+        if config.target_update_period > 0:
+            self.target = QNetwork(num_actions, config.network, config.history_length)
+            self.sync_target()
+        self.optimizer = make_optimizer(config)
+        self.updates = 0
+        self._step = self._build_step()
+
+    def _build_step(self) -> Any:
+        config, online, target, optimizer = self.config, self.online, self.target, self.optimizer
+
+        def loss_fn(model: QNetwork, states: mx.array, actions: mx.array, rewards: mx.array,
+                    next_states: mx.array, terminals: mx.array) -> mx.array:
+            next_q = mx.stop_gradient((target if target is not None else model)(next_states))
+            targets = td_target(rewards, terminals, next_q, config.gamma)  # (batch,)
+            q = model(states)  # (batch, actions)
+            q_taken = mx.take_along_axis(q, actions[:, None], axis=1).squeeze(1)  # (batch,)
+            return td_loss(q_taken, targets, config.loss)
+
+        loss_and_grad = nn.value_and_grad(online, loss_fn)
+        # Everything the step reads or writes is compile state, the target network included:
+        # arrays left out would be frozen into the compiled graph as constants.
+        state: list[Any] = [online.state, optimizer.state]
+        if target is not None:
+            state.append(target.state)
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def step(states: mx.array, actions: mx.array, rewards: mx.array, next_states: mx.array,
+                 terminals: mx.array) -> mx.array:
+            loss, grads = loss_and_grad(online, states, actions, rewards, next_states, terminals)
+            optimizer.update(online, grads)
+            return loss
+
+        self._state = state
+        return step
+
+    def update(self, states: Any, actions: Any, rewards: Any, next_states: Any,
+               terminals: Any) -> mx.array:
+        """One minibatch update; returns the summed loss (evaluated, still on device).
+
+        Inputs are numpy arrays from the replay: states and next_states (batch, history, 84,
+        84) uint8, actions (batch,) int, rewards (batch,) float32 clipped, terminals (batch,).
+        """
+        loss = self._step(mx.array(states), mx.array(actions, dtype=mx.int32),
+                          mx.array(rewards, dtype=mx.float32), mx.array(next_states),
+                          mx.array(terminals, dtype=mx.float32))
+        mx.eval(loss, self._state)
+        self.updates += 1
+        if self.target is not None and self.updates % self.config.target_update_period == 0:
+            self.sync_target()
+        return loss
+
+    def sync_target(self) -> None:
+        """theta^- <- theta (arrays are immutable, so sharing them is a copy in effect)."""
+        if self.target is not None:
+            self.target.update(tree_map(lambda x: x, self.online.parameters()))
+            mx.eval(self.target.parameters())
+
+    def q_values(self, states: Any) -> mx.array:
+        """Q(s, .; theta) for a batch of uint8 stacks: (batch, actions)."""
+        return self.online(mx.array(states))

@@ -1,0 +1,110 @@
+"""The Q-network: a stack of preprocessed frames in, one Q-value per action out.
+
+Input: ``(batch, history, 84, 84)`` uint8 pixels, exactly as the replay memory and the
+environment hand them over. The network converts them to float32 in [0, 1] itself; pixels are
+never cast to a signed 8-bit type (values above 127 would wrap negative).
+
+Shapes (2013 Sec. 4.1 / 2015 Methods), "conv C KxK/S" = C filters of KxK with stride S:
+- ``nips2013``:   conv 16 8x8/4 -> conv 32 4x4/2 -> fc 256 -> |A|
+- ``nature2015``: conv 32 8x8/4 -> conv 64 4x4/2 -> conv 64 3x3/1 -> fc 512 -> |A|
+ReLU after every hidden layer. Weights use MLX's layout (conv: out, kh, kw, in), the one format
+every checkpoint is written in, whichever formulation computes the forward pass.
+
+Two formulations of the same function, chosen by device:
+- ``conv``: ``nn.Conv2d`` layers. Metal has native convolution kernels: the fast path on Macs.
+- ``gemm``: each convolution as one 2-D matrix product. MLX's CPU backend computes the backward
+  pass of a strided convolution on a slow direct path; here a kxk stride-s convolution becomes
+  space-to-depth by s (a (k/s)x(k/s) stride-1 convolution over sxs blocks), im2col, and a single
+  (batch*positions, patch) x (patch, filters) product on the BLAS. Equal to ``conv`` up to float
+  rounding (tested), with the same weights.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+# (filters, kernel, stride) per conv layer, and the width of the fully connected layer.
+ARCHITECTURES: dict[str, tuple[tuple[tuple[int, int, int], ...], int]] = {
+    "nips2013": (((16, 8, 4), (32, 4, 2)), 256),
+    "nature2015": (((32, 8, 4), (64, 4, 2), (64, 3, 1)), 512),
+}
+
+FRAME_SIZE = 84
+
+
+def conv_patches(x: mx.array, kernel: int, stride: int) -> mx.array:
+    """im2col of an NHWC batch for a kxk stride-s convolution whose kernel is a multiple of s.
+
+    Returns (batch * out * out, k * k * channels), with each patch ordered as
+    (block row, block col, row in block, col in block, channel): the order ``gemm_weight``
+    gives the weights. ``out = (size - k) // s + 1``.
+    """
+    batch, size, _, channels = x.shape
+    out = (size - kernel) // stride + 1
+    used = (out - 1) * stride + kernel  # rows/cols the convolution reads; a multiple of stride
+    blocks, n = used // stride, kernel // stride
+    x = x[:, :used, :used, :].reshape(batch, blocks, stride, blocks, stride, channels)
+    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(batch, blocks, blocks, stride * stride * channels)
+    windows = [x[:, i : i + out, j : j + out, :] for i in range(n) for j in range(n)]
+    return mx.stack(windows, axis=3).reshape(batch * out * out, kernel * kernel * channels)
+
+
+def gemm_weight(weight: mx.array, stride: int) -> mx.array:
+    """Conv weight (out, k, k, in) reordered to the patch order of ``conv_patches``: (out, k*k*in)."""
+    filters, kernel, _, channels = weight.shape
+    n = kernel // stride
+    w = weight.reshape(filters, n, stride, n, stride, channels).transpose(0, 1, 3, 2, 4, 5)
+    return w.reshape(filters, kernel * kernel * channels)
+
+
+class QNetwork(nn.Module):
+    """Q(s, .; theta) for one architecture and action count."""
+
+    def __init__(self, num_actions: int, architecture: str = "nips2013", history: int = 4,
+                 formulation: str | None = None):
+        """``formulation``: ``conv`` or ``gemm``; None picks ``gemm`` on the CPU, else ``conv``."""
+        super().__init__()
+        if formulation is None:
+            formulation = "gemm" if mx.default_device() == mx.cpu else "conv"
+        self.formulation = formulation
+        self.strides = [stride for _, _, stride in ARCHITECTURES[architecture][0]]
+        convs, hidden = ARCHITECTURES[architecture]
+        self.convs = []
+        channels, size = history, FRAME_SIZE
+        for filters, kernel, stride in convs:
+            self.convs.append(nn.Conv2d(channels, filters, kernel, stride=stride))
+            channels, size = filters, (size - kernel) // stride + 1
+        self.hidden = nn.Linear(channels * size * size, hidden)
+        self.head = nn.Linear(hidden, num_actions)
+
+    def __call__(self, frames: mx.array) -> mx.array:
+        x = frames.transpose(0, 2, 3, 1)  # (batch, 84, 84, history) uint8: NHWC for convolutions
+        x = self._features_gemm(x) if self.formulation == "gemm" else self._features_conv(x)
+        x = nn.relu(self.hidden(x.reshape(x.shape[0], -1)))  # (batch, hidden)
+        return self.head(x)  # (batch, actions)
+
+    def _features_conv(self, x: mx.array) -> mx.array:
+        x = x.astype(mx.float32) * (1.0 / 255.0)  # uint8 -> [0, 1]
+        for conv in self.convs:
+            x = nn.relu(conv(x))
+        return x  # (batch, h, w, filters)
+
+    def _features_gemm(self, x: mx.array) -> mx.array:
+        batch = x.shape[0]
+        for index, (conv, stride) in enumerate(zip(self.convs, self.strides, strict=True)):
+            kernel = conv.weight.shape[1]
+            out = (x.shape[1] - kernel) // stride + 1
+            patches = conv_patches(x, kernel, stride)  # (batch*out*out, k*k*in)
+            if index == 0:  # im2col on uint8 (4x fewer bytes moved), then to [0, 1]
+                patches = patches.astype(mx.float32) * (1.0 / 255.0)
+            y = patches @ gemm_weight(conv.weight, stride).T + conv.bias  # (batch*out*out, filters)
+            x = nn.relu(y).reshape(batch, out, out, -1)
+        return x  # (batch, h, w, filters)
+
+
+def parameter_shapes(network: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Flat ``name -> shape`` map, used to check a checkpoint against an architecture."""
+    from mlx.utils import tree_flatten
+
+    return {name: tuple(value.shape) for name, value in tree_flatten(network.parameters())}
