@@ -1,0 +1,124 @@
+"""Checkpoints: one self-describing safetensors file per epoch, written atomically.
+
+``weights/<env-id>/epoch_<N>.safetensors`` holds the online network's weights (MLX layout,
+whatever formulation computed them) and string metadata: the env id, the preset and the full
+config (JSON), the number and meaning of the actions, the epoch, agent steps, emulator frames,
+updates, and the versions of dqn-mlx and MLX. Evaluation needs nothing else.
+
+Every file is written under a temporary name in the same folder and renamed over the target,
+so a crash leaves either the previous complete file or the new complete file, never half.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten, tree_unflatten
+
+from dqn_mlx.config import DQNConfig, with_overrides
+from dqn_mlx.errors import UserError
+from dqn_mlx.network import ARCHITECTURES, QNetwork, parameter_shapes
+
+FORMAT_VERSION = "1"
+
+
+def run_dir(weights_dir: Path, env_id: str) -> Path:
+    """Folder of one game's run: ``weights/<env-id>/`` (``/`` in v5 ids becomes ``_``)."""
+    return Path(weights_dir) / env_id.replace("/", "_")
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the network, its config and what it was trained on."""
+
+    network: QNetwork
+    config: DQNConfig
+    env_id: str
+    action_meanings: list[str]
+    metadata: dict[str, str]
+
+
+def save_weights(path: Path, network: QNetwork, config: DQNConfig, env_id: str,
+                 action_meanings: list[str], progress: dict[str, int]) -> None:
+    """Write the online weights and metadata to ``path`` atomically."""
+    from dqn_mlx import __version__
+
+    metadata = {
+        "format": f"dqn-mlx/{FORMAT_VERSION}",
+        "env_id": env_id,
+        "preset": config.preset,
+        "architecture": config.network,
+        "config": json.dumps(dataclasses.asdict(config)),
+        "num_actions": str(len(action_meanings)),
+        "action_meanings": json.dumps(action_meanings),
+        "dqn_mlx_version": __version__,
+        "mlx_version": mx.__version__,
+        **{key: str(value) for key, value in progress.items()},
+    }
+    arrays = dict(tree_flatten(network.parameters()))
+    atomic_write(path, lambda tmp: mx.save_safetensors(str(tmp), arrays, metadata=metadata))
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Load and check a checkpoint; every problem is a one-line UserError."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"--load-path {path} does not exist; point it at an "
+                        "epoch_<N>.safetensors file written by --mode train")
+    if path.is_dir():
+        raise UserError(f"--load-path {path} is a directory; give an epoch_<N>.safetensors file")
+    try:
+        arrays, metadata = mx.load(str(path), format="safetensors", return_metadata=True)
+    except Exception as exc:
+        raise UserError(f"--load-path {path} is not a readable safetensors file "
+                        f"(truncated or another format?): {str(exc).splitlines()[0][:120]}"
+                        ) from None
+    missing = [k for k in ("format", "env_id", "config", "action_meanings") if k not in metadata]
+    if missing or not str(metadata.get("format", "")).startswith("dqn-mlx/"):
+        raise UserError(f"--load-path {path} has no dqn-mlx metadata (missing "
+                        f"{', '.join(missing) or 'format'}); was it written by dqn-mlx?")
+    fields = json.loads(metadata["config"])
+    known = {f.name for f in dataclasses.fields(DQNConfig)}
+    fields = {k: v for k, v in fields.items() if k in known}
+    fields["frame_skip_overrides"] = tuple(tuple(x) for x in fields.get(
+        "frame_skip_overrides", ()))
+    config = with_overrides(DQNConfig(), {k: v for k, v in fields.items()
+                                          if k != "frame_skip_overrides"})
+    config = dataclasses.replace(config, frame_skip_overrides=fields["frame_skip_overrides"])
+    action_meanings = json.loads(metadata["action_meanings"])
+    if config.network not in ARCHITECTURES:
+        raise UserError(f"--load-path {path}: unknown architecture {config.network!r}")
+    network = QNetwork(len(action_meanings), config.network, config.history_length)
+    expected = parameter_shapes(network)
+    found = {name: tuple(value.shape) for name, value in arrays.items()}
+    if found != expected:
+        diff = sorted(set(expected.items()) ^ set(found.items()))[:2]
+        raise UserError(f"--load-path {path}: weights do not match a {config.network} network "
+                        f"with {len(action_meanings)} actions (differs at {diff})")
+    network.update(tree_unflatten(list(arrays.items())))
+    mx.eval(network.parameters())
+    return Checkpoint(network, config, metadata["env_id"], action_meanings, dict(metadata))

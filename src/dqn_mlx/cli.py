@@ -1,0 +1,176 @@
+"""Command line: parse, check, dispatch. Heavy imports (MLX, ALE) happen inside the modes so
+``--help`` stays instant. Every UserError is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="DQN (Mnih et al. 2013/2015) in MLX: train or evaluate on Atari games.")
+
+MODES = ("train", "eval")
+
+
+def _overrides(**values: object) -> dict[str, object]:
+    """CLI flags that were given, as config field names."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+@app.command()
+def main(
+    mode: Annotated[str, typer.Option(help="train | eval")] = "train",
+    env: Annotated[str | None, typer.Option(
+        help="Gymnasium Atari id: <Game>NoFrameskip-v4 (papers' setting) or ALE/<Game>-v5. "
+             "Train default: BreakoutNoFrameskip-v4; eval default: the checkpoint's.")] = None,
+    preset: Annotated[str, typer.Option(help="nips2013 | nature2015")] = "nips2013",
+    steps: Annotated[int | None, typer.Option(help="Total training agent steps.")] = None,
+    epoch_updates: Annotated[int | None, typer.Option(help="Minibatch updates per epoch.")] = None,
+    replay_size: Annotated[int | None, typer.Option(
+        help="Replay capacity in transitions (agent steps).")] = None,
+    learning_starts: Annotated[int | None, typer.Option(
+        help="Agent steps of random play before the first update.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for numpy, MLX and the emulators.")] = None,
+    weights_dir: Annotated[Path, typer.Option(help="Output folder; runs go to <dir>/<env-id>/.")
+                           ] = Path("weights"),
+    eval_steps: Annotated[int | None, typer.Option(
+        help="Agent steps of epsilon=0.05 play per epoch evaluation.")] = None,
+    held_out_states: Annotated[int | None, typer.Option(
+        help="Random-policy states on which average max-Q is tracked.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Minibatch size (transitions).")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="RMSProp step size.")] = None,
+    update_period: Annotated[int | None, typer.Option(help="Agent steps per update.")] = None,
+    target_update_period: Annotated[int | None, typer.Option(
+        help="Updates between target syncs; 0 = no target network (2013).")] = None,
+    epsilon_decay_steps: Annotated[int | None, typer.Option(
+        help="Agent steps over which epsilon anneals 1 -> 0.1.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any other hyperparameter: --set name=value (repeatable; see README).")
+        ] = None,
+    load_path: Annotated[Path | None, typer.Option(help="eval: checkpoint to play.")] = None,
+    episodes: Annotated[int, typer.Option(help="eval: games to play.")] = 10,
+    epsilon: Annotated[float, typer.Option(help="eval: exploration rate.")] = 0.05,
+    device: Annotated[str, typer.Option(help="cpu | gpu | auto (the best available).")] = "auto",
+) -> None:
+    from dqn_mlx.errors import UserError
+
+    try:
+        if mode not in MODES:
+            raise UserError(f"unknown --mode {mode!r}; choose one of: {', '.join(MODES)}")
+        _select_device(device)
+        if mode == "train":
+            from dqn_mlx.config import parse_assignments, preset as get_preset, with_overrides
+
+            flags = _overrides(total_steps=steps, epoch_updates=epoch_updates,
+                               replay_size=replay_size, learning_starts=learning_starts,
+                               seed=seed, eval_steps=eval_steps, held_out_states=held_out_states,
+                               batch_size=batch_size, learning_rate=learning_rate,
+                               update_period=update_period,
+                               target_update_period=target_update_period,
+                               epsilon_decay_steps=epsilon_decay_steps)
+            config = with_overrides(get_preset(preset),
+                                    {**parse_assignments(set_ or []), **flags}).validate()
+            _train(config, env or "BreakoutNoFrameskip-v4", weights_dir)
+        else:
+            _evaluate(load_path, env, episodes, epsilon, seed)
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+def _select_device(device: str) -> None:
+    from dqn_mlx.errors import UserError
+
+    if device not in ("cpu", "gpu", "auto"):
+        raise UserError(f"unknown --device {device!r}; choose cpu, gpu or auto")
+    import mlx.core as mx
+
+    if device == "gpu" and not mx.is_available(mx.gpu):
+        raise UserError("--device gpu: MLX sees no GPU on this machine; use --device cpu")
+    if device != "auto":
+        mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)
+
+
+def _train(config: object, env_id: str, weights_dir: Path) -> None:
+    import dqn_mlx
+    from dqn_mlx.blas import measure_gflops
+    from dqn_mlx.config import DQNConfig
+    from dqn_mlx.env import comparability_note, make_atari_env, resolve_game
+    from dqn_mlx.train import train
+
+    assert isinstance(config, DQNConfig)
+    game = resolve_game(env_id)
+    frame_skip = game.fixed_frame_skip or config.frame_skip_for(game.rom)
+    note = comparability_note(game)
+    if note:
+        print(note)
+    _report_backend(dqn_mlx.BLAS_STATUS, measure_gflops)
+
+    def make_env(seed: int) -> object:
+        return make_atari_env(env_id, frame_skip, config.noop_max, config.max_episode_frames,
+                              seed)
+
+    out = train(config, env_id, make_env, weights_dir, frame_skip=frame_skip)  # type: ignore[arg-type]
+    print(f"done: checkpoints, metrics.jsonl and plots in {out}")
+
+
+def _report_backend(status: object, measure: object) -> None:
+    import mlx.core as mx
+
+    gflops = measure()  # type: ignore[operator]
+    name = getattr(status, "name", "?")
+    print(f"MLX {mx.__version__} on {mx.default_device()}; BLAS: {name}, {gflops:.0f} GFLOP/s")
+    if not getattr(status, "fast", True):
+        print(f"warning: slow reference BLAS in use: {getattr(status, 'detail', '')}",
+              file=sys.stderr)
+
+
+def _evaluate(load_path: Path | None, env_override: str | None, episodes: int, epsilon: float,
+              seed: int | None) -> None:
+    import numpy as np
+
+    from dqn_mlx.checkpoint import load_checkpoint
+    from dqn_mlx.env import comparability_note, make_atari_env, resolve_game
+    from dqn_mlx.errors import UserError
+    from dqn_mlx.evaluate import epsilon_greedy, greedy_policy, play_episodes
+
+    if load_path is None:
+        raise UserError("--mode eval needs --load-path weights/<env-id>/epoch_<N>.safetensors")
+    if episodes <= 0:
+        raise UserError(f"--episodes must be positive, got {episodes}")
+    if not 0.0 <= epsilon <= 1.0:
+        raise UserError(f"--epsilon must be in [0, 1], got {epsilon}")
+    ckpt = load_checkpoint(load_path)
+    env_id = env_override or ckpt.env_id
+    game = resolve_game(env_id)
+    cfg = ckpt.config
+    seed = cfg.seed + 1000 if seed is None else seed
+    env = make_atari_env(env_id, game.fixed_frame_skip or cfg.frame_skip_for(game.rom),
+                         cfg.noop_max, cfg.max_episode_frames, seed)
+    if env.action_meanings != ckpt.action_meanings:
+        raise UserError(f"--env {env_id} has actions {env.action_meanings} but the checkpoint "
+                        f"was trained on {ckpt.env_id} with {ckpt.action_meanings}")
+    note = comparability_note(game)
+    if note:
+        print(note)
+    print(f"evaluating {load_path} (preset {cfg.preset}, epoch {ckpt.metadata.get('epoch', '?')},"
+          f" {ckpt.metadata.get('agent_steps', '?')} agent steps) on {env_id}: {episodes} full "
+          f"games, epsilon {epsilon}, seed {seed}")
+    rng = np.random.default_rng(seed)
+    act = epsilon_greedy(greedy_policy(ckpt.network), epsilon, env.num_actions, rng)
+    result = play_episodes(env, act, cfg.history_length, episodes)
+    for i, score in enumerate(result.scores, 1):
+        print(f"episode {i}: raw score {score:g}")
+    scores = np.array(result.scores)
+    print(f"mean {scores.mean():.2f}  std {scores.std():.2f}  min {scores.min():g}  "
+          f"max {scores.max():g}  ({len(scores)} episodes, {result.agent_steps:,} agent steps)")
+
+
+def run() -> None:
+    app()

@@ -1,0 +1,34 @@
+"""Per-epoch metrics, kept as JSON lines in ``<run dir>/metrics.jsonl`` (one object per epoch).
+
+Keys (units in the name where there is one): ``epoch``, ``agent_steps``, ``emulator_frames``,
+``updates``, ``train_scores`` (raw scores of the training episodes that ended this epoch),
+``train_score_mean``, ``eval_score_mean`` (raw, epsilon = eval_epsilon), ``eval_scores``,
+``eval_agent_steps``, ``avg_max_q`` (on the held-out states), ``loss_mean`` (per sample),
+``epsilon`` (at the epoch's end), ``agent_steps_per_s`` (this epoch's training rate),
+``wall_time_s`` (since the run started).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dqn_mlx.checkpoint import atomic_write_text
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add one epoch's record (rewriting the file atomically); return all records."""
+    records = [r for r in read_metrics(run_dir) if r["epoch"] < record["epoch"]] + [record]
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    atomic_write_text(Path(run_dir) / METRICS_FILE, text)
+    return records

@@ -1,0 +1,47 @@
+"""The per-epoch plots of 2013 Figure 2: average reward per episode and average max-Q."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dqn_mlx.checkpoint import atomic_write
+
+REWARDS_PLOT = "rewards_plot.png"
+Q_VALUES_PLOT = "q_values_plot.png"
+
+
+def _figure(title: str, ylabel: str) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.set_title(title)
+    ax.set_xlabel("training epoch (one epoch = epoch_updates minibatch updates)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    return plt, fig, ax
+
+
+def draw_plots(run_dir: Path, records: list[dict[str, Any]], env_id: str) -> None:
+    """Redraw ``rewards_plot.png`` and ``q_values_plot.png`` in ``run_dir`` (atomically)."""
+    epochs = [r["epoch"] for r in records]
+    plt, fig, ax = _figure(f"{env_id}: average reward per episode", "raw game score per episode")
+    ax.plot(epochs, [r["eval_score_mean"] for r in records], "o-",
+            label="evaluation (epsilon 0.05)")
+    train = [(r["epoch"], r["train_score_mean"]) for r in records
+             if r.get("train_score_mean") is not None]
+    if train:
+        ax.plot(*zip(*train, strict=True), "s--", alpha=0.6, label="training episodes")
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(Path(run_dir) / REWARDS_PLOT, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+    plt, fig, ax = _figure(f"{env_id}: average action value", "average max_a Q(s, a), held-out states")
+    ax.plot(epochs, [r["avg_max_q"] for r in records], "o-", color="tab:red")
+    fig.tight_layout()
+    atomic_write(Path(run_dir) / Q_VALUES_PLOT, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)

@@ -1,0 +1,148 @@
+"""Replay memory that stores each preprocessed frame once (Dopamine-style circular buffer).
+
+Layout: slot ``i`` holds the newest frame of the state s_t the agent acted on, then the
+action a_t, the clipped reward r_t, whether the transition is terminal for learning, and
+whether frame t is the first frame of an episode. A state is the stack of frames t-3..t and
+the next state s_{t+1} is frames t-2..t+1, both rebuilt at sampling time. One transition
+costs 7,056 + 7 bytes, so 1,000,000 of them fit in about 7.06 GB (stacked state/next-state
+storage would take 56 GB).
+
+Invariants (why an index may or may not be sampled):
+1. A stack never reaches across an episode start: frames before the start are zeros, which is
+   exactly what the agent saw (``env.StackedFrames`` pads with zeros at a reset too).
+2. Transition ``i`` needs frame ``i + 1`` for its next state, so the newest slot is never
+   sampled (its successor is the slot about to be overwritten).
+3. Once the buffer has wrapped, the oldest ``history - 1`` slots are never sampled: their
+   stacks would reach into the newest frames across the write cursor.
+4. A transition that ended an episode without being terminal (a time-limit truncation) is
+   never sampled: its true next frame was never stored (the next slot starts a new episode),
+   and zeroing the bootstrap would teach a wrong value.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import psutil
+
+from dqn_mlx.errors import UserError
+
+FRAME_SHAPE = (84, 84)
+BYTES_PER_TRANSITION = FRAME_SHAPE[0] * FRAME_SHAPE[1] + 1 + 4 + 1 + 1  # frame, a, r, term, start
+
+
+class Batch(NamedTuple):
+    """A sampled minibatch. Pixel stacks stay uint8 until the network."""
+
+    states: np.ndarray  # (batch, history, 84, 84) uint8
+    actions: np.ndarray  # (batch,) int32
+    rewards: np.ndarray  # (batch,) float32, clipped
+    next_states: np.ndarray  # (batch, history, 84, 84) uint8
+    terminals: np.ndarray  # (batch,) float32, 1.0 = do not bootstrap
+
+
+def replay_bytes(capacity: int) -> int:
+    return capacity * BYTES_PER_TRANSITION
+
+
+def check_replay_fits(capacity: int, reserve_bytes: int = 1 << 30) -> None:
+    """Refuse a replay memory that would not fit in available RAM (minus a reserve), naming
+    the largest capacity that would, instead of letting the OS kill the run halfway."""
+    available = psutil.virtual_memory().available - reserve_bytes
+    needed = replay_bytes(capacity)
+    if needed > available:
+        largest = max(0, available // BYTES_PER_TRANSITION)
+        raise UserError(
+            f"--replay-size {capacity:,} needs {needed / 1e9:.2f} GB but only "
+            f"{max(available, 0) / 1e9:.2f} GB is available; use --replay-size {largest:,} "
+            "or less")
+
+
+class ReplayMemory:
+    """Circular store of the most recent ``capacity`` transitions (agent steps)."""
+
+    def __init__(self, capacity: int, history: int = 4, batch_size: int = 32):
+        if capacity <= history:
+            raise UserError(f"--replay-size must exceed the history length {history}")
+        self.capacity, self.history = capacity, history
+        # np.zeros maps pages lazily: memory is committed as the buffer fills.
+        self.frames = np.zeros((capacity, *FRAME_SHAPE), dtype=np.uint8)
+        self.actions = np.zeros(capacity, dtype=np.uint8)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.terminals = np.zeros(capacity, dtype=np.bool_)
+        self.starts = np.zeros(capacity, dtype=np.bool_)
+        self.cursor = 0  # next slot to write
+        self.size = 0  # slots written so far, at most capacity
+        # Preallocated gather buffers: allocating fresh ones each sample costs ~10x in faults.
+        self._buffers = (np.empty((batch_size, history, *FRAME_SHAPE), np.uint8),
+                         np.empty((batch_size, history, *FRAME_SHAPE), np.uint8))
+
+    def add(self, frame: np.ndarray, action: int, reward: float, terminal: bool,
+            episode_start: bool) -> None:
+        """Store transition t: the newest frame of s_t, a_t, clipped r_t, terminal flag, and
+        whether frame t is the first of its episode."""
+        i = self.cursor
+        self.frames[i] = frame
+        self.actions[i] = action
+        self.rewards[i] = reward
+        self.terminals[i] = terminal
+        self.starts[i] = episode_start
+        self.cursor = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def is_valid(self, index: np.ndarray) -> np.ndarray:
+        """Which slot indices may be sampled (see the module's invariants 2-4)."""
+        index = np.asarray(index)
+        newest = (self.cursor - 1) % self.capacity
+        valid = (index < self.size) & (index != newest)
+        if self.size == self.capacity:  # invariant 3: the oldest history-1 slots
+            age = (index - self.cursor) % self.capacity
+            valid &= age >= self.history - 1
+        following = (index + 1) % self.capacity
+        valid &= self.terminals[index] | ~self.starts[following]  # invariant 4
+        return valid
+
+    def num_valid(self) -> int:
+        return int(self.is_valid(np.arange(self.size)).sum()) if self.size else 0
+
+    def stack_indices(self, newest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Slot indices (n, history) of the stacks ending at ``newest``, and a mask of the
+        positions that lie inside the newest frame's episode (the others are zeroed)."""
+        offsets = np.arange(-self.history + 1, 1)
+        idx = (newest[:, None] + offsets) % self.capacity  # (n, history), oldest first
+        starts = self.starts[idx]
+        # Position p is cut off if an episode starts at any later position p+1..newest.
+        later_start = np.logical_or.accumulate(starts[:, :0:-1], axis=1)[:, ::-1]
+        keep = np.ones_like(starts)
+        keep[:, :-1] = ~later_start
+        return idx, keep
+
+    def gather_stacks(self, newest: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Stacks (n, history, 84, 84) uint8 ending at the given slots, zero-padded at starts."""
+        idx, keep = self.stack_indices(newest)
+        if out is None or out.shape[0] != len(newest):
+            out = np.empty((len(newest), self.history, *FRAME_SHAPE), np.uint8)
+        np.take(self.frames, idx, axis=0, out=out)
+        out[~keep] = 0
+        return out
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
+        """Uniformly sample valid transitions (rejection sampling; rejections are rare).
+
+        The stacks are written into buffers reused by the next call: copy them (``mx.array``
+        does) before sampling again."""
+        chosen, attempts = np.empty(0, dtype=np.int64), 0
+        while len(chosen) < batch_size:
+            attempts += 1
+            if attempts > 1000:
+                raise ValueError("the replay memory holds no transition that can be sampled yet")
+            candidates = rng.integers(0, max(self.size, 1), size=2 * batch_size)
+            chosen = np.concatenate([chosen, candidates[self.is_valid(candidates)]])
+        index = chosen[:batch_size]
+        use_buffers = batch_size == self._buffers[0].shape[0]
+        states = self.gather_stacks(index, self._buffers[0] if use_buffers else None)
+        following = (index + 1) % self.capacity
+        next_states = self.gather_stacks(following, self._buffers[1] if use_buffers else None)
+        return Batch(states, self.actions[index].astype(np.int32), self.rewards[index].copy(),
+                     next_states, self.terminals[index].astype(np.float32))

@@ -1,0 +1,120 @@
+"""Replay memory against a brute-force reference built from the full transition history."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dqn_mlx.errors import UserError
+from dqn_mlx.replay import BYTES_PER_TRANSITION, ReplayMemory, check_replay_fits
+
+H = 4
+
+
+def frame_for(t: int) -> np.ndarray:
+    """A frame that encodes its time step, so stacks can be decoded (marker 1 = not padding)."""
+    f = np.zeros((84, 84), dtype=np.uint8)
+    f[0, 0], f[0, 1], f[0, 2] = t % 256, t // 256, 1
+    return f
+
+
+def decode(stack: np.ndarray) -> list[int | None]:
+    return [None if s[0, 2] == 0 else int(s[0, 0]) + 256 * int(s[0, 1]) for s in stack]
+
+
+def fill(capacity: int, steps: int, seed: int) -> tuple[ReplayMemory, list[dict]]:
+    """Add ``steps`` transitions with random terminals, truncations and life-loss terminals."""
+    rng = np.random.default_rng(seed)
+    memory = ReplayMemory(capacity, H, batch_size=8)
+    history: list[dict] = []
+    start = True
+    for t in range(steps):
+        kind = rng.choice(["none", "terminal", "truncated", "life"], p=[0.8, 0.08, 0.06, 0.06])
+        terminal = kind in ("terminal", "life")
+        record = {"t": t, "action": int(rng.integers(4)), "reward": float(rng.choice([-1, 0, 1])),
+                  "terminal": terminal, "start": start}
+        memory.add(frame_for(t), record["action"], record["reward"], terminal, start)
+        history.append(record)
+        start = kind in ("terminal", "truncated")  # a life loss does not start a new episode
+    return memory, history
+
+
+def reference_stack(history: list[dict], t: int) -> list[int | None]:
+    """Frames t-3..t, None (zeros) before the episode start of t."""
+    out: list[int | None] = []
+    for s in range(t - H + 1, t + 1):
+        crosses = s < 0 or any(history[u]["start"] for u in range(s + 1, t + 1))
+        out.append(None if crosses else s)
+    return out
+
+
+def reference_valid(history: list[dict], capacity: int, t: int) -> bool:
+    newest = len(history) - 1
+    oldest = max(0, len(history) - capacity)
+    if t >= newest or t < oldest:
+        return False
+    if len(history) >= capacity and t < oldest + H - 1:
+        return False
+    return history[t]["terminal"] or not history[t + 1]["start"]
+
+
+@pytest.mark.parametrize(("capacity", "steps"), [(50, 30), (50, 50), (50, 51), (37, 200),
+                                                 (16, 1000)])
+def test_stacks_and_validity_match_brute_force(capacity: int, steps: int) -> None:
+    memory, history = fill(capacity, steps, seed=capacity + steps)
+    oldest = max(0, steps - capacity)
+    for t in range(oldest, steps):
+        slot = np.array([t % capacity])
+        assert bool(memory.is_valid(slot)[0]) == reference_valid(history, capacity, t), t
+        if reference_valid(history, capacity, t):
+            assert decode(memory.gather_stacks(slot)[0]) == reference_stack(history, t), t
+            assert decode(memory.gather_stacks((slot + 1) % capacity)[0]) == reference_stack(
+                history, t + 1), t
+
+
+def test_sampled_batches_are_valid_transitions_with_matching_fields() -> None:
+    capacity, steps = 64, 300
+    memory, history = fill(capacity, steps, seed=7)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(50):
+        batch = memory.sample(8, rng)
+        assert batch.states.dtype == np.uint8 and batch.states.shape == (8, H, 84, 84)
+        for i in range(8):
+            t = decode(batch.states[i])[-1]
+            assert t is not None and reference_valid(history, capacity, t)
+            seen.add(t)
+            assert decode(batch.states[i]) == reference_stack(history, t)
+            assert decode(batch.next_states[i]) == reference_stack(history, t + 1)
+            assert batch.actions[i] == history[t]["action"]
+            assert batch.rewards[i] == history[t]["reward"]
+            assert batch.terminals[i] == float(history[t]["terminal"])
+    valid = [t for t in range(steps - capacity, steps) if reference_valid(history, capacity, t)]
+    assert len(seen) > 0.9 * len(valid)  # uniform sampling reaches nearly every valid index
+
+
+def test_seeded_sampling_is_reproducible() -> None:
+    memory, _ = fill(40, 100, seed=3)
+    a = memory.sample(8, np.random.default_rng(5)).states.copy()
+    b = memory.sample(8, np.random.default_rng(5)).states.copy()
+    assert np.array_equal(a, b)
+
+
+def test_sampling_an_empty_memory_raises() -> None:
+    memory = ReplayMemory(10, H, batch_size=2)
+    with pytest.raises(ValueError, match="no transition"):
+        memory.sample(2, np.random.default_rng(0))
+
+
+def test_storage_is_one_frame_per_transition() -> None:
+    assert BYTES_PER_TRANSITION <= 7_100
+    memory = ReplayMemory(1000, H)
+    stored = sum(a.nbytes for a in (memory.frames, memory.actions, memory.rewards,
+                                    memory.terminals, memory.starts))
+    assert stored == 1000 * BYTES_PER_TRANSITION
+    assert 1_000_000 * BYTES_PER_TRANSITION < 7.1e9  # the paper's replay on a 16 GB laptop
+
+
+def test_a_replay_that_cannot_fit_is_refused_with_the_largest_that_fits() -> None:
+    with pytest.raises(UserError, match=r"--replay-size [\d,]+ or less"):
+        check_replay_fits(10**9)  # 7 TB
