@@ -132,6 +132,7 @@ class AtariEnv:
         self.fire_action = 1 if len(action_set) >= 3 and self.action_meanings[1] == "FIRE" else None
         self._seed: int | None = seed
         self._lives = 0
+        self.reset_frame_number = 0
         self._action = np.zeros(1, dtype=np.int64)
 
     def reset(self) -> np.ndarray:
@@ -139,6 +140,7 @@ class AtariEnv:
         obs, info = self._env.reset(seed=self._seed)
         self._seed = None
         self._lives = int(info["lives"][0])
+        self.reset_frame_number = int(info["episode_frame_number"][0])  # no-ops + FIRE
         return obs[0, 0]
 
     def step(self, action: int) -> Step:

@@ -187,8 +187,8 @@ def train(config: DQNConfig, env_id: str, make_env: EnvFactory, weights_dir: Pat
                 end_epoch(step + 1)
         progress.maybe_print(step + 1, epsilon, recent, stats)
 
-    if stats.start_step < config.total_steps:  # a final, shorter epoch: nothing is lost
-        end_epoch(config.total_steps)
     progress.maybe_print(config.total_steps, exploration_rate(config, config.total_steps),
                          recent, stats, force=True)
+    if stats.start_step < config.total_steps:  # a final, shorter epoch: nothing is lost
+        end_epoch(config.total_steps)
     return out_dir

@@ -1,0 +1,112 @@
+"""End to end, as a user types it: train on real ALE Breakout, evaluate, and bad inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--steps", "2000", "--learning-starts", "1500", "--replay-size", "3000",
+        "--epoch-updates", "300", "--eval-steps", "300", "--held-out-states", "64"]
+
+
+def run_main(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, check=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    weights = tmp_path_factory.mktemp("weights")
+    result = run_main("--mode", "train", "--env", "BreakoutNoFrameskip-v4", "--seed", "3",
+                      "--weights-dir", str(weights), *TINY)
+    assert result.returncode == 0, result.stderr
+    return weights / "BreakoutNoFrameskip-v4"
+
+
+def test_train_writes_checkpoints_metrics_and_plots(trained: Path) -> None:
+    # 500 updates at 300 per epoch: one full epoch and a final shorter one.
+    assert (trained / "epoch_1.safetensors").stat().st_size > 100_000
+    assert (trained / "epoch_2.safetensors").exists()
+    for plot in ("rewards_plot.png", "q_values_plot.png"):
+        assert (trained / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    records = [json.loads(x) for x in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records[0]["updates"] == 300 and records[1]["agent_steps"] == 2000
+    assert records[1]["emulator_frames"] == 8000
+    for key in ("eval_score_mean", "avg_max_q", "loss_mean", "epsilon", "agent_steps_per_s"):
+        assert isinstance(records[0][key], float), key
+    _, meta = mx.load(str(trained / "epoch_1.safetensors"), return_metadata=True)
+    assert meta["env_id"] == "BreakoutNoFrameskip-v4" and meta["preset"] == "nips2013"
+    assert json.loads(meta["action_meanings"]) == ["NOOP", "FIRE", "RIGHT", "LEFT"]
+    assert meta["epoch"] == "1" and meta["agent_steps"] == str(records[0]["agent_steps"])
+
+
+def test_eval_needs_only_the_checkpoint(trained: Path) -> None:
+    result = run_main("--mode", "eval", "--load-path", str(trained / "epoch_2.safetensors"),
+                      "--episodes", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("episode ") >= 2 and "mean " in result.stdout
+    assert "BreakoutNoFrameskip-v4" in result.stdout and "epsilon 0.05" in result.stdout
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _bad_files(tmp: Path, trained: Path) -> dict[str, Path]:
+    good = (trained / "epoch_1.safetensors").read_bytes()
+    files = {"text": tmp / "notes.safetensors", "truncated": tmp / "cut.safetensors",
+             "no_meta": tmp / "plain.safetensors", "other_arch": tmp / "arch.safetensors"}
+    files["text"].write_text("hello, not weights")
+    files["truncated"].write_bytes(good[: len(good) // 2])
+    arrays, meta = mx.load(str(trained / "epoch_1.safetensors"), return_metadata=True)
+    mx.save_safetensors(str(files["no_meta"]), arrays)
+    config = json.loads(meta["config"])
+    config["network"] = "nature2015"
+    mx.save_safetensors(str(files["other_arch"]), arrays, metadata={**meta,
+                                                                    "config": json.dumps(config)})
+    return files
+
+
+BAD_INPUTS = [
+    (["--mode", "play"], "unknown --mode"),
+    (["--preset", "nature2016"], "unknown preset"),
+    (["--env", "Breakot-v5"], "unknown environment id"),
+    (["--env", "CartPole-v1"], "not an Atari game"),
+    (["--steps", "0"], "--steps must be positive"),
+    (["--replay-size", "-3"], "--replay-size must be positive"),
+    (["--replay-size", "2000000000"], "--replay-size 2,000,000,000 needs"),
+    (["--mode", "eval"], "needs --load-path"),
+    (["--mode", "eval", "--load-path", "missing.safetensors"], "does not exist"),
+    (["--mode", "eval", "--load-path", "{trained}"], "is a directory"),
+    (["--mode", "eval", "--load-path", "{text}"], "not a readable safetensors"),
+    (["--mode", "eval", "--load-path", "{truncated}"], "not a readable safetensors"),
+    (["--mode", "eval", "--load-path", "{no_meta}"], "no dqn-mlx metadata"),
+    (["--mode", "eval", "--load-path", "{other_arch}"], "do not match a nature2015 network"),
+    (["--mode", "eval", "--load-path", "{good}", "--env", "PongNoFrameskip-v4"],
+     "but the checkpoint was trained on BreakoutNoFrameskip-v4"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
+def test_bad_input_is_one_line_nonzero_and_touches_nothing(
+        args: list[str], message: str, trained: Path, tmp_path: Path) -> None:
+    paths = {**_bad_files(tmp_path, trained), "trained": trained,
+             "good": trained / "epoch_1.safetensors"}
+    args = [a.format(**{k: str(v) for k, v in paths.items()}) for a in args]
+    before = _digest(trained)
+    extra = ["--weights-dir", str(trained.parent)] if args[:2] != ["--mode", "eval"] else []
+    result = run_main(*args, *extra)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert _digest(trained) == before

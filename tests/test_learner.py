@@ -1,0 +1,135 @@
+"""TD target, loss, optimizer and compiled update, checked against hand computations."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten, tree_map
+
+from dqn_mlx.config import NATURE2015, NIPS2013
+from dqn_mlx.learner import CenteredRMSProp, Learner, linear_epsilon, td_loss, td_target
+from dqn_mlx.train import exploration_rate
+
+
+def test_td_target_bootstraps_only_non_terminal_transitions() -> None:
+    rewards = mx.array([1.0, -1.0, 0.0])
+    terminals = mx.array([0.0, 1.0, 0.0])
+    next_q = mx.array([[0.5, 2.0], [10.0, 3.0], [-1.0, -2.0]])
+    y = td_target(rewards, terminals, next_q, gamma=0.9)
+    # 1 + 0.9 * 2 ; terminal: just -1 ; 0 + 0.9 * -1
+    assert np.allclose(np.array(y), [2.8, -1.0, -0.9])
+
+
+def test_squared_and_huber_losses_by_hand() -> None:
+    q = mx.array([0.0, 1.0, 3.0])
+    y = mx.array([0.5, -1.0, 3.25])  # errors 0.5, -2.0, 0.25
+    assert float(td_loss(q, y, "squared")) == pytest.approx(0.25 + 4.0 + 0.0625)
+    # Huber delta 1: 0.5 e^2 inside, |e| - 0.5 outside
+    assert float(td_loss(q, y, "huber")) == pytest.approx(0.125 + 1.5 + 0.03125)
+    grad = mx.grad(lambda qq: td_loss(qq, y, "huber"))(q)
+    assert np.allclose(np.array(grad), [-0.5, 1.0, -0.25])  # TD error clipped to [-1, 1]
+
+
+def test_linear_epsilon_schedule() -> None:
+    assert linear_epsilon(0, 1.0, 0.1, 1000) == 1.0
+    assert linear_epsilon(500, 1.0, 0.1, 1000) == pytest.approx(0.55)
+    assert linear_epsilon(1000, 1.0, 0.1, 1000) == pytest.approx(0.1)
+    assert linear_epsilon(10**7, 1.0, 0.1, 1000) == pytest.approx(0.1)
+    cfg = dataclasses.replace(NIPS2013, learning_starts=100, epsilon_decay_steps=1000)
+    assert exploration_rate(cfg, 99) == 1.0  # random replay start
+    assert exploration_rate(cfg, 600) == pytest.approx(0.55)
+
+
+def test_centered_rmsprop_step_by_hand() -> None:
+    opt = CenteredRMSProp(0.1, grad_decay=0.9, sq_decay=0.8, min_sq=0.01)
+    params = {"w": mx.array([1.0, -2.0])}
+    grads = {"w": mx.array([0.5, -1.0])}
+    opt.init(params)
+    new = opt.apply_gradients(grads, params)
+    g = 0.1 * np.array([0.5, -1.0])
+    g2 = 0.2 * np.array([0.25, 1.0])
+    expected = np.array([1.0, -2.0]) - 0.1 * np.array([0.5, -1.0]) / np.sqrt(g2 - g**2 + 0.01)
+    assert np.allclose(np.array(new["w"]), expected, atol=1e-6)
+
+
+def _batch(rng: np.random.Generator, n: int = 8) -> tuple[np.ndarray, ...]:
+    states = rng.integers(0, 256, (n, 4, 84, 84), dtype=np.uint8)
+    next_states = rng.integers(0, 256, (n, 4, 84, 84), dtype=np.uint8)
+    actions = rng.integers(0, 3, n)
+    rewards = rng.choice([-1.0, 0.0, 1.0], n).astype(np.float32)
+    terminals = (np.arange(n) % 3 == 0).astype(np.float32)
+    return states, actions, rewards, next_states, terminals
+
+
+def _expected_loss(learner: Learner, target_net: object, batch: tuple[np.ndarray, ...]) -> float:
+    states, actions, rewards, next_states, terminals = batch
+    q = np.array(learner.online(mx.array(states)))
+    next_q = np.array(target_net(mx.array(next_states)))  # type: ignore[operator]
+    y = rewards + learner.config.gamma * (1 - terminals) * next_q.max(axis=1)
+    err = y - q[np.arange(len(actions)), actions]
+    if learner.config.loss == "huber":
+        a = np.abs(err)
+        return float(np.sum(np.where(a <= 1, 0.5 * err**2, a - 0.5)))
+    return float(np.sum(err**2))
+
+
+def test_compiled_update_uses_the_current_target_network() -> None:
+    """The target network is compile state: changing it between calls changes the loss."""
+    mx.random.seed(0)
+    cfg = dataclasses.replace(NATURE2015, network="nips2013", target_update_period=1000)
+    learner = Learner(cfg, 3)
+    rng = np.random.default_rng(0)
+    assert learner.target is not None
+    # Move the target away from the online network, then check the compiled loss follows it.
+    learner.target.update(tree_map(lambda p: p * 1.5 + 0.01, learner.target.parameters()))
+    batch = _batch(rng)
+    expected = _expected_loss(learner, learner.target, batch)
+    assert float(learner.update(*batch)) == pytest.approx(expected, rel=1e-4)
+    batch = _batch(rng)
+    learner.sync_target()
+    expected = _expected_loss(learner, learner.online, batch)
+    assert float(learner.update(*batch)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_without_target_network_the_previous_parameters_give_the_target() -> None:
+    mx.random.seed(1)
+    learner = Learner(NIPS2013, 3)
+    assert learner.target is None
+    rng = np.random.default_rng(1)
+    for _ in range(2):
+        batch = _batch(rng)
+        expected = _expected_loss(learner, learner.online, batch)  # theta_{i-1}
+        assert float(learner.update(*batch)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_target_syncs_every_period_updates() -> None:
+    mx.random.seed(2)
+    cfg = dataclasses.replace(NATURE2015, network="nips2013", target_update_period=3)
+    learner = Learner(cfg, 3)
+    rng = np.random.default_rng(2)
+    assert learner.target is not None
+
+    def same() -> bool:
+        a = dict(tree_flatten(learner.online.parameters()))
+        b = dict(tree_flatten(learner.target.parameters()))  # type: ignore[union-attr]
+        return all(np.array_equal(np.array(a[k]), np.array(b[k])) for k in a)
+
+    learner.update(*_batch(rng))
+    learner.update(*_batch(rng))
+    assert not same()
+    learner.update(*_batch(rng))
+    assert same()
+
+
+def test_updates_descend_the_loss_on_a_fixed_batch() -> None:
+    mx.random.seed(3)
+    cfg = dataclasses.replace(NATURE2015, network="nips2013", learning_rate=1e-3)
+    learner = Learner(cfg, 3)
+    batch = _batch(np.random.default_rng(3))
+    first = float(learner.update(*batch))
+    for _ in range(30):
+        last = float(learner.update(*batch))
+    assert last < 0.5 * first
