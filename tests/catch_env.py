@@ -20,16 +20,16 @@ SIZE, BALL, PADDLE_W, PADDLE_H, FALL, MOVE = 84, 4, 12, 4, 8, 8
 
 class CatchEnv:
     num_actions = 3
-    action_meanings = ["NOOP", "LEFT", "RIGHT"]
 
     def __init__(self, seed: int):
+        self.action_meanings = ["NOOP", "LEFT", "RIGHT"]
         self.rng = np.random.default_rng(seed)
         self.ball_x = self.ball_y = self.paddle_x = 0
 
     def _frame(self) -> np.ndarray:
         frame = np.zeros((SIZE, SIZE), dtype=np.uint8)
-        frame[self.ball_y:self.ball_y + BALL, self.ball_x:self.ball_x + BALL] = 255
-        frame[SIZE - PADDLE_H:, self.paddle_x:self.paddle_x + PADDLE_W] = 200
+        frame[self.ball_y : self.ball_y + BALL, self.ball_x : self.ball_x + BALL] = 255
+        frame[SIZE - PADDLE_H :, self.paddle_x : self.paddle_x + PADDLE_W] = 200
         return frame
 
     def reset(self) -> np.ndarray:
@@ -43,6 +43,6 @@ class CatchEnv:
         self.paddle_x = int(np.clip(self.paddle_x + move, 0, SIZE - PADDLE_W))
         self.ball_y += FALL
         if self.ball_y + BALL >= SIZE - PADDLE_H:
-            caught = (self.paddle_x - BALL < self.ball_x < self.paddle_x + PADDLE_W)
+            caught = self.paddle_x - BALL < self.ball_x < self.paddle_x + PADDLE_W
             return Step(self.reset(), 1.0 if caught else -1.0, True, False, True)
         return Step(self._frame(), 0.0, False, False, False)

@@ -12,20 +12,47 @@ import mlx.core as mx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--steps", "2000", "--learning-starts", "1500", "--replay-size", "3000",
-        "--epoch-updates", "300", "--eval-steps", "300", "--held-out-states", "64"]
+TINY = [
+    "--steps",
+    "2000",
+    "--learning-starts",
+    "1500",
+    "--replay-size",
+    "3000",
+    "--epoch-updates",
+    "300",
+    "--eval-steps",
+    "300",
+    "--held-out-states",
+    "64",
+]
 
 
 def run_main(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT, check=False)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     weights = tmp_path_factory.mktemp("weights")
-    result = run_main("--mode", "train", "--env", "BreakoutNoFrameskip-v4", "--seed", "3",
-                      "--weights-dir", str(weights), *TINY)
+    result = run_main(
+        "--mode",
+        "train",
+        "--env",
+        "BreakoutNoFrameskip-v4",
+        "--seed",
+        "3",
+        "--weights-dir",
+        str(weights),
+        *TINY,
+    )
     assert result.returncode == 0, result.stderr
     return weights / "BreakoutNoFrameskip-v4"
 
@@ -49,8 +76,9 @@ def test_train_writes_checkpoints_metrics_and_plots(trained: Path) -> None:
 
 
 def test_eval_needs_only_the_checkpoint(trained: Path) -> None:
-    result = run_main("--mode", "eval", "--load-path", str(trained / "epoch_2.safetensors"),
-                      "--episodes", "2")
+    result = run_main(
+        "--mode", "eval", "--load-path", str(trained / "epoch_2.safetensors"), "--episodes", "2"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("episode ") >= 2 and "mean " in result.stdout
     assert "BreakoutNoFrameskip-v4" in result.stdout and "epsilon 0.05" in result.stdout
@@ -62,21 +90,28 @@ def _digest(folder: Path) -> dict[str, str]:
 
 def _bad_files(tmp: Path, trained: Path) -> dict[str, Path]:
     good = (trained / "epoch_1.safetensors").read_bytes()
-    files = {"text": tmp / "notes.safetensors", "truncated": tmp / "cut.safetensors",
-             "no_meta": tmp / "plain.safetensors", "other_arch": tmp / "arch.safetensors"}
+    files = {
+        "text": tmp / "notes.safetensors",
+        "truncated": tmp / "cut.safetensors",
+        "no_meta": tmp / "plain.safetensors",
+        "other_arch": tmp / "arch.safetensors",
+    }
     files["text"].write_text("hello, not weights")
     files["truncated"].write_bytes(good[: len(good) // 2])
     arrays, meta = mx.load(str(trained / "epoch_1.safetensors"), return_metadata=True)
     mx.save_safetensors(str(files["no_meta"]), arrays)
     config = json.loads(meta["config"])
     config["network"] = "nature2015"
-    mx.save_safetensors(str(files["other_arch"]), arrays, metadata={**meta,
-                                                                    "config": json.dumps(config)})
+    mx.save_safetensors(
+        str(files["other_arch"]), arrays, metadata={**meta, "config": json.dumps(config)}
+    )
     return files
 
 
 BAD_INPUTS = [
     (["--mode", "play"], "unknown --mode"),
+    (["--steps", "abc"], "Invalid value for '--steps'"),
+    (["--bogus"], "No such option: --bogus"),
     (["--preset", "nature2016"], "unknown preset"),
     (["--env", "Breakot-v5"], "unknown environment id"),
     (["--env", "CartPole-v1"], "not an Atari game"),
@@ -90,16 +125,22 @@ BAD_INPUTS = [
     (["--mode", "eval", "--load-path", "{truncated}"], "not a readable safetensors"),
     (["--mode", "eval", "--load-path", "{no_meta}"], "no dqn-mlx metadata"),
     (["--mode", "eval", "--load-path", "{other_arch}"], "do not match a nature2015 network"),
-    (["--mode", "eval", "--load-path", "{good}", "--env", "PongNoFrameskip-v4"],
-     "but the checkpoint was trained on BreakoutNoFrameskip-v4"),
+    (
+        ["--mode", "eval", "--load-path", "{good}", "--env", "PongNoFrameskip-v4"],
+        "but the checkpoint was trained on BreakoutNoFrameskip-v4",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("args", "message"), BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
 def test_bad_input_is_one_line_nonzero_and_touches_nothing(
-        args: list[str], message: str, trained: Path, tmp_path: Path) -> None:
-    paths = {**_bad_files(tmp_path, trained), "trained": trained,
-             "good": trained / "epoch_1.safetensors"}
+    args: list[str], message: str, trained: Path, tmp_path: Path
+) -> None:
+    paths = {
+        **_bad_files(tmp_path, trained),
+        "trained": trained,
+        "good": trained / "epoch_1.safetensors",
+    }
     args = [a.format(**{k: str(v) for k, v in paths.items()}) for a in args]
     before = _digest(trained)
     extra = ["--weights-dir", str(trained.parent)] if args[:2] != ["--mode", "eval"] else []

@@ -16,7 +16,10 @@ def test_nips2013_preset_matches_the_2013_paper() -> None:
     assert c is PRESETS["nips2013"] and c.preset == "nips2013"
     assert ARCHITECTURES[c.network] == (((16, 8, 4), (32, 4, 2)), 256)
     assert (c.frame_skip, c.frame_skip_for("space_invaders"), c.frame_skip_for("breakout")) == (
-        4, 3, 4)
+        4,
+        3,
+        4,
+    )
     assert (c.batch_size, c.replay_size, c.history_length) == (32, 1_000_000, 4)
     assert (c.epsilon_start, c.epsilon_end, c.epsilon_decay_steps) == (1.0, 0.1, 1_000_000)
     assert c.update_period == 1 and c.target_update_period == 0  # Algorithm 1, no target net
@@ -30,15 +33,21 @@ def test_nature2015_preset_matches_the_nature_paper() -> None:
     assert ARCHITECTURES[c.network] == (((32, 8, 4), (64, 4, 2), (64, 3, 1)), 512)
     assert c.frame_skip_for("space_invaders") == 4
     assert (c.learning_rate, c.rms_grad_decay, c.rms_sq_decay, c.rms_min_sq) == (
-        2.5e-4, 0.95, 0.95, 0.01)
+        2.5e-4,
+        0.95,
+        0.95,
+        0.01,
+    )
     assert (c.target_update_period, c.update_period, c.learning_starts) == (10_000, 4, 50_000)
     assert (c.gamma, c.noop_max, c.total_steps, c.loss) == (0.99, 30, 50_000_000, "huber")
     assert c.terminal_on_life_loss and c.replay_size == 1_000_000
 
 
 def test_overrides_convert_types_and_reject_bad_values() -> None:
-    c = with_overrides(NIPS2013, parse_assignments(["gamma=0.9", "replay-size=1_000",
-                                                    "terminal_on_life_loss=true"]))
+    c = with_overrides(
+        NIPS2013,
+        parse_assignments(["gamma=0.9", "replay-size=1_000", "terminal_on_life_loss=true"]),
+    )
     assert (c.gamma, c.replay_size, c.terminal_on_life_loss) == (0.9, 1000, True)
     with pytest.raises(UserError, match="unknown hyperparameter"):
         with_overrides(NIPS2013, {"gama": "0.9"})
@@ -50,13 +59,16 @@ def test_overrides_convert_types_and_reject_bad_values() -> None:
         preset("nature2016")
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("total_steps", 0, "--steps must be positive"),
-    ("replay_size", -5, "--replay-size must be positive"),
-    ("replay_size", 10, "must exceed --batch-size"),
-    ("learning_starts", 10**9, "must be below --steps"),
-    ("gamma", 1.5, r"--gamma must be in \[0, 1\]"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("total_steps", 0, "--steps must be positive"),
+        ("replay_size", -5, "--replay-size must be positive"),
+        ("replay_size", 10, "must exceed --batch-size"),
+        ("learning_starts", 10**9, "must be below --steps"),
+        ("gamma", 1.5, r"--gamma must be in \[0, 1\]"),
+    ],
+)
 def test_validate_names_the_bad_flag(field: str, value: object, message: str) -> None:
     with pytest.raises(UserError, match=message):
         dataclasses.replace(NIPS2013, **{field: value}).validate()

@@ -27,8 +27,14 @@ def test_frames_are_84x84_uint8_grayscale_with_a_visible_game() -> None:
 def test_frames_are_the_max_of_the_last_two_raw_frames() -> None:
     """Same seed and actions, with and without max-pooling: pooling can only brighten, and it
     must differ somewhere (the ball moves between the two raw frames)."""
-    kwargs = dict(stack_num=1, frameskip=4, noop_max=0, reward_clipping=False,
-                  autoreset_mode="SameStep", repeat_action_probability=0.0)
+    kwargs = dict(
+        stack_num=1,
+        frameskip=4,
+        noop_max=0,
+        reward_clipping=False,
+        autoreset_mode="SameStep",
+        repeat_action_probability=0.0,
+    )
     pooled = AtariVectorEnv("breakout", 1, maxpool=True, **kwargs)
     plain = AtariVectorEnv("breakout", 1, maxpool=False, **kwargs)
     ours = breakout(seed=0, noop_max=0)
@@ -75,8 +81,15 @@ def test_fire_is_pressed_after_reset_and_after_each_lost_life() -> None:
 
 
 def test_our_stacks_equal_ale_pys_stacking_with_zero_padding_at_reset() -> None:
-    reference = AtariVectorEnv("breakout", 1, stack_num=4, frameskip=4, noop_max=0,
-                               reward_clipping=False, autoreset_mode="SameStep")
+    reference = AtariVectorEnv(
+        "breakout",
+        1,
+        stack_num=4,
+        frameskip=4,
+        noop_max=0,
+        reward_clipping=False,
+        autoreset_mode="SameStep",
+    )
     ours = breakout(seed=3, noop_max=0)
     stack = StackedFrames(4)
     expected = reference.reset(seed=3)[0][0]
@@ -95,11 +108,14 @@ def test_v5_ids_have_sticky_actions_and_say_so() -> None:
     assert comparability_note(resolve_game("PongNoFrameskip-v4")) is None
 
 
-@pytest.mark.parametrize(("env_id", "message"), [
-    ("BreakoutNoFrameskp-v4", "did you mean BreakoutNoFrameskip-v4"),
-    ("CartPole-v1", "not an Atari game"),
-    ("Breakout-v4", "its own frame skipping; use BreakoutNoFrameskip-v4"),
-])
+@pytest.mark.parametrize(
+    ("env_id", "message"),
+    [
+        ("BreakoutNoFrameskp-v4", "did you mean BreakoutNoFrameskip-v4"),
+        ("CartPole-v1", "not an Atari game"),
+        ("Breakout-v4", "its own frame skipping; use BreakoutNoFrameskip-v4"),
+    ],
+)
 def test_bad_env_ids_are_explained(env_id: str, message: str) -> None:
     with pytest.raises(UserError, match=message):
         resolve_game(env_id)

@@ -31,8 +31,13 @@ def fill(capacity: int, steps: int, seed: int) -> tuple[ReplayMemory, list[dict]
     for t in range(steps):
         kind = rng.choice(["none", "terminal", "truncated", "life"], p=[0.8, 0.08, 0.06, 0.06])
         terminal = kind in ("terminal", "life")
-        record = {"t": t, "action": int(rng.integers(4)), "reward": float(rng.choice([-1, 0, 1])),
-                  "terminal": terminal, "start": start}
+        record = {
+            "t": t,
+            "action": int(rng.integers(4)),
+            "reward": float(rng.choice([-1, 0, 1])),
+            "terminal": terminal,
+            "start": start,
+        }
         memory.add(frame_for(t), record["action"], record["reward"], terminal, start)
         history.append(record)
         start = kind in ("terminal", "truncated")  # a life loss does not start a new episode
@@ -58,8 +63,9 @@ def reference_valid(history: list[dict], capacity: int, t: int) -> bool:
     return history[t]["terminal"] or not history[t + 1]["start"]
 
 
-@pytest.mark.parametrize(("capacity", "steps"), [(50, 30), (50, 50), (50, 51), (37, 200),
-                                                 (16, 1000)])
+@pytest.mark.parametrize(
+    ("capacity", "steps"), [(50, 30), (50, 50), (50, 51), (37, 200), (16, 1000)]
+)
 def test_stacks_and_validity_match_brute_force(capacity: int, steps: int) -> None:
     memory, history = fill(capacity, steps, seed=capacity + steps)
     oldest = max(0, steps - capacity)
@@ -69,7 +75,8 @@ def test_stacks_and_validity_match_brute_force(capacity: int, steps: int) -> Non
         if reference_valid(history, capacity, t):
             assert decode(memory.gather_stacks(slot)[0]) == reference_stack(history, t), t
             assert decode(memory.gather_stacks((slot + 1) % capacity)[0]) == reference_stack(
-                history, t + 1), t
+                history, t + 1
+            ), t
 
 
 def test_sampled_batches_are_valid_transitions_with_matching_fields() -> None:
@@ -109,8 +116,10 @@ def test_sampling_an_empty_memory_raises() -> None:
 def test_storage_is_one_frame_per_transition() -> None:
     assert BYTES_PER_TRANSITION <= 7_100
     memory = ReplayMemory(1000, H)
-    stored = sum(a.nbytes for a in (memory.frames, memory.actions, memory.rewards,
-                                    memory.terminals, memory.starts))
+    stored = sum(
+        a.nbytes
+        for a in (memory.frames, memory.actions, memory.rewards, memory.terminals, memory.starts)
+    )
     assert stored == 1000 * BYTES_PER_TRANSITION
     assert 1_000_000 * BYTES_PER_TRANSITION < 7.1e9  # the paper's replay on a 16 GB laptop
 

@@ -83,8 +83,18 @@ def _build_shim(openblas: Path) -> Path:
         source = Path(tmp) / "shim.c"
         source.write_text(_SHIM_SOURCE)
         partial = Path(tmp) / target.name
-        cmd = [compiler, "-O2", "-shared", "-fPIC", str(source), "-o", str(partial),
-               f"-L{openblas.parent}", f"-l:{openblas.name}", f"-Wl,-rpath,{openblas.parent}"]
+        cmd = [
+            compiler,
+            "-O2",
+            "-shared",
+            "-fPIC",
+            str(source),
+            "-o",
+            str(partial),
+            f"-L{openblas.parent}",
+            f"-l:{openblas.name}",
+            f"-Wl,-rpath,{openblas.parent}",
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"gcc failed: {result.stderr.strip()[:200]}")

@@ -12,12 +12,14 @@ so a crash leaves either the previous complete file or the new complete file, ne
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
@@ -27,6 +29,10 @@ from dqn_mlx.errors import UserError
 from dqn_mlx.network import ARCHITECTURES, QNetwork, parameter_shapes
 
 FORMAT_VERSION = "1"
+
+
+def mlx_version() -> str:
+    return importlib.metadata.version("mlx")
 
 
 def run_dir(weights_dir: Path, env_id: str) -> Path:
@@ -55,7 +61,10 @@ def _umask() -> int:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+    def write(tmp: Path) -> None:
+        tmp.write_text(text)
+
+    atomic_write(path, write)
 
 
 @dataclass(frozen=True)
@@ -69,8 +78,14 @@ class Checkpoint:
     metadata: dict[str, str]
 
 
-def save_weights(path: Path, network: QNetwork, config: DQNConfig, env_id: str,
-                 action_meanings: list[str], progress: dict[str, int]) -> None:
+def save_weights(
+    path: Path,
+    network: QNetwork,
+    config: DQNConfig,
+    env_id: str,
+    action_meanings: list[str],
+    progress: dict[str, int],
+) -> None:
     """Write the online weights and metadata to ``path`` atomically."""
     from dqn_mlx import __version__
 
@@ -83,38 +98,52 @@ def save_weights(path: Path, network: QNetwork, config: DQNConfig, env_id: str,
         "num_actions": str(len(action_meanings)),
         "action_meanings": json.dumps(action_meanings),
         "dqn_mlx_version": __version__,
-        "mlx_version": mx.__version__,
+        "mlx_version": mlx_version(),
         **{key: str(value) for key, value in progress.items()},
     }
     arrays = dict(tree_flatten(network.parameters()))
-    atomic_write(path, lambda tmp: mx.save_safetensors(str(tmp), arrays, metadata=metadata))
+
+    def write(tmp: Path) -> None:
+        mx.save_safetensors(str(tmp), arrays, metadata=metadata)
+
+    atomic_write(path, write)
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, mx.array], dict[str, str]]:
+    loaded: Any = mx.load(str(path), format="safetensors", return_metadata=True)
+    return loaded[0], loaded[1]
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
     """Load and check a checkpoint; every problem is a one-line UserError."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"--load-path {path} does not exist; point it at an "
-                        "epoch_<N>.safetensors file written by --mode train")
+        raise UserError(
+            f"--load-path {path} does not exist; point it at an "
+            "epoch_<N>.safetensors file written by --mode train"
+        )
     if path.is_dir():
         raise UserError(f"--load-path {path} is a directory; give an epoch_<N>.safetensors file")
     try:
-        arrays, metadata = mx.load(str(path), format="safetensors", return_metadata=True)
+        arrays, metadata = _read_safetensors(path)
     except Exception as exc:
-        raise UserError(f"--load-path {path} is not a readable safetensors file "
-                        f"(truncated or another format?): {str(exc).splitlines()[0][:120]}"
-                        ) from None
+        raise UserError(
+            f"--load-path {path} is not a readable safetensors file "
+            f"(truncated or another format?): {str(exc).splitlines()[0][:120]}"
+        ) from None
     missing = [k for k in ("format", "env_id", "config", "action_meanings") if k not in metadata]
     if missing or not str(metadata.get("format", "")).startswith("dqn-mlx/"):
-        raise UserError(f"--load-path {path} has no dqn-mlx metadata (missing "
-                        f"{', '.join(missing) or 'format'}); was it written by dqn-mlx?")
+        raise UserError(
+            f"--load-path {path} has no dqn-mlx metadata (missing "
+            f"{', '.join(missing) or 'format'}); was it written by dqn-mlx?"
+        )
     fields = json.loads(metadata["config"])
     known = {f.name for f in dataclasses.fields(DQNConfig)}
     fields = {k: v for k, v in fields.items() if k in known}
-    fields["frame_skip_overrides"] = tuple(tuple(x) for x in fields.get(
-        "frame_skip_overrides", ()))
-    config = with_overrides(DQNConfig(), {k: v for k, v in fields.items()
-                                          if k != "frame_skip_overrides"})
+    fields["frame_skip_overrides"] = tuple(tuple(x) for x in fields.get("frame_skip_overrides", ()))
+    config = with_overrides(
+        DQNConfig(), {k: v for k, v in fields.items() if k != "frame_skip_overrides"}
+    )
     config = dataclasses.replace(config, frame_skip_overrides=fields["frame_skip_overrides"])
     action_meanings = json.loads(metadata["action_meanings"])
     if config.network not in ARCHITECTURES:
@@ -124,8 +153,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
     found = {name: tuple(value.shape) for name, value in arrays.items()}
     if found != expected:
         diff = sorted(set(expected.items()) ^ set(found.items()))[:2]
-        raise UserError(f"--load-path {path}: weights do not match a {config.network} network "
-                        f"with {len(action_meanings)} actions (differs at {diff})")
+        raise UserError(
+            f"--load-path {path}: weights do not match a {config.network} network "
+            f"with {len(action_meanings)} actions (differs at {diff})"
+        )
     network.update(tree_unflatten(list(arrays.items())))
     mx.eval(network.parameters())
     return Checkpoint(network, config, metadata["env_id"], action_meanings, dict(metadata))

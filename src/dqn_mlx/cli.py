@@ -9,8 +9,12 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="DQN (Mnih et al. 2013/2015) in MLX: train or evaluate on Atari games.")
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="DQN (Mnih et al. 2013/2015) in MLX: train or evaluate on Atari games.",
+)
 
 MODES = ("train", "eval")
 
@@ -23,33 +27,47 @@ def _overrides(**values: object) -> dict[str, object]:
 @app.command()
 def main(
     mode: Annotated[str, typer.Option(help="train | eval")] = "train",
-    env: Annotated[str | None, typer.Option(
-        help="Gymnasium Atari id: <Game>NoFrameskip-v4 (papers' setting) or ALE/<Game>-v5. "
-             "Train default: BreakoutNoFrameskip-v4; eval default: the checkpoint's.")] = None,
+    env: Annotated[
+        str | None,
+        typer.Option(
+            help="Gymnasium Atari id: <Game>NoFrameskip-v4 (papers' setting) or ALE/<Game>-v5. "
+            "Train default: BreakoutNoFrameskip-v4; eval default: the checkpoint's."
+        ),
+    ] = None,
     preset: Annotated[str, typer.Option(help="nips2013 | nature2015")] = "nips2013",
     steps: Annotated[int | None, typer.Option(help="Total training agent steps.")] = None,
     epoch_updates: Annotated[int | None, typer.Option(help="Minibatch updates per epoch.")] = None,
-    replay_size: Annotated[int | None, typer.Option(
-        help="Replay capacity in transitions (agent steps).")] = None,
-    learning_starts: Annotated[int | None, typer.Option(
-        help="Agent steps of random play before the first update.")] = None,
+    replay_size: Annotated[
+        int | None, typer.Option(help="Replay capacity in transitions (agent steps).")
+    ] = None,
+    learning_starts: Annotated[
+        int | None, typer.Option(help="Agent steps of random play before the first update.")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for numpy, MLX and the emulators.")] = None,
-    weights_dir: Annotated[Path, typer.Option(help="Output folder; runs go to <dir>/<env-id>/.")
-                           ] = Path("weights"),
-    eval_steps: Annotated[int | None, typer.Option(
-        help="Agent steps of epsilon=0.05 play per epoch evaluation.")] = None,
-    held_out_states: Annotated[int | None, typer.Option(
-        help="Random-policy states on which average max-Q is tracked.")] = None,
+    weights_dir: Annotated[
+        Path, typer.Option(help="Output folder; runs go to <dir>/<env-id>/.")
+    ] = Path("weights"),
+    eval_steps: Annotated[
+        int | None, typer.Option(help="Agent steps of epsilon=0.05 play per epoch evaluation.")
+    ] = None,
+    held_out_states: Annotated[
+        int | None, typer.Option(help="Random-policy states on which average max-Q is tracked.")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Minibatch size (transitions).")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="RMSProp step size.")] = None,
     update_period: Annotated[int | None, typer.Option(help="Agent steps per update.")] = None,
-    target_update_period: Annotated[int | None, typer.Option(
-        help="Updates between target syncs; 0 = no target network (2013).")] = None,
-    epsilon_decay_steps: Annotated[int | None, typer.Option(
-        help="Agent steps over which epsilon anneals 1 -> 0.1.")] = None,
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Any other hyperparameter: --set name=value (repeatable; see README).")
-        ] = None,
+    target_update_period: Annotated[
+        int | None, typer.Option(help="Updates between target syncs; 0 = no target network (2013).")
+    ] = None,
+    epsilon_decay_steps: Annotated[
+        int | None, typer.Option(help="Agent steps over which epsilon anneals 1 -> 0.1.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Any other hyperparameter: --set name=value (repeatable; see README)."
+        ),
+    ] = None,
     load_path: Annotated[Path | None, typer.Option(help="eval: checkpoint to play.")] = None,
     episodes: Annotated[int, typer.Option(help="eval: games to play.")] = 10,
     epsilon: Annotated[float, typer.Option(help="eval: exploration rate.")] = 0.05,
@@ -62,17 +80,26 @@ def main(
             raise UserError(f"unknown --mode {mode!r}; choose one of: {', '.join(MODES)}")
         _select_device(device)
         if mode == "train":
-            from dqn_mlx.config import parse_assignments, preset as get_preset, with_overrides
+            from dqn_mlx.config import parse_assignments, with_overrides
+            from dqn_mlx.config import preset as get_preset
 
-            flags = _overrides(total_steps=steps, epoch_updates=epoch_updates,
-                               replay_size=replay_size, learning_starts=learning_starts,
-                               seed=seed, eval_steps=eval_steps, held_out_states=held_out_states,
-                               batch_size=batch_size, learning_rate=learning_rate,
-                               update_period=update_period,
-                               target_update_period=target_update_period,
-                               epsilon_decay_steps=epsilon_decay_steps)
-            config = with_overrides(get_preset(preset),
-                                    {**parse_assignments(set_ or []), **flags}).validate()
+            flags = _overrides(
+                total_steps=steps,
+                epoch_updates=epoch_updates,
+                replay_size=replay_size,
+                learning_starts=learning_starts,
+                seed=seed,
+                eval_steps=eval_steps,
+                held_out_states=held_out_states,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                update_period=update_period,
+                target_update_period=target_update_period,
+                epsilon_decay_steps=epsilon_decay_steps,
+            )
+            config = with_overrides(
+                get_preset(preset), {**parse_assignments(set_ or []), **flags}
+            ).validate()
             _train(config, env or "BreakoutNoFrameskip-v4", weights_dir)
         else:
             _evaluate(load_path, env, episodes, epsilon, seed)
@@ -113,8 +140,7 @@ def _train(config: object, env_id: str, weights_dir: Path) -> None:
     _report_backend(dqn_mlx.BLAS_STATUS, measure_gflops)
 
     def make_env(seed: int) -> object:
-        return make_atari_env(env_id, frame_skip, config.noop_max, config.max_episode_frames,
-                              seed)
+        return make_atari_env(env_id, frame_skip, config.noop_max, config.max_episode_frames, seed)
 
     out = train(config, env_id, make_env, weights_dir, frame_skip=frame_skip)  # type: ignore[arg-type]
     print(f"done: checkpoints, metrics.jsonl and plots in {out}")
@@ -123,16 +149,24 @@ def _train(config: object, env_id: str, weights_dir: Path) -> None:
 def _report_backend(status: object, measure: object) -> None:
     import mlx.core as mx
 
+    from dqn_mlx.checkpoint import mlx_version
+
     gflops = measure()  # type: ignore[operator]
     name = getattr(status, "name", "?")
-    print(f"MLX {mx.__version__} on {mx.default_device()}; BLAS: {name}, {gflops:.0f} GFLOP/s")
+    print(f"MLX {mlx_version()} on {mx.default_device()}; BLAS: {name}, {gflops:.0f} GFLOP/s")
     if not getattr(status, "fast", True):
-        print(f"warning: slow reference BLAS in use: {getattr(status, 'detail', '')}",
-              file=sys.stderr)
+        print(
+            f"warning: slow reference BLAS in use: {getattr(status, 'detail', '')}", file=sys.stderr
+        )
 
 
-def _evaluate(load_path: Path | None, env_override: str | None, episodes: int, epsilon: float,
-              seed: int | None) -> None:
+def _evaluate(
+    load_path: Path | None,
+    env_override: str | None,
+    episodes: int,
+    epsilon: float,
+    seed: int | None,
+) -> None:
     import numpy as np
 
     from dqn_mlx.checkpoint import load_checkpoint
@@ -151,26 +185,50 @@ def _evaluate(load_path: Path | None, env_override: str | None, episodes: int, e
     game = resolve_game(env_id)
     cfg = ckpt.config
     seed = cfg.seed + 1000 if seed is None else seed
-    env = make_atari_env(env_id, game.fixed_frame_skip or cfg.frame_skip_for(game.rom),
-                         cfg.noop_max, cfg.max_episode_frames, seed)
+    env = make_atari_env(
+        env_id,
+        game.fixed_frame_skip or cfg.frame_skip_for(game.rom),
+        cfg.noop_max,
+        cfg.max_episode_frames,
+        seed,
+    )
     if env.action_meanings != ckpt.action_meanings:
-        raise UserError(f"--env {env_id} has actions {env.action_meanings} but the checkpoint "
-                        f"was trained on {ckpt.env_id} with {ckpt.action_meanings}")
+        raise UserError(
+            f"--env {env_id} has actions {env.action_meanings} but the checkpoint "
+            f"was trained on {ckpt.env_id} with {ckpt.action_meanings}"
+        )
     note = comparability_note(game)
     if note:
         print(note)
-    print(f"evaluating {load_path} (preset {cfg.preset}, epoch {ckpt.metadata.get('epoch', '?')},"
-          f" {ckpt.metadata.get('agent_steps', '?')} agent steps) on {env_id}: {episodes} full "
-          f"games, epsilon {epsilon}, seed {seed}")
+    print(
+        f"evaluating {load_path} (preset {cfg.preset}, epoch {ckpt.metadata.get('epoch', '?')},"
+        f" {ckpt.metadata.get('agent_steps', '?')} agent steps) on {env_id}: {episodes} full "
+        f"games, epsilon {epsilon}, seed {seed}"
+    )
     rng = np.random.default_rng(seed)
     act = epsilon_greedy(greedy_policy(ckpt.network), epsilon, env.num_actions, rng)
     result = play_episodes(env, act, cfg.history_length, episodes)
     for i, score in enumerate(result.scores, 1):
         print(f"episode {i}: raw score {score:g}")
     scores = np.array(result.scores)
-    print(f"mean {scores.mean():.2f}  std {scores.std():.2f}  min {scores.min():g}  "
-          f"max {scores.max():g}  ({len(scores)} episodes, {result.agent_steps:,} agent steps)")
+    print(
+        f"mean {scores.mean():.2f}  std {scores.std():.2f}  min {scores.min():g}  "
+        f"max {scores.max():g}  ({len(scores)} episodes, {result.agent_steps:,} agent steps)"
+    )
 
 
 def run() -> None:
-    app()
+    """Entry point: the CLI parser's own errors (a bad type, an unknown flag) become one line
+    too. They are recognised by shape (``format_message``, ``exit_code``): typer vendors click's
+    exception classes in a private module, so naming them would be fragile."""
+    try:
+        code = app(standalone_mode=False)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        typer.echo(f"error: {exc.format_message()} (see --help)", err=True)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

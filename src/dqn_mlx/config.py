@@ -109,9 +109,18 @@ class DQNConfig:
 
     def validate(self) -> DQNConfig:
         """Raise UserError naming the first inconsistent value; return self when all is well."""
-        positive = ("frame_skip", "history_length", "replay_size", "batch_size", "update_period",
-                    "total_steps", "epoch_updates", "eval_steps", "held_out_states",
-                    "max_episode_frames")
+        positive = (
+            "frame_skip",
+            "history_length",
+            "replay_size",
+            "batch_size",
+            "update_period",
+            "total_steps",
+            "epoch_updates",
+            "eval_steps",
+            "held_out_states",
+            "max_episode_frames",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UserError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
@@ -127,11 +136,13 @@ class DQNConfig:
         if self.replay_size < self.batch_size + self.history_length:
             raise UserError(
                 f"--replay-size ({self.replay_size}) must exceed --batch-size "
-                f"({self.batch_size}) + history; raise --replay-size")
+                f"({self.batch_size}) + history; raise --replay-size"
+            )
         if self.learning_starts >= self.total_steps:
             raise UserError(
                 f"--learning-starts ({self.learning_starts}) must be below --steps "
-                f"({self.total_steps}) or the agent never learns")
+                f"({self.total_steps}) or the agent never learns"
+            )
         return self
 
 

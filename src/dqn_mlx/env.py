@@ -68,9 +68,12 @@ def _atari_ids() -> list[str]:
     import gymnasium
 
     gymnasium.register_envs(ale_py)
-    return [i for i, s in gymnasium.registry.items()
-            if "ale_py" in str(s.entry_point) and (i.endswith("NoFrameskip-v4") or
-                                                   i.startswith("ALE/") and i.endswith("-v5"))]
+    return [
+        i
+        for i, s in gymnasium.registry.items()
+        if "ale_py" in str(s.entry_point)
+        and (i.endswith("NoFrameskip-v4") or (i.startswith("ALE/") and i.endswith("-v5")))
+    ]
 
 
 def resolve_game(env_id: str) -> GameSpec:
@@ -82,49 +85,75 @@ def resolve_game(env_id: str) -> GameSpec:
     spec = gymnasium.registry.get(env_id)
     if spec is None:
         close = difflib.get_close_matches(env_id, _atari_ids(), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else (
-            "; use an Atari id such as BreakoutNoFrameskip-v4 or ALE/Breakout-v5")
+        hint = (
+            f"; did you mean {', '.join(close)}?"
+            if close
+            else ("; use an Atari id such as BreakoutNoFrameskip-v4 or ALE/Breakout-v5")
+        )
         raise UserError(f"unknown environment id {env_id!r}{hint}")
     if "ale_py" not in str(spec.entry_point):
-        raise UserError(f"{env_id!r} is not an Atari game; DQN here plays ALE games such as "
-                        "BreakoutNoFrameskip-v4")
+        raise UserError(
+            f"{env_id!r} is not an Atari game; DQN here plays ALE games such as "
+            "BreakoutNoFrameskip-v4"
+        )
     kwargs = spec.kwargs
     game = str(kwargs.get("game"))
     if env_id.startswith("ALE/") and env_id.endswith("-v5"):
-        return GameSpec(env_id, game, float(kwargs.get("repeat_action_probability", 0.25)),
-                        int(kwargs.get("frameskip", 4)))
+        return GameSpec(
+            env_id,
+            game,
+            float(kwargs.get("repeat_action_probability", 0.25)),
+            int(kwargs.get("frameskip", 4)),
+        )
     if kwargs.get("frameskip") == 1 and not kwargs.get("repeat_action_probability"):
         return GameSpec(env_id, game, 0.0, None)
     suggestion = "".join(part.capitalize() for part in game.split("_")) + "NoFrameskip-v4"
-    raise UserError(f"{env_id!r} has its own frame skipping; use {suggestion} (the papers' "
-                    f"setting) or ALE/{suggestion.replace('NoFrameskip-v4', '-v5')}")
+    raise UserError(
+        f"{env_id!r} has its own frame skipping; use {suggestion} (the papers' "
+        f"setting) or ALE/{suggestion.replace('NoFrameskip-v4', '-v5')}"
+    )
 
 
 def comparability_note(game: GameSpec) -> str | None:
     """A log line for v5 ids, whose sticky actions make scores incomparable with the papers."""
     if game.sticky_actions > 0:
-        return (f"note: {game.env_id} uses sticky actions (p={game.sticky_actions}) and its own "
-                "frame skip of 4; scores are not comparable with the papers' (use "
-                "<Game>NoFrameskip-v4 for that)")
+        return (
+            f"note: {game.env_id} uses sticky actions (p={game.sticky_actions}) and its own "
+            "frame skip of 4; scores are not comparable with the papers' (use "
+            "<Game>NoFrameskip-v4 for that)"
+        )
     return None
 
 
 class AtariEnv:
     """One ALE game with the papers' preprocessing; see the module docstring."""
 
-    def __init__(self, game: GameSpec, frame_skip: int, noop_max: int, max_episode_frames: int,
-                 seed: int):
+    def __init__(
+        self, game: GameSpec, frame_skip: int, noop_max: int, max_episode_frames: int, seed: int
+    ):
         from ale_py.vector_env import AtariVectorEnv
 
         self.game = game
         self.frame_skip = game.fixed_frame_skip or frame_skip
         self._env = AtariVectorEnv(
-            game.rom, 1, stack_num=1, frameskip=self.frame_skip, maxpool=True, grayscale=True,
-            img_height=84, img_width=84, noop_max=noop_max, use_fire_reset=True,
-            episodic_life=False, life_loss_info=False, reward_clipping=False,
+            game.rom,
+            1,
+            stack_num=1,
+            frameskip=self.frame_skip,
+            maxpool=True,
+            grayscale=True,
+            img_height=84,
+            img_width=84,
+            noop_max=noop_max,
+            use_fire_reset=True,
+            episodic_life=False,
+            life_loss_info=False,
+            reward_clipping=False,
             repeat_action_probability=game.sticky_actions,
-            max_num_frames_per_episode=max_episode_frames, autoreset_mode="SameStep",
-            num_threads=1)
+            max_num_frames_per_episode=max_episode_frames,
+            autoreset_mode="SameStep",
+            num_threads=1,
+        )
         action_set = list(self._env.ale.get_action_set())
         self.action_meanings = [a.name for a in action_set]
         self.num_actions = len(action_set)
@@ -145,7 +174,7 @@ class AtariEnv:
 
     def step(self, action: int) -> Step:
         frame, reward, over, truncated, lives = self._raw_step(action)
-        life_lost = lives < self._lives and not (over or truncated) or over
+        life_lost = (lives < self._lives and not (over or truncated)) or over
         self._lives = lives
         if life_lost and not over and not truncated and self.fire_action is not None:
             # Relaunch after a lost life, as the reset does (ale-py only fires on resets).
@@ -156,15 +185,21 @@ class AtariEnv:
     def _raw_step(self, action: int) -> tuple[np.ndarray, float, bool, bool, int]:
         self._action[0] = action
         obs, reward, terminated, truncated, info = self._env.step(self._action)
-        return obs[0, 0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), int(
-            info["lives"][0])
+        return (
+            obs[0, 0],
+            float(reward[0]),
+            bool(terminated[0]),
+            bool(truncated[0]),
+            int(info["lives"][0]),
+        )
 
     def close(self) -> None:
         self._env.close()
 
 
-def make_atari_env(env_id: str, frame_skip: int, noop_max: int, max_episode_frames: int,
-                   seed: int) -> AtariEnv:
+def make_atari_env(
+    env_id: str, frame_skip: int, noop_max: int, max_episode_frames: int, seed: int
+) -> AtariEnv:
     game = resolve_game(env_id)
     return AtariEnv(game, frame_skip, noop_max, max_episode_frames, seed)
 

@@ -24,13 +24,14 @@ def greedy_policy(network: QNetwork) -> Policy:
 
     def act(state: np.ndarray) -> int:
         q = network(mx.array(state[None]))  # (1, actions)
-        return int(mx.argmax(q, axis=1).item())
+        return int(mx.argmax(q, axis=1).item())  # type: ignore[arg-type]
 
     return act
 
 
-def epsilon_greedy(policy: Policy, epsilon: float, num_actions: int,
-                   rng: np.random.Generator) -> Policy:
+def epsilon_greedy(
+    policy: Policy, epsilon: float, num_actions: int, rng: np.random.Generator
+) -> Policy:
     """With probability epsilon a uniformly random action, else the policy's."""
 
     def act(state: np.ndarray) -> int:
@@ -54,14 +55,16 @@ class EvalResult:
         return float(np.mean(self.scores)) if self.scores else 0.0
 
 
-def _play(env: PixelEnv, act: Policy, history: int, max_steps: int | None,
-          max_episodes: int | None) -> EvalResult:
+def _play(
+    env: PixelEnv, act: Policy, history: int, max_steps: int | None, max_episodes: int | None
+) -> EvalResult:
     stack = StackedFrames(history)
     state = stack.reset(env.reset())
     scores: list[float] = []
     score, steps = 0.0, 0
     while (max_steps is None or steps < max_steps) and (
-            max_episodes is None or len(scores) < max_episodes):
+        max_episodes is None or len(scores) < max_episodes
+    ):
         step = env.step(act(state))
         score += step.reward
         steps += 1
@@ -90,6 +93,6 @@ def average_max_q(network: QNetwork, states: np.ndarray, batch_size: int = 256) 
     """Mean over held-out states of max_a Q(s, a) (2013 Sec. 5.1, Figure 2), in batches."""
     total = 0.0
     for start in range(0, len(states), batch_size):
-        q = network(mx.array(states[start:start + batch_size]))  # (batch, actions)
-        total += float(mx.sum(mx.max(q, axis=1)).item())
+        q = network(mx.array(states[start : start + batch_size]))  # (batch, actions)
+        total += float(mx.sum(mx.max(q, axis=1)).item())  # type: ignore[arg-type]
     return total / max(len(states), 1)

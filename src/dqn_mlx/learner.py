@@ -89,8 +89,9 @@ class CenteredRMSProp(optim.Optimizer):
 
 
 def make_optimizer(config: DQNConfig) -> CenteredRMSProp:
-    return CenteredRMSProp(config.learning_rate, config.rms_grad_decay, config.rms_sq_decay,
-                           config.rms_min_sq)
+    return CenteredRMSProp(
+        config.learning_rate, config.rms_grad_decay, config.rms_sq_decay, config.rms_min_sq
+    )
 
 
 class Learner:
@@ -111,8 +112,14 @@ class Learner:
     def _build_step(self) -> Any:
         config, online, target, optimizer = self.config, self.online, self.target, self.optimizer
 
-        def loss_fn(model: QNetwork, states: mx.array, actions: mx.array, rewards: mx.array,
-                    next_states: mx.array, terminals: mx.array) -> mx.array:
+        def loss_fn(
+            model: QNetwork,
+            states: mx.array,
+            actions: mx.array,
+            rewards: mx.array,
+            next_states: mx.array,
+            terminals: mx.array,
+        ) -> mx.array:
             next_q = mx.stop_gradient((target if target is not None else model)(next_states))
             targets = td_target(rewards, terminals, next_q, config.gamma)  # (batch,)
             q = model(states)  # (batch, actions)
@@ -127,8 +134,13 @@ class Learner:
             state.append(target.state)
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def step(states: mx.array, actions: mx.array, rewards: mx.array, next_states: mx.array,
-                 terminals: mx.array) -> mx.array:
+        def step(
+            states: mx.array,
+            actions: mx.array,
+            rewards: mx.array,
+            next_states: mx.array,
+            terminals: mx.array,
+        ) -> mx.array:
             loss, grads = loss_and_grad(online, states, actions, rewards, next_states, terminals)
             optimizer.update(online, grads)
             return loss
@@ -136,16 +148,21 @@ class Learner:
         self._state = state
         return step
 
-    def update(self, states: Any, actions: Any, rewards: Any, next_states: Any,
-               terminals: Any) -> mx.array:
+    def update(
+        self, states: Any, actions: Any, rewards: Any, next_states: Any, terminals: Any
+    ) -> mx.array:
         """One minibatch update; returns the summed loss (evaluated, still on device).
 
         Inputs are numpy arrays from the replay: states and next_states (batch, history, 84,
         84) uint8, actions (batch,) int, rewards (batch,) float32 clipped, terminals (batch,).
         """
-        loss = self._step(mx.array(states), mx.array(actions, dtype=mx.int32),
-                          mx.array(rewards, dtype=mx.float32), mx.array(next_states),
-                          mx.array(terminals, dtype=mx.float32))
+        loss = self._step(
+            mx.array(states),
+            mx.array(actions, dtype=mx.int32),
+            mx.array(rewards, dtype=mx.float32),
+            mx.array(next_states),
+            mx.array(terminals, dtype=mx.float32),
+        )
         mx.eval(loss, self._state)
         self.updates += 1
         if self.target is not None and self.updates % self.config.target_update_period == 0:

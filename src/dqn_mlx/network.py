@@ -51,7 +51,7 @@ def conv_patches(x: mx.array, kernel: int, stride: int) -> mx.array:
 
 
 def gemm_weight(weight: mx.array, stride: int) -> mx.array:
-    """Conv weight (out, k, k, in) reordered to the patch order of ``conv_patches``: (out, k*k*in)."""
+    """Conv weight (out, k, k, in) in the patch order of ``conv_patches``: (out, k*k*in)."""
     filters, kernel, _, channels = weight.shape
     n = kernel // stride
     w = weight.reshape(filters, n, stride, n, stride, channels).transpose(0, 1, 3, 2, 4, 5)
@@ -61,8 +61,13 @@ def gemm_weight(weight: mx.array, stride: int) -> mx.array:
 class QNetwork(nn.Module):
     """Q(s, .; theta) for one architecture and action count."""
 
-    def __init__(self, num_actions: int, architecture: str = "nips2013", history: int = 4,
-                 formulation: str | None = None):
+    def __init__(
+        self,
+        num_actions: int,
+        architecture: str = "nips2013",
+        history: int = 4,
+        formulation: str | None = None,
+    ):
         """``formulation``: ``conv`` or ``gemm``; None picks ``gemm`` on the CPU, else ``conv``."""
         super().__init__()
         if formulation is None:
@@ -93,7 +98,7 @@ class QNetwork(nn.Module):
     def _features_gemm(self, x: mx.array) -> mx.array:
         batch = x.shape[0]
         for index, (conv, stride) in enumerate(zip(self.convs, self.strides, strict=True)):
-            kernel = conv.weight.shape[1]
+            kernel = int(conv.weight.shape[1])
             out = (x.shape[1] - kernel) // stride + 1
             patches = conv_patches(x, kernel, stride)  # (batch*out*out, k*k*in)
             if index == 0:  # im2col on uint8 (4x fewer bytes moved), then to [0, 1]
@@ -107,4 +112,5 @@ def parameter_shapes(network: nn.Module) -> dict[str, tuple[int, ...]]:
     """Flat ``name -> shape`` map, used to check a checkpoint against an architecture."""
     from mlx.utils import tree_flatten
 
-    return {name: tuple(value.shape) for name, value in tree_flatten(network.parameters())}
+    flat: list[tuple[str, mx.array]] = tree_flatten(network.parameters())  # type: ignore[assignment]
+    return {name: tuple(value.shape) for name, value in flat}

@@ -29,10 +29,14 @@ def draw_plots(run_dir: Path, records: list[dict[str, Any]], env_id: str) -> Non
     """Redraw ``rewards_plot.png`` and ``q_values_plot.png`` in ``run_dir`` (atomically)."""
     epochs = [r["epoch"] for r in records]
     plt, fig, ax = _figure(f"{env_id}: average reward per episode", "raw game score per episode")
-    ax.plot(epochs, [r["eval_score_mean"] for r in records], "o-",
-            label="evaluation (epsilon 0.05)")
-    train = [(r["epoch"], r["train_score_mean"]) for r in records
-             if r.get("train_score_mean") is not None]
+    ax.plot(
+        epochs, [r["eval_score_mean"] for r in records], "o-", label="evaluation (epsilon 0.05)"
+    )
+    train = [
+        (r["epoch"], r["train_score_mean"])
+        for r in records
+        if r.get("train_score_mean") is not None
+    ]
     if train:
         ax.plot(*zip(*train, strict=True), "s--", alpha=0.6, label="training episodes")
     ax.legend()
@@ -40,7 +44,8 @@ def draw_plots(run_dir: Path, records: list[dict[str, Any]], env_id: str) -> Non
     atomic_write(Path(run_dir) / REWARDS_PLOT, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
 
-    plt, fig, ax = _figure(f"{env_id}: average action value", "average max_a Q(s, a), held-out states")
+    ylabel = "average max_a Q(s, a) on held-out states"
+    plt, fig, ax = _figure(f"{env_id}: average action value", ylabel)
     ax.plot(epochs, [r["avg_max_q"] for r in records], "o-", color="tab:red")
     fig.tight_layout()
     atomic_write(Path(run_dir) / Q_VALUES_PLOT, lambda tmp: fig.savefig(tmp, format="png"))

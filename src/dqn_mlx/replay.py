@@ -56,7 +56,8 @@ def check_replay_fits(capacity: int, reserve_bytes: int = 1 << 30) -> None:
         raise UserError(
             f"--replay-size {capacity:,} needs {needed / 1e9:.2f} GB but only "
             f"{max(available, 0) / 1e9:.2f} GB is available; use --replay-size {largest:,} "
-            "or less")
+            "or less"
+        )
 
 
 class ReplayMemory:
@@ -75,11 +76,14 @@ class ReplayMemory:
         self.cursor = 0  # next slot to write
         self.size = 0  # slots written so far, at most capacity
         # Preallocated gather buffers: allocating fresh ones each sample costs ~10x in faults.
-        self._buffers = (np.empty((batch_size, history, *FRAME_SHAPE), np.uint8),
-                         np.empty((batch_size, history, *FRAME_SHAPE), np.uint8))
+        self._buffers = (
+            np.empty((batch_size, history, *FRAME_SHAPE), np.uint8),
+            np.empty((batch_size, history, *FRAME_SHAPE), np.uint8),
+        )
 
-    def add(self, frame: np.ndarray, action: int, reward: float, terminal: bool,
-            episode_start: bool) -> None:
+    def add(
+        self, frame: np.ndarray, action: int, reward: float, terminal: bool, episode_start: bool
+    ) -> None:
         """Store transition t: the newest frame of s_t, a_t, clipped r_t, terminal flag, and
         whether frame t is the first of its episode."""
         i = self.cursor
@@ -144,5 +148,10 @@ class ReplayMemory:
         states = self.gather_stacks(index, self._buffers[0] if use_buffers else None)
         following = (index + 1) % self.capacity
         next_states = self.gather_stacks(following, self._buffers[1] if use_buffers else None)
-        return Batch(states, self.actions[index].astype(np.int32), self.rewards[index].copy(),
-                     next_states, self.terminals[index].astype(np.float32))
+        return Batch(
+            states,
+            self.actions[index].astype(np.int32),
+            self.rewards[index].copy(),
+            next_states,
+            self.terminals[index].astype(np.float32),
+        )

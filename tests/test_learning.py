@@ -1,0 +1,60 @@
+"""The learner learns: DQN, through the same ``train`` code path as Atari, masters a pixel game.
+
+The game (``catch_env.py``) rewards only the end of each 10-step game, so a good score needs
+values propagated back through the TD target. Reference points: random play scores about
+-0.5 per game; a learner that does not bootstrap (or ignores the terminal mask, or ascends the
+loss) only learns the last move, and with its other Q-values tied it keeps the paddle in the
+middle: about -0.3. A working DQN reaches +0.8 to +1.0 (measured: 0.8-0.96 after 2,500 updates).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from catch_env import CatchEnv
+
+from dqn_mlx.config import NIPS2013, with_overrides
+from dqn_mlx.metrics import read_metrics
+from dqn_mlx.train import train
+
+CATCH = {
+    "replay_size": 5_000,
+    "learning_starts": 500,
+    "epsilon_decay_steps": 1_000,
+    "learning_rate": 0.002,
+    "epoch_updates": 500,
+    "held_out_states": 100,
+    "seed": 0,
+}
+
+
+def test_dqn_learns_to_catch(tmp_path: Path) -> None:
+    config = with_overrides(NIPS2013, {**CATCH, "total_steps": 4_500, "eval_steps": 1_000})
+    out = train(config, "Catch", CatchEnv, tmp_path, log=lambda _: None)
+    records = read_metrics(out)
+    first, last_two = records[0], records[-2:]
+    final_score = float(np.mean([r["eval_score_mean"] for r in last_two]))
+    assert final_score >= 0.7, [r["eval_score_mean"] for r in records]
+    assert first["eval_score_mean"] < final_score
+    # Values rise towards the discounted catch reward as the agent learns.
+    assert last_two[-1]["avg_max_q"] > first["avg_max_q"] + 0.2
+
+
+def test_a_seed_reproduces_a_cpu_run(tmp_path: Path) -> None:
+    config = with_overrides(
+        NIPS2013,
+        {
+            **CATCH,
+            "learning_starts": 100,
+            "total_steps": 300,
+            "epoch_updates": 100,
+            "eval_steps": 50,
+        },
+    )
+    runs = [
+        read_metrics(train(config, "Catch", CatchEnv, tmp_path / str(i), log=lambda _: None))
+        for i in range(2)
+    ]
+    keys = ("loss_mean", "avg_max_q", "eval_scores", "train_scores")
+    assert [[r[k] for k in keys] for r in runs[0]] == [[r[k] for k in keys] for r in runs[1]]
