@@ -16,7 +16,7 @@ app = typer.Typer(
     help="DQN (Mnih et al. 2013/2015) in MLX: train or evaluate on Atari games.",
 )
 
-MODES = ("train", "eval")
+MODES = ("train", "eval", "bench")
 
 
 def _overrides(**values: object) -> dict[str, object]:
@@ -26,7 +26,7 @@ def _overrides(**values: object) -> dict[str, object]:
 
 @app.command()
 def main(
-    mode: Annotated[str, typer.Option(help="train | eval")] = "train",
+    mode: Annotated[str, typer.Option(help="train | eval | bench")] = "train",
     env: Annotated[
         str | None,
         typer.Option(
@@ -101,8 +101,14 @@ def main(
                 get_preset(preset), {**parse_assignments(set_ or []), **flags}
             ).validate()
             _train(config, env or "BreakoutNoFrameskip-v4", weights_dir)
-        else:
+        elif mode == "eval":
             _evaluate(load_path, env, episodes, epsilon, seed)
+        else:
+            from dqn_mlx.bench import run_benchmark
+
+            if steps is not None and steps <= 0:
+                raise UserError(f"--steps must be positive, got {steps}")
+            run_benchmark(steps or 2_000)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

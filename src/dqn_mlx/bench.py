@@ -1,0 +1,128 @@
+"""``main.py --mode bench``: speed and memory of every stage on this machine.
+
+Prints one figure per line, ``name value unit``, so a script can read it. Timings are medians
+of repeated runs. The end-to-end figure runs the real training loop (``train.train``, Nature
+preset: one update per 4 agent steps) and reads the rate of an epoch that starts after
+learning has begun, so neither the random replay start nor evaluation is counted.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from dqn_mlx.config import PRESETS, with_overrides
+from dqn_mlx.env import make_atari_env
+from dqn_mlx.evaluate import greedy_policy
+from dqn_mlx.learner import Learner
+from dqn_mlx.metrics import read_metrics
+from dqn_mlx.replay import BYTES_PER_TRANSITION, ReplayMemory
+from dqn_mlx.train import train
+
+BENCH_ENV = "BreakoutNoFrameskip-v4"
+
+
+def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def _random_batch(rng: np.random.Generator, actions: int) -> tuple[np.ndarray, ...]:
+    return (rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8), rng.integers(0, actions, 32),
+            rng.choice([-1.0, 0.0, 1.0], 32).astype(np.float32),
+            rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8),
+            (rng.random(32) < 0.05).astype(np.float32))
+
+
+def network_figures(preset: str, emit: Callable[[str, float | str, str], None]) -> None:
+    """Compiled update (batch 32) and acting (one observation) for one preset's network."""
+    learner = Learner(PRESETS[preset], 4)
+    batch = _random_batch(np.random.default_rng(0), 4)
+    emit(f"update_ms_{preset}", _median_ms(lambda: learner.update(*batch), 20), "ms")
+    act = greedy_policy(learner.online)
+    emit(f"act_ms_{preset}", _median_ms(lambda: act(batch[0][0]), 50), "ms")
+
+
+def env_steps_per_s(steps: int = 2_000) -> float:
+    env = make_atari_env(BENCH_ENV, 4, 30, 108_000, seed=0)
+    rng = np.random.default_rng(0)
+    actions = rng.integers(env.num_actions, size=steps)
+    env.reset()
+    start = time.perf_counter()
+    for a in actions:
+        env.step(int(a))
+    rate = steps / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def replay_figures(emit: Callable[[str, float | str, str], None], capacity: int = 100_000) -> None:
+    memory = ReplayMemory(capacity, 4, 32)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (64, 84, 84), dtype=np.uint8)
+    for lap in range(2):  # the second lap overwrites: the steady state of a long run
+        start = time.perf_counter()
+        for i in range(capacity):
+            memory.add(frames[i % 64], i % 4, 0.0, i % 997 == 0, i % 997 == 1)
+    emit("replay_insert_us", 1e6 * (time.perf_counter() - start) / capacity, "us")
+    emit("replay_sample_ms", _median_ms(lambda: memory.sample(32, rng), 200), "ms")
+    emit("replay_bytes_per_transition", BYTES_PER_TRANSITION, "bytes")
+    emit("replay_bytes_1m_transitions", BYTES_PER_TRANSITION * 1_000_000 / 1e9, "GB")
+
+
+def end_to_end_steps_per_s(steps: int) -> float:
+    """Agent steps/s of ``train`` (Nature preset) once learning has started: epoch 1 is the
+    random replay start plus ``steps`` steps of warm-up, epoch 2 is the ``steps`` measured."""
+    base = PRESETS["nature2015"]
+    updates = max(1, steps // base.update_period)
+    config = with_overrides(base, {
+        "replay_size": 20_000, "learning_starts": 500, "epoch_updates": updates,
+        "total_steps": 500 + 2 * updates * base.update_period, "eval_steps": 100,
+        "held_out_states": 32})
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def make_env(seed: int) -> object:
+            return make_atari_env(BENCH_ENV, 4, 30, 108_000, seed)
+
+        out = train(config, BENCH_ENV, make_env, Path(tmp), log=lambda _: None,  # type: ignore[arg-type]
+                    frame_skip=4)
+        return float(read_metrics(out)[1]["agent_steps_per_s"])
+
+
+def peak_memory_mib() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes vs KiB
+
+
+def run_benchmark(end_to_end_steps: int = 2_000) -> None:
+    import dqn_mlx
+    from dqn_mlx.blas import measure_gflops
+
+    def emit(name: str, value: float | str, unit: str) -> None:
+        text = f"{value:.3g}" if isinstance(value, float) and value < 10 else (
+            f"{value:.1f}" if isinstance(value, float) else str(value))
+        print(f"{name} {text} {unit}", flush=True)
+
+    emit("device", "gpu" if mx.default_device() == mx.gpu else "cpu", "-")
+    emit("blas", dqn_mlx.BLAS_STATUS.name.split(" ")[0], "-")
+    emit("blas_gflops", measure_gflops(), "GFLOP/s")
+    for preset in PRESETS:
+        network_figures(preset, emit)
+    emit("env_agent_steps_per_s", env_steps_per_s(), "agent_steps/s")
+    replay_figures(emit)
+    emit("end_to_end_nature2015", end_to_end_steps_per_s(end_to_end_steps), "agent_steps/s")
+    emit("peak_memory", peak_memory_mib(), "MiB")
