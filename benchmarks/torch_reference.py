@@ -23,10 +23,16 @@ from torch import nn
 
 def nature_network(actions: int) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(),
-        nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
-        nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(), nn.Linear(512, actions),
+        nn.Conv2d(4, 32, 8, stride=4),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 4, stride=2),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, stride=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3136, 512),
+        nn.ReLU(),
+        nn.Linear(512, actions),
     )
 
 
@@ -34,11 +40,13 @@ class Learner:
     def __init__(self, actions: int):
         self.online, self.target = nature_network(actions), nature_network(actions)
         self.target.load_state_dict(self.online.state_dict())
-        self.opt = torch.optim.RMSprop(self.online.parameters(), lr=2.5e-4, alpha=0.95,
-                                       eps=0.01, centered=True)
+        self.opt = torch.optim.RMSprop(
+            self.online.parameters(), lr=2.5e-4, alpha=0.95, eps=0.01, centered=True
+        )
 
-    def update(self, s: np.ndarray, a: np.ndarray, r: np.ndarray, s2: np.ndarray,
-               d: np.ndarray) -> float:
+    def update(
+        self, s: np.ndarray, a: np.ndarray, r: np.ndarray, s2: np.ndarray, d: np.ndarray
+    ) -> float:
         s_t = torch.from_numpy(s).float().div_(255)
         s2_t = torch.from_numpy(s2).float().div_(255)
         with torch.no_grad():
@@ -52,10 +60,13 @@ class Learner:
 
 
 def random_batch(rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    return (rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8), rng.integers(0, 4, 32),
-            rng.standard_normal(32).astype(np.float32),
-            rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8),
-            (rng.random(32) < 0.1).astype(np.float32))
+    return (
+        rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8),
+        rng.integers(0, 4, 32),
+        rng.standard_normal(32).astype(np.float32),
+        rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8),
+        (rng.random(32) < 0.1).astype(np.float32),
+    )
 
 
 def update_ms(repeats: int = 30) -> float:
@@ -72,8 +83,9 @@ def update_ms(repeats: int = 30) -> float:
 
 def loop_steps_per_s(steps: int = 2000, warmup: int = 1000) -> float:
     """A plain DQN loop: act, step, store one frame, update every 4 agent steps."""
-    env = AtariVectorEnv("breakout", 1, stack_num=4, reward_clipping=False,
-                         autoreset_mode="SameStep", num_threads=1)
+    env = AtariVectorEnv(
+        "breakout", 1, stack_num=4, reward_clipping=False, autoreset_mode="SameStep", num_threads=1
+    )
     learner, rng = Learner(4), np.random.default_rng(0)
     capacity = warmup + steps + 10
     frames = np.zeros((capacity, 84, 84), np.uint8)
@@ -90,8 +102,13 @@ def loop_steps_per_s(steps: int = 2000, warmup: int = 1000) -> float:
         else:
             with torch.no_grad():
                 action = int(learner.online(torch.from_numpy(obs).float() / 255).argmax())
-        obs, r, term, trunc, _ = env.step(np.array([action]))
-        frames[t], actions[t], rewards[t], dones[t] = obs[0, -1], action, np.clip(r[0], -1, 1), term[0]
+        obs, r, term, _trunc, _ = env.step(np.array([action]))
+        frames[t], actions[t], rewards[t], dones[t] = (
+            obs[0, -1],
+            action,
+            np.clip(r[0], -1, 1),
+            term[0],
+        )
         if t >= warmup and t % 4 == 0:
             idx = rng.integers(4, t - 1, 32)
             stack = np.stack([frames[idx - k] for k in (3, 2, 1, 0)], axis=1)

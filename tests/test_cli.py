@@ -151,3 +151,21 @@ def test_bad_input_is_one_line_nonzero_and_touches_nothing(
     assert message in lines[0]
     assert "Traceback" not in result.stdout + result.stderr
     assert _digest(trained) == before
+
+
+def test_bench_prints_every_figure_as_name_value_unit() -> None:
+    result = run_main("--mode", "bench", "--steps", "100", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    figures = {}
+    for line in result.stdout.strip().splitlines():
+        name, value, unit = line.split(" ")
+        figures[name] = (value, unit)
+    expected = {"device", "blas", "blas_gflops", "update_ms_nips2013", "act_ms_nips2013",
+                "update_ms_nature2015", "act_ms_nature2015", "env_agent_steps_per_s",
+                "replay_insert_us", "replay_sample_ms", "replay_bytes_per_transition",
+                "end_to_end_nature2015", "peak_memory"}
+    assert expected <= figures.keys()
+    assert figures["device"][0] == "cpu"
+    assert figures["replay_bytes_per_transition"] == ("7063", "bytes")
+    for name in expected - {"device", "blas"}:
+        assert float(figures[name][0]) > 0, name

@@ -20,7 +20,7 @@ import mlx.core as mx
 import numpy as np
 
 from dqn_mlx.config import PRESETS, with_overrides
-from dqn_mlx.env import make_atari_env
+from dqn_mlx.env import AtariEnv, make_atari_env
 from dqn_mlx.evaluate import greedy_policy
 from dqn_mlx.learner import Learner
 from dqn_mlx.metrics import read_metrics
@@ -42,10 +42,13 @@ def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float
 
 
 def _random_batch(rng: np.random.Generator, actions: int) -> tuple[np.ndarray, ...]:
-    return (rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8), rng.integers(0, actions, 32),
-            rng.choice([-1.0, 0.0, 1.0], 32).astype(np.float32),
-            rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8),
-            (rng.random(32) < 0.05).astype(np.float32))
+    return (
+        rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8),
+        rng.integers(0, actions, 32),
+        rng.choice([-1.0, 0.0, 1.0], 32).astype(np.float32),
+        rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8),
+        (rng.random(32) < 0.05).astype(np.float32),
+    )
 
 
 def network_figures(preset: str, emit: Callable[[str, float | str, str], None]) -> None:
@@ -74,7 +77,7 @@ def replay_figures(emit: Callable[[str, float | str, str], None], capacity: int 
     memory = ReplayMemory(capacity, 4, 32)
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (64, 84, 84), dtype=np.uint8)
-    for lap in range(2):  # the second lap overwrites: the steady state of a long run
+    for _lap in range(2):  # the second lap overwrites: the steady state of a long run
         start = time.perf_counter()
         for i in range(capacity):
             memory.add(frames[i % 64], i % 4, 0.0, i % 997 == 0, i % 997 == 1)
@@ -89,17 +92,30 @@ def end_to_end_steps_per_s(steps: int) -> float:
     random replay start plus ``steps`` steps of warm-up, epoch 2 is the ``steps`` measured."""
     base = PRESETS["nature2015"]
     updates = max(1, steps // base.update_period)
-    config = with_overrides(base, {
-        "replay_size": 20_000, "learning_starts": 500, "epoch_updates": updates,
-        "total_steps": 500 + 2 * updates * base.update_period, "eval_steps": 100,
-        "held_out_states": 32})
+    config = with_overrides(
+        base,
+        {
+            "replay_size": 20_000,
+            "learning_starts": 500,
+            "epoch_updates": updates,
+            "total_steps": 500 + 2 * updates * base.update_period,
+            "eval_steps": 100,
+            "held_out_states": 32,
+        },
+    )
     with tempfile.TemporaryDirectory() as tmp:
 
-        def make_env(seed: int) -> object:
+        def make_env(seed: int) -> AtariEnv:
             return make_atari_env(BENCH_ENV, 4, 30, 108_000, seed)
 
-        out = train(config, BENCH_ENV, make_env, Path(tmp), log=lambda _: None,  # type: ignore[arg-type]
-                    frame_skip=4)
+        out = train(
+            config,
+            BENCH_ENV,
+            make_env,
+            Path(tmp),
+            log=lambda _: None,
+            frame_skip=4,
+        )
         return float(read_metrics(out)[1]["agent_steps_per_s"])
 
 
@@ -113,8 +129,11 @@ def run_benchmark(end_to_end_steps: int = 2_000) -> None:
     from dqn_mlx.blas import measure_gflops
 
     def emit(name: str, value: float | str, unit: str) -> None:
-        text = f"{value:.3g}" if isinstance(value, float) and value < 10 else (
-            f"{value:.1f}" if isinstance(value, float) else str(value))
+        text = (
+            f"{value:.3g}"
+            if isinstance(value, float) and value < 10
+            else (f"{value:.1f}" if isinstance(value, float) else str(value))
+        )
         print(f"{name} {text} {unit}", flush=True)
 
     emit("device", "gpu" if mx.default_device() == mx.gpu else "cpu", "-")

@@ -134,7 +134,7 @@ def _train(config: object, env_id: str, weights_dir: Path) -> None:
     import dqn_mlx
     from dqn_mlx.blas import measure_gflops
     from dqn_mlx.config import DQNConfig
-    from dqn_mlx.env import comparability_note, make_atari_env, resolve_game
+    from dqn_mlx.env import AtariEnv, comparability_note, make_atari_env, resolve_game
     from dqn_mlx.train import train
 
     assert isinstance(config, DQNConfig)
@@ -145,10 +145,10 @@ def _train(config: object, env_id: str, weights_dir: Path) -> None:
         print(note)
     _report_backend(dqn_mlx.BLAS_STATUS, measure_gflops)
 
-    def make_env(seed: int) -> object:
+    def make_env(seed: int) -> AtariEnv:
         return make_atari_env(env_id, frame_skip, config.noop_max, config.max_episode_frames, seed)
 
-    out = train(config, env_id, make_env, weights_dir, frame_skip=frame_skip)  # type: ignore[arg-type]
+    out = train(config, env_id, make_env, weights_dir, frame_skip=frame_skip)
     print(f"done: checkpoints, metrics.jsonl and plots in {out}")
 
 
