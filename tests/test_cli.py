@@ -160,10 +160,21 @@ def test_bench_prints_every_figure_as_name_value_unit() -> None:
     for line in result.stdout.strip().splitlines():
         name, value, unit = line.split(" ")
         figures[name] = (value, unit)
-    expected = {"device", "blas", "blas_gflops", "update_ms_nips2013", "act_ms_nips2013",
-                "update_ms_nature2015", "act_ms_nature2015", "env_agent_steps_per_s",
-                "replay_insert_us", "replay_sample_ms", "replay_bytes_per_transition",
-                "end_to_end_nature2015", "peak_memory"}
+    expected = {
+        "device",
+        "blas",
+        "blas_gflops",
+        "update_ms_nips2013",
+        "act_ms_nips2013",
+        "update_ms_nature2015",
+        "act_ms_nature2015",
+        "env_agent_steps_per_s",
+        "replay_insert_us",
+        "replay_sample_ms",
+        "replay_bytes_per_transition",
+        "end_to_end_nature2015",
+        "peak_memory",
+    }
     assert expected <= figures.keys()
     assert figures["device"][0] == "cpu"
     assert figures["replay_bytes_per_transition"] == ("7063", "bytes")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import mlx.core as mx
 import numpy as np
@@ -133,3 +134,25 @@ def test_updates_descend_the_loss_on_a_fixed_batch() -> None:
     for _ in range(30):
         last = float(learner.update(*batch))
     assert last < 0.5 * first
+
+
+def test_compiled_rmsprop_matches_numpy_over_several_steps() -> None:
+    """The fused, compiled optimizer keeps g and g2 apart and follows the formula each step."""
+    opt = CenteredRMSProp(0.1, grad_decay=0.9, sq_decay=0.8, min_sq=0.01)
+    params = {"w": mx.array([1.0, -2.0, 0.5])}
+    opt.init(params)
+    state = [opt.state]
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def step(grads: dict, current: dict) -> dict:
+        return opt.apply_gradients(grads, current)
+
+    w, g, g2 = np.array([1.0, -2.0, 0.5]), np.zeros(3), np.zeros(3)
+    for grad in ([0.5, -1.0, 0.0], [0.1, 0.3, -2.0], [-0.4, 0.2, 1.0]):
+        params = step({"w": mx.array(grad)}, params)
+        mx.eval(params, state)
+        grad_np = np.array(grad)
+        g = 0.9 * g + 0.1 * grad_np
+        g2 = 0.8 * g2 + 0.2 * grad_np**2
+        w = w - 0.1 * grad_np / np.sqrt(g2 - g**2 + 0.01)
+        assert np.allclose(np.array(params["w"]), w, atol=1e-5)

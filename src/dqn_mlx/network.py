@@ -12,11 +12,13 @@ every checkpoint is written in, whichever formulation computes the forward pass.
 
 Two formulations of the same function, chosen by device:
 - ``conv``: ``nn.Conv2d`` layers. Metal has native convolution kernels: the fast path on Macs.
-- ``gemm``: each convolution as one 2-D matrix product. MLX's CPU backend computes the backward
-  pass of a strided convolution on a slow direct path; here a kxk stride-s convolution becomes
-  space-to-depth by s (a (k/s)x(k/s) stride-1 convolution over sxs blocks), im2col, and a single
-  (batch*positions, patch) x (patch, filters) product on the BLAS. Equal to ``conv`` up to float
-  rounding (tested), with the same weights.
+- ``gemm``: convolutions as matrix products. MLX's CPU backend computes the backward pass of a
+  *strided* convolution on a slow direct path (the whole update is about 5x slower), while
+  its stride-1 convolutions run on the BLAS. A kxk stride-s convolution equals a (k/s)x(k/s)
+  stride-1 convolution over space-to-depth blocks of sxs pixels, so the hidden layers become
+  ``space_to_depth`` + a stride-1 ``mx.conv2d``; the input layer, which needs no input
+  gradient, is im2col on uint8 bytes + one (batch*positions, patch) x (patch, filters) product.
+  Equal to ``conv`` up to float rounding, gradients included (tested), with the same weights.
 """
 
 from __future__ import annotations
@@ -58,6 +60,29 @@ def gemm_weight(weight: mx.array, stride: int) -> mx.array:
     return w.reshape(filters, kernel * kernel * channels)
 
 
+def space_to_depth(x: mx.array, stride: int) -> mx.array:
+    """(batch, size, size, C) -> (batch, size/s, size/s, s*s*C), each sxs block one position
+    with channels ordered (row in block, col in block, C). A kxk stride-s convolution of ``x``
+    equals a (k/s)x(k/s) stride-1 convolution of this with ``s2d_weight``'s weights."""
+    if stride == 1:
+        return x
+    batch, size, _, channels = x.shape
+    blocks = size // stride
+    x = x[:, : blocks * stride, : blocks * stride, :]
+    x = x.reshape(batch, blocks, stride, blocks, stride, channels).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(batch, blocks, blocks, stride * stride * channels)
+
+
+def s2d_weight(weight: mx.array, stride: int) -> mx.array:
+    """Conv weight (out, k, k, in) -> (out, k/s, k/s, s*s*in), matching ``space_to_depth``."""
+    if stride == 1:
+        return weight
+    filters, kernel, _, channels = weight.shape
+    n = kernel // stride
+    w = weight.reshape(filters, n, stride, n, stride, channels).transpose(0, 1, 3, 2, 4, 5)
+    return w.reshape(filters, n, n, stride * stride * channels)
+
+
 class QNetwork(nn.Module):
     """Q(s, .; theta) for one architecture and action count."""
 
@@ -97,14 +122,18 @@ class QNetwork(nn.Module):
 
     def _features_gemm(self, x: mx.array) -> mx.array:
         batch = x.shape[0]
-        for index, (conv, stride) in enumerate(zip(self.convs, self.strides, strict=True)):
-            kernel = int(conv.weight.shape[1])
-            out = (x.shape[1] - kernel) // stride + 1
-            patches = conv_patches(x, kernel, stride)  # (batch*out*out, k*k*in)
-            if index == 0:  # im2col on uint8 (4x fewer bytes moved), then to [0, 1]
-                patches = patches.astype(mx.float32) * (1.0 / 255.0)
-            y = patches @ gemm_weight(conv.weight, stride).T + conv.bias  # (batch*out*out, filters)
-            x = nn.relu(y).reshape(batch, out, out, -1)
+        first, *rest = zip(self.convs, self.strides, strict=True)
+        conv, stride = first
+        kernel = int(conv.weight.shape[1])
+        out = (x.shape[1] - kernel) // stride + 1
+        # The input layer: im2col on uint8 (4x fewer bytes moved), then [0, 1], one product.
+        patches = conv_patches(x, kernel, stride).astype(mx.float32) * (1.0 / 255.0)
+        y = patches @ gemm_weight(conv.weight, stride).T + conv.bias  # (batch*out*out, filters)
+        x = nn.relu(y).reshape(batch, out, out, -1)
+        for conv, stride in rest:  # stride-1 convolutions take MLX's GEMM-based path
+            x = nn.relu(
+                mx.conv2d(space_to_depth(x, stride), s2d_weight(conv.weight, stride)) + conv.bias
+            )
         return x  # (batch, h, w, filters)
 
 
