@@ -32,7 +32,9 @@ class CatchEnv:
         frame[SIZE - PADDLE_H :, self.paddle_x : self.paddle_x + PADDLE_W] = 200
         return frame
 
-    def reset(self) -> np.ndarray:
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
         self.ball_x = int(self.rng.integers(0, SIZE - BALL + 1))
         self.ball_y = 0
         self.paddle_x = (SIZE - PADDLE_W) // 2

@@ -109,6 +109,15 @@ def save_weights(
     atomic_write(path, write)
 
 
+def config_from_json(text: str) -> DQNConfig:
+    """The config saved in a checkpoint (fields unknown to this version are ignored)."""
+    fields = json.loads(text)
+    known = {f.name for f in dataclasses.fields(DQNConfig)}
+    overrides = tuple(tuple(x) for x in fields.pop("frame_skip_overrides", ()))
+    config = with_overrides(DQNConfig(), {k: v for k, v in fields.items() if k in known})
+    return dataclasses.replace(config, frame_skip_overrides=overrides)
+
+
 def _read_safetensors(path: Path) -> tuple[dict[str, mx.array], dict[str, str]]:
     loaded: Any = mx.load(str(path), format="safetensors", return_metadata=True)
     return loaded[0], loaded[1]
@@ -137,14 +146,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
             f"--load-path {path} has no dqn-mlx metadata (missing "
             f"{', '.join(missing) or 'format'}); was it written by dqn-mlx?"
         )
-    fields = json.loads(metadata["config"])
-    known = {f.name for f in dataclasses.fields(DQNConfig)}
-    fields = {k: v for k, v in fields.items() if k in known}
-    fields["frame_skip_overrides"] = tuple(tuple(x) for x in fields.get("frame_skip_overrides", ()))
-    config = with_overrides(
-        DQNConfig(), {k: v for k, v in fields.items() if k != "frame_skip_overrides"}
-    )
-    config = dataclasses.replace(config, frame_skip_overrides=fields["frame_skip_overrides"])
+    config = config_from_json(metadata["config"])
     action_meanings = json.loads(metadata["action_meanings"])
     if config.network not in ARCHITECTURES:
         raise UserError(f"--load-path {path}: unknown architecture {config.network!r}")

@@ -72,6 +72,18 @@ def main(
     episodes: Annotated[int, typer.Option(help="eval: games to play.")] = 10,
     epsilon: Annotated[float, typer.Option(help="eval: exploration rate.")] = 0.05,
     device: Annotated[str, typer.Option(help="cpu | gpu | auto (the best available).")] = "auto",
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="train: continue the run in this folder (weights/<env-id>/) or state file."
+        ),
+    ] = None,
+    save_replay: Annotated[
+        bool,
+        typer.Option(
+            "--save-replay", help="train: also save the replay memory (compressed) for --resume."
+        ),
+    ] = False,
 ) -> None:
     from dqn_mlx.errors import UserError
 
@@ -97,10 +109,13 @@ def main(
                 target_update_period=target_update_period,
                 epsilon_decay_steps=epsilon_decay_steps,
             )
+            if resume is not None:
+                _resume(resume, flags, bool(set_) or env is not None, save_replay)
+                return
             config = with_overrides(
                 get_preset(preset), {**parse_assignments(set_ or []), **flags}
             ).validate()
-            _train(config, env or "BreakoutNoFrameskip-v4", weights_dir)
+            _train(config, env or "BreakoutNoFrameskip-v4", weights_dir, save_replay)
         elif mode == "eval":
             _evaluate(load_path, env, episodes, epsilon, seed)
         else:
@@ -130,14 +145,49 @@ def _select_device(device: str) -> None:
         mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)
 
 
-def _train(config: object, env_id: str, weights_dir: Path) -> None:
+def _resume(path: Path, flags: dict[str, object], other: bool, save_replay: bool) -> None:
+    """Continue a run: its config comes from the state file; only --steps may change."""
+    import dataclasses
+
+    from dqn_mlx.errors import UserError
+    from dqn_mlx.resume import load_training_state
+
+    changed = sorted(set(flags) - {"total_steps"})
+    if changed or other:
+        names = ", ".join("--" + n.replace("_", "-") for n in changed) or "--env/--set"
+        raise UserError(
+            f"--resume continues a run with its own settings; drop {names} (only --steps may "
+            "change, to extend the run)"
+        )
+    loaded = load_training_state(path)
+    steps = flags.get("total_steps", loaded.config.total_steps)
+    config = dataclasses.replace(loaded.config, total_steps=int(steps)).validate()  # type: ignore[call-overload]
+    if config.total_steps <= loaded.run.step:
+        raise UserError(
+            f"--steps {config.total_steps:,}: the run already took {loaded.run.step:,} agent "
+            "steps; give a larger --steps to train further"
+        )
+    _train(config, loaded.env_id, loaded.path.parent, save_replay, resume=loaded)
+
+
+def _train(
+    config: object,
+    env_id: str,
+    weights_dir: Path,
+    save_replay: bool,
+    resume: object = None,
+) -> None:
+    import signal
+
     import dqn_mlx
     from dqn_mlx.blas import measure_gflops
     from dqn_mlx.config import DQNConfig
     from dqn_mlx.env import AtariEnv, comparability_note, make_atari_env, resolve_game
-    from dqn_mlx.train import train
+    from dqn_mlx.resume import LoadedState
+    from dqn_mlx.train import TrainingInterrupted, train
 
     assert isinstance(config, DQNConfig)
+    assert resume is None or isinstance(resume, LoadedState)
     game = resolve_game(env_id)
     frame_skip = game.fixed_frame_skip or config.frame_skip_for(game.rom)
     note = comparability_note(game)
@@ -148,7 +198,37 @@ def _train(config: object, env_id: str, weights_dir: Path) -> None:
     def make_env(seed: int) -> AtariEnv:
         return make_atari_env(env_id, frame_skip, config.noop_max, config.max_episode_frames, seed)
 
-    out = train(config, env_id, make_env, weights_dir, frame_skip=frame_skip)
+    requested: list[int] = []
+
+    def request_stop(signum: int, frame: object) -> None:
+        if requested:  # a second Ctrl-C: leave now (every file is written atomically)
+            raise KeyboardInterrupt
+        requested.append(signum)
+        print(
+            "stopping: finishing this step and writing a resumable checkpoint "
+            "(press Ctrl-C again to quit at once)",
+            file=sys.stderr,
+        )
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        out = train(
+            config,
+            env_id,
+            make_env,
+            weights_dir,
+            frame_skip=frame_skip,
+            resume=resume,
+            save_replay_memory=save_replay,
+            should_stop=lambda: bool(requested),
+        )
+    except TrainingInterrupted as stop:
+        print(
+            f"{stop}; resume with: uv run main.py --mode train --resume {stop.out_dir}",
+            file=sys.stderr,
+        )
+        raise typer.Exit(130) from None
     print(f"done: checkpoints, metrics.jsonl and plots in {out}")
 
 

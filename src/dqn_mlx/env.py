@@ -58,7 +58,7 @@ class PixelEnv(Protocol):
     num_actions: int
     action_meanings: list[str]
 
-    def reset(self) -> np.ndarray: ...
+    def reset(self, seed: int | None = None) -> np.ndarray: ...
 
     def step(self, action: int) -> Step: ...
 
@@ -164,9 +164,10 @@ class AtariEnv:
         self.reset_frame_number = 0
         self._action = np.zeros(1, dtype=np.int64)
 
-    def reset(self) -> np.ndarray:
-        """Start a new game; the first reset uses the seed."""
-        obs, info = self._env.reset(seed=self._seed)
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Start a new game: with ``seed``, the game (no-op count, sticky-action draws) is a
+        function of the seed alone; without, the first reset uses the constructor's seed."""
+        obs, info = self._env.reset(seed=seed if seed is not None else self._seed)
         self._seed = None
         self._lives = int(info["lives"][0])
         self.reset_frame_number = int(info["episode_frame_number"][0])  # no-ops + FIRE

@@ -56,10 +56,15 @@ class EvalResult:
 
 
 def _play(
-    env: PixelEnv, act: Policy, history: int, max_steps: int | None, max_episodes: int | None
+    env: PixelEnv,
+    act: Policy,
+    history: int,
+    max_steps: int | None,
+    max_episodes: int | None,
+    seed: int | None,
 ) -> EvalResult:
     stack = StackedFrames(history)
-    state = stack.reset(env.reset())
+    state = stack.reset(env.reset(seed))
     scores: list[float] = []
     score, steps = 0.0, 0
     while (max_steps is None or steps < max_steps) and (
@@ -79,14 +84,19 @@ def _play(
     return EvalResult(scores, steps, completed=True)
 
 
-def play_steps(env: PixelEnv, act: Policy, history: int, agent_steps: int) -> EvalResult:
-    """Play ``agent_steps`` steps from a fresh game; score = mean over completed games."""
-    return _play(env, act, history, agent_steps, None)
+def play_steps(
+    env: PixelEnv, act: Policy, history: int, agent_steps: int, seed: int | None = None
+) -> EvalResult:
+    """Play ``agent_steps`` steps from a fresh game (seeded with ``seed``); score = mean over
+    completed games."""
+    return _play(env, act, history, agent_steps, None, seed)
 
 
-def play_episodes(env: PixelEnv, act: Policy, history: int, episodes: int) -> EvalResult:
-    """Play ``episodes`` full games from a fresh game."""
-    return _play(env, act, history, None, episodes)
+def play_episodes(
+    env: PixelEnv, act: Policy, history: int, episodes: int, seed: int | None = None
+) -> EvalResult:
+    """Play ``episodes`` full games from a fresh game (seeded with ``seed``)."""
+    return _play(env, act, history, None, episodes, seed)
 
 
 def average_max_q(network: QNetwork, states: np.ndarray, batch_size: int = 256) -> float:

@@ -148,6 +148,11 @@ class Learner:
         self._state = state
         return step
 
+    def rebuild_step(self) -> None:
+        """Compile the step again: needed after the optimizer's state object is replaced
+        (a restored checkpoint), since the compiled step holds the old one as its state."""
+        self._step = self._build_step()
+
     def update(
         self, states: Any, actions: Any, rewards: Any, next_states: Any, terminals: Any
     ) -> mx.array:

@@ -15,10 +15,10 @@ Units: agent steps (the papers' "frames"); emulator frames = agent steps x frame
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +28,22 @@ import numpy as np
 from dqn_mlx.checkpoint import run_dir, save_weights
 from dqn_mlx.config import DQNConfig
 from dqn_mlx.env import PixelEnv, StackedFrames
+from dqn_mlx.errors import UserError
 from dqn_mlx.evaluate import average_max_q, epsilon_greedy, greedy_policy, play_steps
 from dqn_mlx.learner import Learner, linear_epsilon
 from dqn_mlx.metrics import append_metrics
 from dqn_mlx.plots import draw_plots
 from dqn_mlx.replay import ReplayMemory, check_replay_fits
+from dqn_mlx.resume import (
+    LoadedState,
+    RunState,
+    load_replay,
+    restore_learner,
+    save_replay,
+    save_training_state,
+)
 
 EnvFactory = Callable[[int], PixelEnv]  # seed -> environment
-
-
-@dataclass
-class EpochStats:
-    """What the loop accumulates between two epoch ends."""
-
-    train_scores: list[float] = field(default_factory=list)
-    loss_sum: Any = 0.0  # an mx scalar; read once per log line, not once per update
-    loss_count: int = 0
-    start_time: float = field(default_factory=time.perf_counter)
-    start_step: int = 0
 
 
 def exploration_rate(config: DQNConfig, step: int) -> float:
@@ -91,7 +89,8 @@ class ProgressLine:
         step: int,
         epsilon: float,
         recent: deque[float],
-        stats: EpochStats,
+        loss_count: int,
+        loss_sum: Any,
         force: bool = False,
     ) -> None:
         now = time.perf_counter()
@@ -100,11 +99,7 @@ class ProgressLine:
         rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
         eta = (self.total - step) / rate if rate > 0 else float("inf")
         score = f"{np.mean(recent):.1f}" if recent else "n/a"
-        loss = (
-            f"{float(stats.loss_sum) / stats.loss_count:.4f}"
-            if stats.loss_count
-            else "n/a (random replay start)"
-        )
+        loss = f"{float(loss_sum) / loss_count:.4f}" if loss_count else "n/a"
         self.log(
             f"agent step {step:,}/{self.total:,} ({step * self.frame_skip:,} emulator "
             f"frames) | {rate:,.0f} agent steps/s | ETA {_duration(eta)} | "
@@ -121,6 +116,16 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
+def _new_game_seed(rng: np.random.Generator) -> int:
+    """Every game starts from its own seed drawn from the run's generator, so that a game in
+    progress can be restored on resume by replaying its actions from that seed."""
+    return int(rng.integers(2**31 - 1))
+
+
+class _Interrupted(Exception):
+    pass
+
+
 def train(
     config: DQNConfig,
     env_id: str,
@@ -128,12 +133,21 @@ def train(
     weights_dir: Path,
     log: Callable[[str], None] = print,
     frame_skip: int = 1,
+    *,
+    resume: LoadedState | None = None,
+    save_replay_memory: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Path:
-    """Train from scratch; returns the run folder holding checkpoints, metrics and plots."""
+    """Train from scratch, or continue ``resume``; returns the run folder.
+
+    ``should_stop`` is polled after every agent step: when it returns True the run writes a
+    resumable training state and raises ``TrainingInterrupted`` (the CLI wires Ctrl-C and
+    SIGTERM to it). A non-finite loss stops the run with a UserError before anything is saved.
+    """
     config.validate()
     check_replay_fits(config.replay_size)
-    out_dir = run_dir(weights_dir, env_id)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = run_dir(weights_dir, env_id) if resume is None else resume.path.parent
+    check_writable(out_dir)
 
     rng = np.random.default_rng(config.seed)
     mx.random.seed(config.seed)
@@ -146,44 +160,64 @@ def train(
         f"{config.total_steps:,} agent steps ({config.total_steps * frame_skip:,} emulator "
         f"frames); replay {config.replay_size:,} transitions"
     )
+    stack = StackedFrames(config.history_length)
+    if resume is None:
+        held_out = collect_held_out_states(
+            eval_env, config.held_out_states, config.history_length, rng
+        )
+        run = RunState(episode_seed=_new_game_seed(rng))
+        state = stack.reset(env.reset(run.episode_seed))
+    else:
+        held_out, run, state = _restore(resume, learner, rng, env, stack, log)
+        _restore_replay(config, out_dir, replay, eval_env, learner, rng, run.step, log)
 
-    held_out = collect_held_out_states(eval_env, config.held_out_states, config.history_length, rng)
     act_greedy = greedy_policy(learner.online)
     progress = ProgressLine(config.total_steps, frame_skip, log)
-    recent: deque[float] = deque(maxlen=10)
-    stats, epoch, run_start = EpochStats(), 0, time.perf_counter()
+    recent: deque[float] = deque(run.recent_scores, maxlen=10)
+    loss_sum: Any = mx.array(run.epoch_loss_sum, dtype=mx.float32)
+    epoch_clock, process_start = time.perf_counter(), time.perf_counter()
 
-    def end_epoch(step: int) -> None:
-        nonlocal stats, epoch
-        epoch += 1
-        train_rate = (step - stats.start_step) / (time.perf_counter() - stats.start_time)
+    def save_state() -> None:
+        snapshot = dataclasses.replace(
+            run,
+            recent_scores=list(recent),
+            epoch_loss_sum=float(loss_sum),
+            wall_time_s=run.wall_time_s + time.perf_counter() - process_start,
+        )
+        save_training_state(out_dir, learner, snapshot, rng, held_out, env_id, frame_skip)
+        if save_replay_memory:
+            path = save_replay(out_dir, replay)
+            log(f"replay memory saved: {path} ({path.stat().st_size / 1e6:,.1f} MB)")
+
+    def end_epoch() -> None:
+        nonlocal loss_sum, epoch_clock
+        run.epoch += 1
+        train_rate = (run.step - run.epoch_start_step) / (time.perf_counter() - epoch_clock)
         evaluation = play_steps(
             eval_env,
             epsilon_greedy(act_greedy, config.eval_epsilon, env.num_actions, rng),
             config.history_length,
             config.eval_steps,
+            seed=_new_game_seed(rng),
         )
+        count = run.epoch_loss_count
         record = {
-            "epoch": epoch,
-            "agent_steps": step,
-            "emulator_frames": step * frame_skip,
+            "epoch": run.epoch,
+            "agent_steps": run.step,
+            "emulator_frames": run.step * frame_skip,
             "updates": learner.updates,
-            "train_scores": stats.train_scores,
-            "train_score_mean": float(np.mean(stats.train_scores)) if stats.train_scores else None,
+            "train_scores": run.epoch_scores,
+            "train_score_mean": float(np.mean(run.epoch_scores)) if run.epoch_scores else None,
             "eval_score_mean": evaluation.mean,
             "eval_scores": evaluation.scores,
             "eval_agent_steps": evaluation.agent_steps,
             "avg_max_q": average_max_q(learner.online, held_out),
-            "loss_mean": (
-                float(stats.loss_sum) / stats.loss_count / config.batch_size
-                if stats.loss_count
-                else None
-            ),
-            "epsilon": exploration_rate(config, step),
+            "loss_mean": float(loss_sum) / count / config.batch_size if count else None,
+            "epsilon": exploration_rate(config, run.step),
             "agent_steps_per_s": train_rate,
-            "wall_time_s": time.perf_counter() - run_start,
+            "wall_time_s": run.wall_time_s + time.perf_counter() - process_start,
         }
-        path = out_dir / f"epoch_{epoch}.safetensors"
+        path = out_dir / f"epoch_{run.epoch}.safetensors"
         save_weights(
             path,
             learner.online,
@@ -191,52 +225,174 @@ def train(
             env_id,
             env.action_meanings,
             {
-                "epoch": epoch,
-                "agent_steps": step,
-                "emulator_frames": step * frame_skip,
+                "epoch": run.epoch,
+                "agent_steps": run.step,
+                "emulator_frames": run.step * frame_skip,
                 "updates": learner.updates,
             },
         )
-        records = append_metrics(out_dir, record)
-        draw_plots(out_dir, records, env_id)
+        draw_plots(out_dir, append_metrics(out_dir, record), env_id)
+        run.epoch_scores, run.epoch_loss_count, run.epoch_start_step = [], 0, run.step
+        loss_sum, epoch_clock = mx.array(0.0, dtype=mx.float32), time.perf_counter()
+        save_state()
         log(
-            f"epoch {epoch}: eval score {evaluation.mean:.2f} over {len(evaluation.scores)} "
+            f"epoch {run.epoch}: eval score {evaluation.mean:.2f} over {len(evaluation.scores)} "
             f"episodes ({config.eval_steps:,} agent steps), avg max-Q {record['avg_max_q']:.3f}, "
             f"saved {path}"
         )
-        stats = EpochStats(start_step=step)
 
-    stack = StackedFrames(config.history_length)
-    state = stack.reset(env.reset())
-    episode_start, score = True, 0.0
-    for step in range(config.total_steps):
-        epsilon = exploration_rate(config, step)
+    while run.step < config.total_steps:
+        epsilon = exploration_rate(config, run.step)
         action = int(rng.integers(env.num_actions)) if rng.random() < epsilon else act_greedy(state)
         result = env.step(action)
-        score += result.reward
+        run.episode_actions.append(action)
+        run.score += result.reward
         # Learning sees clipped rewards, and (2015) a lost life as terminal: no bootstrap.
         reward = float(np.clip(result.reward, -config.reward_clip, config.reward_clip))
         terminal = result.game_over or (config.terminal_on_life_loss and result.life_lost)
-        replay.add(state[-1], action, reward, terminal, episode_start)
+        replay.add(state[-1], action, reward, terminal, run.episode_start)
 
-        if result.game_over or result.truncated:  # result.frame already starts the next game
-            stats.train_scores.append(score)
-            recent.append(score)
-            state, episode_start, score = stack.reset(result.frame), True, 0.0
+        if result.game_over or result.truncated:  # start the next game from its own seed
+            run.epoch_scores.append(run.score)
+            recent.append(run.score)
+            run.episode_seed, run.episode_actions = _new_game_seed(rng), []
+            state, run.episode_start, run.score = (
+                stack.reset(env.reset(run.episode_seed)),
+                True,
+                0.0,
+            )
         else:
-            state, episode_start = stack.push(result.frame), False
+            state, run.episode_start = stack.push(result.frame), False
+        run.step += 1
 
-        if step >= config.learning_starts and step % config.update_period == 0:
-            batch = replay.sample(config.batch_size, rng)
-            stats.loss_sum = stats.loss_sum + learner.update(*batch)
-            stats.loss_count += 1
+        if run.step > config.learning_starts and (run.step - 1) % config.update_period == 0:
+            loss = learner.update(*replay.sample(config.batch_size, rng))
+            _check_finite(loss, learner.updates, run.step, out_dir)
+            loss_sum = loss_sum + loss
+            run.epoch_loss_count += 1
             if learner.updates % config.epoch_updates == 0:
-                end_epoch(step + 1)
-        progress.maybe_print(step + 1, epsilon, recent, stats)
+                end_epoch()
+        progress.maybe_print(run.step, epsilon, recent, run.epoch_loss_count, loss_sum)
+        if should_stop is not None and should_stop():
+            save_state()
+            raise TrainingInterrupted(out_dir, run.step)
 
     progress.maybe_print(
-        config.total_steps, exploration_rate(config, config.total_steps), recent, stats, force=True
+        run.step,
+        exploration_rate(config, run.step),
+        recent,
+        run.epoch_loss_count,
+        loss_sum,
+        force=True,
     )
-    if stats.start_step < config.total_steps:  # a final, shorter epoch: nothing is lost
-        end_epoch(config.total_steps)
+    if run.epoch_start_step < config.total_steps:  # a final, shorter epoch: nothing is lost
+        end_epoch()
     return out_dir
+
+
+class TrainingInterrupted(Exception):
+    """Raised after a resumable training state was written on request (Ctrl-C, SIGTERM)."""
+
+    def __init__(self, out_dir: Path, step: int):
+        super().__init__(f"interrupted at agent step {step:,}")
+        self.out_dir, self.step = out_dir, step
+
+
+def check_writable(out_dir: Path) -> None:
+    """Fail before training if the run folder cannot be created or written."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"--weights-dir: cannot write to {out_dir} ({exc.strerror or exc}); choose a "
+            "writable folder"
+        ) from None
+
+
+def _restore(
+    loaded: LoadedState,
+    learner: Learner,
+    rng: np.random.Generator,
+    env: PixelEnv,
+    stack: StackedFrames,
+    log: Callable[[str], None],
+) -> tuple[np.ndarray, RunState, np.ndarray]:
+    """Learner, generators and the game in progress, as they were when the state was saved."""
+    restore_learner(learner, loaded)
+    rng.bit_generator.state = loaded.rng_state
+    run = loaded.run
+    state = stack.reset(env.reset(run.episode_seed))
+    for action in run.episode_actions:  # replay the game in progress from its seed
+        state = stack.push(env.step(action).frame)
+    log(
+        f"resumed from {loaded.path}: epoch {run.epoch}, agent step {run.step:,}, "
+        f"{learner.updates:,} updates; game in progress restored ({len(run.episode_actions):,} "
+        "agent steps replayed)"
+    )
+    return np.array(loaded.arrays["held_out"]), run, state
+
+
+def _check_finite(loss: mx.array, update: int, step: int, out_dir: Path) -> None:
+    """Stop on a non-finite loss before anything is saved (the update already synced with the
+    device, so reading the value costs nothing)."""
+    value = float(loss.item())  # type: ignore[arg-type]
+    if not np.isfinite(value):
+        raise UserError(
+            f"the loss became {value} at update {update:,} (agent step {step:,}); stopped "
+            f"without saving it. The last good checkpoint is in {out_dir}; try a lower "
+            "--learning-rate"
+        )
+
+
+def _restore_replay(
+    config: DQNConfig,
+    out_dir: Path,
+    replay: ReplayMemory,
+    env: PixelEnv,
+    learner: Learner,
+    rng: np.random.Generator,
+    step: int,
+    log: Callable[[str], None],
+) -> None:
+    if load_replay(out_dir, replay):
+        log(f"replay memory restored: {replay.size:,} transitions")
+    else:
+        _refill_replay(config, replay, env, learner, rng, step, log)
+
+
+def _refill_replay(
+    config: DQNConfig,
+    replay: ReplayMemory,
+    env: PixelEnv,
+    learner: Learner,
+    rng: np.random.Generator,
+    step: int,
+    log: Callable[[str], None],
+) -> None:
+    """Without a saved replay memory, refill it by playing the current policy (on the
+    evaluation env, so the training game stays as it was) before learning goes on."""
+    count = min(
+        max(config.learning_starts, config.batch_size + config.history_length), config.replay_size
+    )
+    log(
+        f"no saved replay memory (train with --save-replay to keep it): refilling {count:,} "
+        "transitions with the current policy before learning resumes"
+    )
+    act = epsilon_greedy(
+        greedy_policy(learner.online), exploration_rate(config, step), env.num_actions, rng
+    )
+    stack = StackedFrames(config.history_length)
+    state, start = stack.reset(env.reset(_new_game_seed(rng))), True
+    for _ in range(count):
+        action = act(state)
+        result = env.step(action)
+        reward = float(np.clip(result.reward, -config.reward_clip, config.reward_clip))
+        terminal = result.game_over or (config.terminal_on_life_loss and result.life_lost)
+        replay.add(state[-1], action, reward, terminal, start)
+        if result.game_over or result.truncated:
+            state, start = stack.reset(env.reset(_new_game_seed(rng))), True
+        else:
+            state, start = stack.push(result.frame), False

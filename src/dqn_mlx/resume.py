@@ -1,0 +1,197 @@
+"""Training state on disk: everything needed to continue a run exactly where it stopped.
+
+``<run dir>/train_state.safetensors`` (rewritten atomically at every epoch end and on an
+interruption) holds, as arrays: the online and target weights, the optimizer state and the
+held-out Q states; and as metadata (JSON): the config, the env id, the frame skip, the numpy
+generator's state (exploration, minibatches and game seeds all draw from it; MLX's generator
+only initialises the weights, which are restored) and ``RunState`` (agent step, epoch, the current
+game's reset seed and the actions played since, scores, the epoch's loss so far). The game in
+progress is restored by replaying its actions from its seeded reset: ALE's vector env has no
+state snapshot, and every game is deterministic given its seed.
+
+``<run dir>/replay.npz`` (only with ``--save-replay``): the replay memory, compressed, written
+at the same moments. Without it a resumed run first refills the replay by playing the current
+policy, and says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
+
+from dqn_mlx.checkpoint import _read_safetensors, atomic_write
+from dqn_mlx.config import DQNConfig
+from dqn_mlx.errors import UserError
+from dqn_mlx.learner import Learner
+from dqn_mlx.replay import ReplayMemory
+
+STATE_FILE = "train_state.safetensors"
+REPLAY_FILE = "replay.npz"
+
+
+@dataclass
+class RunState:
+    """Where a run is. Plain data: saved as JSON in the training state."""
+
+    step: int = 0  # agent steps taken
+    epoch: int = 0  # epochs completed
+    episode_seed: int = 0  # reset seed of the training game in progress
+    episode_actions: list[int] = field(default_factory=list)  # its actions so far
+    episode_start: bool = True  # the next stored frame is the first of a game
+    score: float = 0.0  # its raw score so far
+    recent_scores: list[float] = field(default_factory=list)  # last 10 finished games
+    epoch_scores: list[float] = field(default_factory=list)  # games finished this epoch
+    epoch_loss_sum: float = 0.0  # summed minibatch losses this epoch
+    epoch_loss_count: int = 0  # updates this epoch
+    epoch_start_step: int = 0  # agent step at which this epoch began
+    wall_time_s: float = 0.0  # training time before this process
+
+
+def _prefixed(prefix: str, tree: Any) -> dict[str, mx.array]:
+    flat: list[tuple[str, mx.array]] = tree_flatten(tree)  # type: ignore[assignment]
+    return {prefix + name: value for name, value in flat}
+
+
+def save_training_state(
+    run_dir: Path,
+    learner: Learner,
+    run: RunState,
+    rng: np.random.Generator,
+    held_out: np.ndarray,
+    env_id: str,
+    frame_skip: int,
+) -> Path:
+    arrays: dict[str, mx.array] = {}
+    arrays.update(_prefixed("online.", learner.online.parameters()))
+    if learner.target is not None:
+        arrays.update(_prefixed("target.", learner.target.parameters()))
+    arrays.update(_prefixed("optimizer.", learner.optimizer.state))
+    arrays["held_out"] = mx.array(held_out)
+    metadata = {
+        "format": "dqn-mlx-train-state/1",
+        "env_id": env_id,
+        "frame_skip": str(frame_skip),
+        "config": json.dumps(dataclasses.asdict(learner.config)),
+        "numpy_rng": json.dumps(rng.bit_generator.state),
+        "run": json.dumps(dataclasses.asdict(run)),
+        "updates": str(learner.updates),
+    }
+    path = Path(run_dir) / STATE_FILE
+
+    def write(tmp: Path) -> None:
+        mx.save_safetensors(str(tmp), arrays, metadata=metadata)
+
+    atomic_write(path, write)
+    return path
+
+
+@dataclass
+class LoadedState:
+    config: DQNConfig
+    env_id: str
+    frame_skip: int
+    run: RunState
+    updates: int
+    rng_state: dict[str, Any]
+    arrays: dict[str, mx.array]
+    path: Path
+
+
+def find_state(path: Path) -> Path:
+    """``--resume`` accepts the run folder or the state file itself."""
+    path = Path(path)
+    candidate = path / STATE_FILE if path.is_dir() else path
+    if not candidate.exists():
+        raise UserError(
+            f"--resume {path}: no {STATE_FILE} there; give the run folder "
+            "(weights/<env-id>/) of a run that finished at least one epoch"
+        )
+    return candidate
+
+
+def load_training_state(path: Path) -> LoadedState:
+    from dqn_mlx.checkpoint import config_from_json
+
+    state_path = find_state(path)
+    try:
+        arrays, metadata = _read_safetensors(state_path)
+        run = RunState(**json.loads(metadata["run"]))
+        return LoadedState(
+            config=config_from_json(metadata["config"]),
+            env_id=metadata["env_id"],
+            frame_skip=int(metadata["frame_skip"]),
+            run=run,
+            updates=int(metadata["updates"]),
+            rng_state=json.loads(metadata["numpy_rng"]),
+            arrays=arrays,
+            path=state_path,
+        )
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(
+            f"--resume {state_path} is not a readable training state ({type(exc).__name__}); "
+            "use the run folder written by --mode train"
+        ) from None
+
+
+def restore_learner(learner: Learner, loaded: LoadedState) -> None:
+    """Put the saved weights, target and optimizer state into a freshly built learner."""
+
+    def subtree(prefix: str) -> Any:
+        items = [(k[len(prefix) :], v) for k, v in loaded.arrays.items() if k.startswith(prefix)]
+        return tree_unflatten(items)
+
+    learner.online.update(subtree("online."))
+    if learner.target is not None:
+        learner.target.update(subtree("target."))
+    learner.optimizer.state = subtree("optimizer.")
+    learner.updates = loaded.updates
+    learner.rebuild_step()
+    mx.eval(learner.online.parameters(), learner.optimizer.state)
+
+
+def save_replay(run_dir: Path, replay: ReplayMemory) -> Path:
+    path = Path(run_dir) / REPLAY_FILE
+    n = replay.size
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(
+                handle,
+                frames=replay.frames[:n],
+                actions=replay.actions[:n],
+                rewards=replay.rewards[:n],
+                terminals=replay.terminals[:n],
+                starts=replay.starts[:n],
+                cursor=np.array(replay.cursor),
+                capacity=np.array(replay.capacity),
+            )
+
+    atomic_write(path, write)
+    return path
+
+
+def load_replay(run_dir: Path, replay: ReplayMemory) -> bool:
+    """Fill ``replay`` from ``replay.npz`` if present and of the same capacity."""
+    path = Path(run_dir) / REPLAY_FILE
+    if not path.exists():
+        return False
+    with np.load(path) as data:
+        if int(data["capacity"]) != replay.capacity:
+            return False
+        n = len(data["actions"])
+        replay.frames[:n] = data["frames"]
+        replay.actions[:n] = data["actions"]
+        replay.rewards[:n] = data["rewards"]
+        replay.terminals[:n] = data["terminals"]
+        replay.starts[:n] = data["starts"]
+        replay.cursor, replay.size = int(data["cursor"]), n
+    return True

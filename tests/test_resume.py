@@ -1,0 +1,151 @@
+"""Resume: a run stopped and continued gives the same updates as a run never stopped."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from catch_env import CatchEnv
+
+from dqn_mlx.config import NIPS2013, with_overrides
+from dqn_mlx.metrics import read_metrics
+from dqn_mlx.resume import REPLAY_FILE, STATE_FILE, load_training_state
+from dqn_mlx.train import TrainingInterrupted, train
+
+CONFIG = with_overrides(
+    NIPS2013,
+    {
+        "replay_size": 2_000,
+        "learning_starts": 100,
+        "epsilon_decay_steps": 300,
+        "epoch_updates": 100,
+        "total_steps": 500,
+        "eval_steps": 60,
+        "held_out_states": 16,
+        "seed": 4,
+        "learning_rate": 0.002,
+    },
+)
+COMPARED = ("loss_mean", "avg_max_q", "eval_scores", "train_scores", "updates", "agent_steps")
+
+
+def _stop_after(steps: int):  # type: ignore[no-untyped-def]
+    calls = {"n": 0}
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= steps
+
+    return should_stop
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@pytest.mark.parametrize("stop_step", [300, 257])  # an epoch end; mid-epoch and mid-game
+def test_resumed_run_matches_the_uninterrupted_run(tmp_path: Path, stop_step: int) -> None:
+    full = train(CONFIG, "Catch", CatchEnv, tmp_path / "full", log=_quiet)
+    with pytest.raises(TrainingInterrupted):
+        train(
+            CONFIG,
+            "Catch",
+            CatchEnv,
+            tmp_path / "cut",
+            log=_quiet,
+            save_replay_memory=True,
+            should_stop=_stop_after(stop_step),
+        )
+    cut = tmp_path / "cut" / "Catch"
+    assert (cut / STATE_FILE).exists() and (cut / REPLAY_FILE).exists()
+    loaded = load_training_state(cut)
+    assert loaded.run.step == stop_step
+    logs: list[str] = []
+    train(loaded.config, "Catch", CatchEnv, tmp_path, log=logs.append, resume=loaded)
+    assert any("resumed from" in line for line in logs)
+
+    expected, got = read_metrics(full), read_metrics(cut)
+    assert [r["epoch"] for r in got] == [1, 2, 3, 4]
+    for a, b in zip(expected, got, strict=True):
+        assert [a[k] for k in COMPARED] == [b[k] for k in COMPARED], a["epoch"]
+    final_a = mx.load(str(full / "epoch_4.safetensors"))
+    final_b = mx.load(str(cut / "epoch_4.safetensors"))
+    assert all(np.array_equal(np.array(final_a[k]), np.array(final_b[k])) for k in final_a)
+
+
+def test_resume_without_saved_replay_refills_it_and_says_so(tmp_path: Path) -> None:
+    with pytest.raises(TrainingInterrupted):
+        train(CONFIG, "Catch", CatchEnv, tmp_path, log=_quiet, should_stop=_stop_after(220))
+    run_dir = tmp_path / "Catch"
+    assert not (run_dir / REPLAY_FILE).exists()
+    logs: list[str] = []
+    loaded = load_training_state(run_dir)
+    train(loaded.config, "Catch", CatchEnv, tmp_path, log=logs.append, resume=loaded)
+    assert any("refilling" in line for line in logs)
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 2, 3, 4]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ctrl_c_writes_a_resumable_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
+    args = [
+        sys.executable,
+        str(ROOT / "main.py"),
+        "--mode",
+        "train",
+        "--weights-dir",
+        str(tmp_path),
+        "--steps",
+        "4000",
+        "--learning-starts",
+        "300",
+        "--replay-size",
+        "2000",
+        "--epoch-updates",
+        "100",
+        "--eval-steps",
+        "100",
+        "--held-out-states",
+        "16",
+    ]
+    proc = subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    run_dir = tmp_path / "BreakoutNoFrameskip-v4"
+    deadline = time.time() + 120
+    while not (run_dir / "epoch_1.safetensors").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "resume with: uv run main.py --mode train --resume" in err
+    assert "Traceback" not in err
+    stopped_at = load_training_state(run_dir).run.step
+    assert 400 <= stopped_at < 4000
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "main.py"),
+            "--mode",
+            "train",
+            "--resume",
+            str(run_dir),
+            "--steps",
+            str(stopped_at + 300),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout and "refilling" in resumed.stdout
+    assert load_training_state(run_dir).run.step == stopped_at + 300
