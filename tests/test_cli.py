@@ -118,7 +118,20 @@ BAD_INPUTS = [
     (["--steps", "0"], "--steps must be positive"),
     (["--replay-size", "-3"], "--replay-size must be positive"),
     (["--replay-size", "2000000000"], "--replay-size 2,000,000,000 needs"),
+    (["--batch-size", "0"], "--batch-size must be positive"),
+    (["--learning-starts", "5000", "--steps", "100"], "must be below --steps"),
+    (["--set", "gama=0.9"], "unknown hyperparameter 'gama'"),
+    (["--set", "gamma"], "--set expects name=value"),
+    (["--set", "loss=l1"], "choose one of squared, huber"),
+    (["--device", "tpu"], "unknown --device"),
+    (["--weights-dir", "{text}/sub"], "cannot write to"),
+    (["--resume", "nowhere"], "no train_state.safetensors there"),
+    (["--resume", "{trained}", "--replay-size", "100"], "drop --replay-size"),
+    (["--resume", "{trained}", "--steps", "10"], "already took 2,000 agent steps"),
+    (["--resume", "{text}"], "not a readable training state"),
     (["--mode", "eval"], "needs --load-path"),
+    (["--mode", "eval", "--load-path", "{good}", "--episodes", "0"], "--episodes must be positive"),
+    (["--mode", "eval", "--load-path", "{good}", "--epsilon", "2"], "--epsilon must be in [0, 1]"),
     (["--mode", "eval", "--load-path", "missing.safetensors"], "does not exist"),
     (["--mode", "eval", "--load-path", "{trained}"], "is a directory"),
     (["--mode", "eval", "--load-path", "{text}"], "not a readable safetensors"),
@@ -143,7 +156,8 @@ def test_bad_input_is_one_line_nonzero_and_touches_nothing(
     }
     args = [a.format(**{k: str(v) for k, v in paths.items()}) for a in args]
     before = _digest(trained)
-    extra = ["--weights-dir", str(trained.parent)] if args[:2] != ["--mode", "eval"] else []
+    own_output = args[:2] == ["--mode", "eval"] or "--weights-dir" in args or "--resume" in args
+    extra = [] if own_output else ["--weights-dir", str(trained.parent)]
     result = run_main(*args, *extra)
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()

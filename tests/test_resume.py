@@ -149,3 +149,81 @@ def test_ctrl_c_writes_a_resumable_checkpoint_and_resume_finishes(tmp_path: Path
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout and "refilling" in resumed.stdout
     assert load_training_state(run_dir).run.step == stopped_at + 300
+
+
+def test_kill_9_at_random_moments_always_leaves_a_loadable_resumable_run(tmp_path: Path) -> None:
+    """SIGKILL can land anywhere, in the middle of a checkpoint write too: the newest files
+    must always load, and the run must resume from them."""
+    from dqn_mlx.checkpoint import load_checkpoint
+
+    args = [
+        sys.executable,
+        str(ROOT / "main.py"),
+        "--mode",
+        "train",
+        "--weights-dir",
+        str(tmp_path),
+        "--steps",
+        "100000",
+        "--learning-starts",
+        "200",
+        "--replay-size",
+        "1000",
+        "--epoch-updates",
+        "15",
+        "--eval-steps",
+        "20",
+        "--held-out-states",
+        "8",
+    ]
+    run_dir = tmp_path / "BreakoutNoFrameskip-v4"
+    rng = np.random.default_rng(0)
+    resume = [
+        sys.executable,
+        str(ROOT / "main.py"),
+        "--mode",
+        "train",
+        "--resume",
+        str(run_dir),
+        "--steps",
+        "100000",
+    ]
+    for attempt in range(3):
+        command = args if attempt == 0 else resume
+        proc = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.time() + 120
+        while not (run_dir / STATE_FILE).exists() and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(float(rng.uniform(0.5, 4.0)))
+        proc.kill()
+        proc.wait()
+        epochs = sorted(
+            run_dir.glob("epoch_*.safetensors"), key=lambda p: int(p.stem.split("_")[1])
+        )
+        assert epochs, "no checkpoint written"
+        load_checkpoint(epochs[-1])  # raises if damaged
+        state = load_training_state(run_dir)
+        assert state.run.epoch >= 1
+    # After three kills, the run still resumes and makes progress.
+    before = load_training_state(run_dir).run.step
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "main.py"),
+            "--mode",
+            "train",
+            "--resume",
+            str(run_dir),
+            "--steps",
+            str(before + 100),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert load_training_state(run_dir).run.step == before + 100

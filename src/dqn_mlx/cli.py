@@ -160,13 +160,13 @@ def _resume(path: Path, flags: dict[str, object], other: bool, save_replay: bool
             "change, to extend the run)"
         )
     loaded = load_training_state(path)
-    steps = flags.get("total_steps", loaded.config.total_steps)
-    config = dataclasses.replace(loaded.config, total_steps=int(steps)).validate()  # type: ignore[call-overload]
-    if config.total_steps <= loaded.run.step:
+    steps = int(flags.get("total_steps", loaded.config.total_steps))  # type: ignore[call-overload]
+    if steps <= loaded.run.step:
         raise UserError(
-            f"--steps {config.total_steps:,}: the run already took {loaded.run.step:,} agent "
-            "steps; give a larger --steps to train further"
+            f"--steps {steps:,}: the run already took {loaded.run.step:,} agent steps; give a "
+            "larger --steps to train further"
         )
+    config = dataclasses.replace(loaded.config, total_steps=steps).validate()
     _train(config, loaded.env_id, loaded.path.parent, save_replay, resume=loaded)
 
 

@@ -16,9 +16,11 @@ Units: agent steps (the papers' "frames"); emulator frames = agent steps x frame
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,9 @@ from dqn_mlx.errors import UserError
 from dqn_mlx.evaluate import average_max_q, epsilon_greedy, greedy_policy, play_steps
 from dqn_mlx.learner import Learner, linear_epsilon
 from dqn_mlx.metrics import append_metrics
+from dqn_mlx.network import parameter_shapes
 from dqn_mlx.plots import draw_plots
-from dqn_mlx.replay import ReplayMemory, check_replay_fits
+from dqn_mlx.replay import ReplayMemory, check_replay_fits, replay_bytes
 from dqn_mlx.resume import (
     LoadedState,
     RunState,
@@ -154,6 +157,7 @@ def train(
     env = make_env(config.seed)
     eval_env = make_env(config.seed + 1)  # evaluation never touches the training game
     learner = Learner(config, env.num_actions)
+    check_disk_space(out_dir, config, learner, save_replay_memory)
     replay = ReplayMemory(config.replay_size, config.history_length, config.batch_size)
     log(
         f"{env_id}: {env.num_actions} actions {env.action_meanings}; preset {config.preset}; "
@@ -271,10 +275,12 @@ def train(
             loss_sum = loss_sum + loss
             run.epoch_loss_count += 1
             if learner.updates % config.epoch_updates == 0:
-                end_epoch()
+                with _stop_cleanly_on_write_errors(out_dir):
+                    end_epoch()
         progress.maybe_print(run.step, epsilon, recent, run.epoch_loss_count, loss_sum)
         if should_stop is not None and should_stop():
-            save_state()
+            with _stop_cleanly_on_write_errors(out_dir):
+                save_state()
             raise TrainingInterrupted(out_dir, run.step)
 
     progress.maybe_print(
@@ -286,7 +292,8 @@ def train(
         force=True,
     )
     if run.epoch_start_step < config.total_steps:  # a final, shorter epoch: nothing is lost
-        end_epoch()
+        with _stop_cleanly_on_write_errors(out_dir):
+            end_epoch()
     return out_dir
 
 
@@ -309,6 +316,34 @@ def check_writable(out_dir: Path) -> None:
         raise UserError(
             f"--weights-dir: cannot write to {out_dir} ({exc.strerror or exc}); choose a "
             "writable folder"
+        ) from None
+
+
+def check_disk_space(out_dir: Path, config: DQNConfig, learner: Learner, replay: bool) -> None:
+    """Refuse to start when the planned checkpoints clearly cannot fit on the disk."""
+    weights = 4 * sum(int(np.prod(shape)) for shape in parameter_shapes(learner.online).values())
+    updates = max(0, config.total_steps - config.learning_starts) // config.update_period
+    epochs = -(-updates // config.epoch_updates) + 1
+    state = 4 * weights + config.held_out_states * config.history_length * 84 * 84
+    needed = epochs * weights + 2 * state + (replay_bytes(config.replay_size) if replay else 0)
+    free = shutil.disk_usage(out_dir).free
+    if needed > free:
+        raise UserError(
+            f"--weights-dir {out_dir}: the planned checkpoints need about {needed / 1e9:.2f} GB "
+            f"but only {free / 1e9:.2f} GB is free; free some space or choose another folder"
+        )
+
+
+@contextmanager
+def _stop_cleanly_on_write_errors(out_dir: Path) -> Iterator[None]:
+    """A failed write (disk full, folder removed) ends the run with one line; the previous
+    complete files stay, since every file is written to a temporary name and renamed."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(
+            f"could not write to {out_dir} ({exc.strerror or exc}); the run stopped and the "
+            "last complete checkpoint there is kept"
         ) from None
 
 
