@@ -143,6 +143,13 @@ class DQNConfig:
                 f"--learning-starts ({self.learning_starts}) must be below --steps "
                 f"({self.total_steps}) or the agent never learns"
             )
+        planned = (self.total_steps - self.learning_starts) // self.update_period
+        if self.epoch_updates > planned:
+            raise UserError(
+                f"--epoch-updates ({self.epoch_updates:,}) is longer than the whole run "
+                f"({planned:,} updates with these --steps, --learning-starts and update "
+                "period); lower --epoch-updates or raise --steps"
+            )
         return self
 
 
