@@ -194,3 +194,85 @@ def test_bench_prints_every_figure_as_name_value_unit() -> None:
     assert figures["replay_bytes_per_transition"] == ("7063", "bytes")
     for name in expected - {"device", "blas"}:
         assert float(figures[name][0]) > 0, name
+
+
+def test_nature2015_protocol_with_videos_and_value_trace(trained: Path, tmp_path: Path) -> None:
+    weights = trained / "epoch_2.safetensors"
+    result = run_main(
+        "--mode",
+        "eval",
+        "--load-path",
+        str(weights),
+        "--protocol",
+        "nature2015",
+        "--video",
+        str(tmp_path / "videos"),
+        "--value-trace",
+        "--seed",
+        "7",
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "protocol nature2015" in out and "sticky actions no" in out and "seed 7" in out
+    summary = json.loads((trained / "epoch_2.eval_nature2015.json").read_text())
+    assert summary["protocol"] == "nature2015" and len(summary["scores"]) == 30
+    assert summary["epsilon"] == 0.05 and summary["agent_steps_trained"] == 2000
+    # Each game lasts at most 18,000 emulator frames = 4,500 agent steps at frame skip 4.
+    assert summary["agent_steps"] <= 30 * 4_500
+    videos = sorted((tmp_path / "videos").iterdir())
+    assert len(videos) == 30 and all(v.stat().st_size > 1_000 for v in videos)
+    assert videos[0].name.startswith("breakout_epoch_2_game") and "_score" in videos[0].name
+    trace = trained / "epoch_2_value_trace.png"
+    assert trace.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and trace.stat().st_size > 5_000
+
+
+def test_nips2013_protocol_counts_agent_steps(trained: Path) -> None:
+    weights = trained / "epoch_1.safetensors"
+    result = run_main(
+        "--mode",
+        "eval",
+        "--load-path",
+        str(weights),
+        "--protocol",
+        "nips2013",
+        "--eval-steps",
+        "600",
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((trained / "epoch_1.eval_nips2013.json").read_text())
+    assert summary["agent_steps"] == 600
+    assert summary["max"] == max(summary["scores"])  # the "DQN Best" column
+    assert "600 agent steps" in result.stdout
+
+
+def test_report_puts_our_scores_beside_the_papers(tmp_path: Path) -> None:
+    for env_id, rom, mean, steps in [
+        ("BreakoutNoFrameskip-v4", "breakout", 12.5, 1000),
+        ("BreakoutNoFrameskip-v4", "breakout", 30.0, 5000),
+        ("ALE/Pong-v5", "pong", -19.0, 2000),
+    ]:
+        folder = tmp_path / env_id.replace("/", "_")
+        folder.mkdir(exist_ok=True)
+        record = {
+            "protocol": "nature2015",
+            "env_id": env_id,
+            "rom": rom,
+            "sticky_actions": env_id.startswith("ALE/"),
+            "scores": [mean - 1, mean + 1],
+            "mean": mean,
+            "std": 1.0,
+            "max": mean + 1,
+            "agent_steps_trained": steps,
+            "date": "2026-11-22",
+        }
+        (folder / f"epoch_{steps}.eval_nature2015.json").write_text(json.dumps(record))
+    result = run_main("--mode", "report", "--weights-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    table = (tmp_path / "RESULTS.md").read_text()
+    breakout = next(line for line in table.splitlines() if line.startswith("| Breakout"))
+    assert "30.0 ± 1.0 (31)" in breakout and "5,000" in breakout  # the longest-trained result
+    assert "| 1.2 | 168 | 31 | 225 | 401.2 ± 26.9 |" in breakout  # 2013 Table 1, Nature
+    pong = next(line for line in table.splitlines() if line.startswith("| ALE/Pong-v5"))
+    assert "| yes |" in pong and "| -20.4 | 20 | -3 | 21 | 18.9 ± 1.3 |" in pong
+    empty = run_main("--mode", "report", "--weights-dir", str(tmp_path / "none"))
+    assert empty.returncode == 2 and "no evaluation results" in empty.stderr

@@ -67,7 +67,7 @@ def test_overrides_convert_types_and_reject_bad_values() -> None:
         ("replay_size", 10, "must exceed --batch-size"),
         ("learning_starts", 10**9, "must be below --steps"),
         ("gamma", 1.5, r"--gamma must be in \[0, 1\]"),
-    ("epoch_updates", 20_000_000, "--epoch-updates .* is longer than the whole run"),
+        ("epoch_updates", 20_000_000, "--epoch-updates .* is longer than the whole run"),
     ],
 )
 def test_validate_names_the_bad_flag(field: str, value: object, message: str) -> None:

@@ -16,7 +16,7 @@ app = typer.Typer(
     help="DQN (Mnih et al. 2013/2015) in MLX: train or evaluate on Atari games.",
 )
 
-MODES = ("train", "eval", "bench")
+MODES = ("train", "eval", "bench", "report")
 
 
 def _overrides(**values: object) -> dict[str, object]:
@@ -26,7 +26,7 @@ def _overrides(**values: object) -> dict[str, object]:
 
 @app.command()
 def main(
-    mode: Annotated[str, typer.Option(help="train | eval | bench")] = "train",
+    mode: Annotated[str, typer.Option(help="train | eval | bench | report")] = "train",
     env: Annotated[
         str | None,
         typer.Option(
@@ -72,6 +72,20 @@ def main(
     episodes: Annotated[int, typer.Option(help="eval: games to play.")] = 10,
     epsilon: Annotated[float, typer.Option(help="eval: exploration rate.")] = 0.05,
     device: Annotated[str, typer.Option(help="cpu | gpu | auto (the best available).")] = "auto",
+    protocol: Annotated[
+        str | None,
+        typer.Option(
+            help="eval: nips2013 (epsilon 0.05 for --eval-steps agent steps, default "
+            "10,000) or nature2015 (30 games of at most 5 minutes)"
+        ),
+    ] = None,
+    video: Annotated[
+        Path | None, typer.Option(help="eval: write one MP4 (or GIF) per game into this folder")
+    ] = None,
+    value_trace: Annotated[
+        bool,
+        typer.Option("--value-trace", help="eval: plot max-Q over the first game (PNG)"),
+    ] = False,
     resume: Annotated[
         Path | None,
         typer.Option(
@@ -117,7 +131,15 @@ def main(
             ).validate()
             _train(config, env or "BreakoutNoFrameskip-v4", weights_dir, save_replay)
         elif mode == "eval":
-            _evaluate(load_path, env, episodes, epsilon, seed)
+            from dqn_mlx.evaluate import evaluate_checkpoint
+
+            evaluate_checkpoint(
+                load_path, env, episodes, epsilon, seed, protocol, eval_steps, video, value_trace
+            )
+        elif mode == "report":
+            from dqn_mlx.report import write_report
+
+            print(f"results table written to {write_report(weights_dir)}")
         else:
             from dqn_mlx.bench import run_benchmark
 
@@ -244,63 +266,6 @@ def _report_backend(status: object, measure: object) -> None:
         print(
             f"warning: slow reference BLAS in use: {getattr(status, 'detail', '')}", file=sys.stderr
         )
-
-
-def _evaluate(
-    load_path: Path | None,
-    env_override: str | None,
-    episodes: int,
-    epsilon: float,
-    seed: int | None,
-) -> None:
-    import numpy as np
-
-    from dqn_mlx.checkpoint import load_checkpoint
-    from dqn_mlx.env import comparability_note, make_atari_env, resolve_game
-    from dqn_mlx.errors import UserError
-    from dqn_mlx.evaluate import epsilon_greedy, greedy_policy, play_episodes
-
-    if load_path is None:
-        raise UserError("--mode eval needs --load-path weights/<env-id>/epoch_<N>.safetensors")
-    if episodes <= 0:
-        raise UserError(f"--episodes must be positive, got {episodes}")
-    if not 0.0 <= epsilon <= 1.0:
-        raise UserError(f"--epsilon must be in [0, 1], got {epsilon}")
-    ckpt = load_checkpoint(load_path)
-    env_id = env_override or ckpt.env_id
-    game = resolve_game(env_id)
-    cfg = ckpt.config
-    seed = cfg.seed + 1000 if seed is None else seed
-    env = make_atari_env(
-        env_id,
-        game.fixed_frame_skip or cfg.frame_skip_for(game.rom),
-        cfg.noop_max,
-        cfg.max_episode_frames,
-        seed,
-    )
-    if env.action_meanings != ckpt.action_meanings:
-        raise UserError(
-            f"--env {env_id} has actions {env.action_meanings} but the checkpoint "
-            f"was trained on {ckpt.env_id} with {ckpt.action_meanings}"
-        )
-    note = comparability_note(game)
-    if note:
-        print(note)
-    print(
-        f"evaluating {load_path} (preset {cfg.preset}, epoch {ckpt.metadata.get('epoch', '?')},"
-        f" {ckpt.metadata.get('agent_steps', '?')} agent steps) on {env_id}: {episodes} full "
-        f"games, epsilon {epsilon}, seed {seed}"
-    )
-    rng = np.random.default_rng(seed)
-    act = epsilon_greedy(greedy_policy(ckpt.network), epsilon, env.num_actions, rng)
-    result = play_episodes(env, act, cfg.history_length, episodes)
-    for i, score in enumerate(result.scores, 1):
-        print(f"episode {i}: raw score {score:g}")
-    scores = np.array(result.scores)
-    print(
-        f"mean {scores.mean():.2f}  std {scores.std():.2f}  min {scores.min():g}  "
-        f"max {scores.max():g}  ({len(scores)} episodes, {result.agent_steps:,} agent steps)"
-    )
 
 
 def run() -> None:

@@ -2,21 +2,72 @@
 
 A lost life never ends an evaluation game; scores are raw game scores. Two entry points:
 ``play_steps`` (2013 Sec. 5.1: a fixed number of agent steps, the average over the episodes
-completed) and ``play_episodes`` (a fixed number of full games).
+completed) and ``play_episodes`` (a fixed number of full games), and the papers' two
+protocols built on them (``PROTOCOLS``).
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 
-from dqn_mlx.env import PixelEnv, StackedFrames
+from dqn_mlx.checkpoint import atomic_write_text, load_checkpoint
+from dqn_mlx.env import (
+    GameSpec,
+    PixelEnv,
+    StackedFrames,
+    Step,
+    comparability_note,
+    make_atari_env,
+    resolve_game,
+)
+from dqn_mlx.errors import UserError
 from dqn_mlx.network import QNetwork
+from dqn_mlx.plots import draw_value_trace
+from dqn_mlx.video import EpisodeVideos
 
 Policy = Callable[[np.ndarray], int]
+Observer = Callable[[int, Step], None]  # (episode index, step) after every agent step
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a paper evaluated an agent."""
+
+    name: str
+    epsilon: float
+    episodes: int | None  # full games to play, or
+    agent_steps: int | None  # a fixed number of agent steps (episodes completed in it count)
+    max_episode_frames: int  # emulator frames per game at most
+    description: str
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "nips2013": Protocol(
+        "nips2013",
+        0.05,
+        None,
+        10_000,
+        108_000,
+        "epsilon 0.05 for a fixed number of agent steps; average total reward over the games "
+        "completed, and the best game (2013 Table 1, 'DQN' and 'DQN Best')",
+    ),
+    "nature2015": Protocol(
+        "nature2015",
+        0.05,
+        30,
+        None,
+        18_000,
+        "30 games of at most 18,000 emulator frames (5 minutes), epsilon 0.05, each started "
+        "with up to 30 no-op actions (2015 Methods)",
+    ),
+}
 
 
 def greedy_policy(network: QNetwork) -> Policy:
@@ -62,6 +113,7 @@ def _play(
     max_steps: int | None,
     max_episodes: int | None,
     seed: int | None,
+    observer: Observer | None = None,
 ) -> EvalResult:
     stack = StackedFrames(history)
     state = stack.reset(env.reset(seed))
@@ -71,6 +123,8 @@ def _play(
         max_episodes is None or len(scores) < max_episodes
     ):
         step = env.step(act(state))
+        if observer is not None:
+            observer(len(scores), step)
         score += step.reward
         steps += 1
         if step.game_over or step.truncated:
@@ -85,18 +139,45 @@ def _play(
 
 
 def play_steps(
-    env: PixelEnv, act: Policy, history: int, agent_steps: int, seed: int | None = None
+    env: PixelEnv,
+    act: Policy,
+    history: int,
+    agent_steps: int,
+    seed: int | None = None,
+    observer: Observer | None = None,
 ) -> EvalResult:
     """Play ``agent_steps`` steps from a fresh game (seeded with ``seed``); score = mean over
     completed games."""
-    return _play(env, act, history, agent_steps, None, seed)
+    return _play(env, act, history, agent_steps, None, seed, observer)
 
 
 def play_episodes(
-    env: PixelEnv, act: Policy, history: int, episodes: int, seed: int | None = None
+    env: PixelEnv,
+    act: Policy,
+    history: int,
+    episodes: int,
+    seed: int | None = None,
+    observer: Observer | None = None,
 ) -> EvalResult:
     """Play ``episodes`` full games from a fresh game (seeded with ``seed``)."""
-    return _play(env, act, history, None, episodes, seed)
+    return _play(env, act, history, None, episodes, seed, observer)
+
+
+class ValueRecorder:
+    """An epsilon-greedy policy that also records max_a Q(s, a) at every step (Figure 3)."""
+
+    def __init__(
+        self, network: QNetwork, epsilon: float, num_actions: int, rng: np.random.Generator
+    ):
+        self.network, self.epsilon, self.num_actions, self.rng = network, epsilon, num_actions, rng
+        self.max_q: list[float] = []
+
+    def __call__(self, state: np.ndarray) -> int:
+        q = self.network(mx.array(state[None]))[0]  # (actions,)
+        self.max_q.append(float(mx.max(q).item()))  # type: ignore[arg-type]
+        if self.rng.random() < self.epsilon:
+            return int(self.rng.integers(self.num_actions))
+        return int(mx.argmax(q).item())  # type: ignore[arg-type]
 
 
 def average_max_q(network: QNetwork, states: np.ndarray, batch_size: int = 256) -> float:
@@ -106,3 +187,143 @@ def average_max_q(network: QNetwork, states: np.ndarray, batch_size: int = 256) 
         q = network(mx.array(states[start : start + batch_size]))  # (batch, actions)
         total += float(mx.sum(mx.max(q, axis=1)).item())  # type: ignore[arg-type]
     return total / max(len(states), 1)
+
+
+def evaluate_checkpoint(
+    load_path: Path | None,
+    env_override: str | None,
+    episodes: int,
+    epsilon: float,
+    seed: int | None,
+    protocol_name: str | None,
+    eval_steps: int | None,
+    video: Path | None,
+    value_trace: bool,
+) -> None:
+    """``--mode eval``: play a checkpoint, print its raw scores and save them as JSON beside
+    it; optionally record videos and the value trace of the first game."""
+    _check_eval_flags(load_path, protocol_name, episodes, epsilon, eval_steps)
+    assert load_path is not None
+    ckpt = load_checkpoint(load_path)
+    env_id = env_override or ckpt.env_id
+    game, cfg = resolve_game(env_id), ckpt.config
+    protocol = PROTOCOLS.get(protocol_name or "")
+    if protocol is not None:
+        epsilon, episodes = protocol.epsilon, protocol.episodes or 0
+    steps_budget = (eval_steps or protocol.agent_steps) if protocol and protocol.agent_steps else 0
+    seed = cfg.seed + 1000 if seed is None else seed
+    env = make_atari_env(
+        env_id,
+        game.fixed_frame_skip or cfg.frame_skip_for(game.rom),
+        cfg.noop_max,
+        protocol.max_episode_frames if protocol else cfg.max_episode_frames,
+        seed,
+    )
+    if env.action_meanings != ckpt.action_meanings:
+        raise UserError(
+            f"--env {env_id} has actions {env.action_meanings} but the checkpoint "
+            f"was trained on {ckpt.env_id} with {ckpt.action_meanings}"
+        )
+    how = protocol.description if protocol else f"{episodes} full games, epsilon {epsilon}"
+    budget = f"; {steps_budget:,} agent steps" if steps_budget else ""
+    note = comparability_note(game)
+    if note:
+        print(note)
+    print(
+        f"evaluating {load_path} (preset {cfg.preset}, epoch {ckpt.metadata.get('epoch', '?')}, "
+        f"{ckpt.metadata.get('agent_steps', '?')} agent steps trained)\n"
+        f"protocol {protocol.name if protocol else 'episodes'}: {how}{budget}\n"
+        f"game {env_id}, sticky actions {'yes' if game.sticky_actions else 'no'}, seed {seed}"
+    )
+    stem = Path(load_path).stem
+    videos = EpisodeVideos(video, f"{game.rom}_{stem}") if video is not None else None
+    recorder = ValueRecorder(ckpt.network, epsilon, env.num_actions, np.random.default_rng(seed))
+    first_game_rewards: list[float] = []
+
+    def observe(episode: int, step: Step) -> None:
+        if episode == 0:
+            first_game_rewards.append(step.reward)
+        if videos is not None:
+            videos(episode, step)
+
+    if steps_budget:
+        result = play_steps(env, recorder, cfg.history_length, steps_budget, seed, observe)
+    else:
+        result = play_episodes(env, recorder, cfg.history_length, episodes, seed, observe)
+    _report_scores(result)
+    _write_results(Path(load_path), protocol, game, seed, epsilon, result, ckpt.metadata)
+    if videos is not None:
+        print(f"{len(videos.written)} videos in {video}")
+    if value_trace:
+        trace = Path(load_path).with_name(f"{stem}_value_trace.png")
+        first_game = recorder.max_q[: len(first_game_rewards)]
+        title = f"{env_id}, {stem}: value over one game"
+        draw_value_trace(trace, first_game, first_game_rewards, title)
+        print(f"value trace written to {trace}")
+
+
+def _report_scores(result: EvalResult) -> None:
+    for i, score in enumerate(result.scores, 1):
+        print(f"episode {i}: raw score {score:g}")
+    scores = np.array(result.scores)
+    print(
+        f"mean {scores.mean():.2f}  std {scores.std():.2f}  min {scores.min():g}  "
+        f"max {scores.max():g}  ({len(scores)} episodes, {result.agent_steps:,} agent steps)"
+    )
+
+
+def _write_results(
+    load_path: Path,
+    protocol: Protocol | None,
+    game: GameSpec,
+    seed: int,
+    epsilon: float,
+    result: EvalResult,
+    metadata: dict[str, str],
+) -> None:
+    """The scores as JSON beside the weights: ``<stem>.eval_<protocol>.json``."""
+    scores = np.array(result.scores)
+    name = protocol.name if protocol else "episodes"
+    summary = {
+        "protocol": name,
+        "env_id": game.env_id,
+        "rom": game.rom,
+        "sticky_actions": game.sticky_actions > 0,
+        "seed": seed,
+        "epsilon": epsilon,
+        "scores": result.scores,
+        "mean": float(scores.mean()),
+        "std": float(scores.std()),
+        "min": float(scores.min()),
+        "max": float(scores.max()),
+        "completed": result.completed,
+        "agent_steps": result.agent_steps,
+        "checkpoint": str(load_path),
+        "epoch": metadata.get("epoch"),
+        "agent_steps_trained": int(metadata.get("agent_steps", 0)),
+        "date": datetime.date.today().isoformat(),
+    }
+    out = load_path.with_name(f"{load_path.stem}.eval_{name}.json")
+    atomic_write_text(out, json.dumps(summary, indent=1))
+    print(f"results written to {out}")
+
+
+def _check_eval_flags(
+    load_path: Path | None,
+    protocol_name: str | None,
+    episodes: int,
+    epsilon: float,
+    eval_steps: int | None,
+) -> None:
+    if load_path is None:
+        raise UserError("--mode eval needs --load-path weights/<env-id>/epoch_<N>.safetensors")
+    if protocol_name is not None and protocol_name not in PROTOCOLS:
+        raise UserError(
+            f"unknown --protocol {protocol_name!r}; choose one of: {', '.join(PROTOCOLS)}"
+        )
+    if episodes <= 0:
+        raise UserError(f"--episodes must be positive, got {episodes}")
+    if not 0.0 <= epsilon <= 1.0:
+        raise UserError(f"--epsilon must be in [0, 1], got {epsilon}")
+    if eval_steps is not None and eval_steps <= 0:
+        raise UserError(f"--eval-steps must be positive, got {eval_steps}")

@@ -50,3 +50,19 @@ def draw_plots(run_dir: Path, records: list[dict[str, Any]], env_id: str) -> Non
     fig.tight_layout()
     atomic_write(Path(run_dir) / Q_VALUES_PLOT, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
+
+
+def draw_value_trace(path: Path, max_q: list[float], rewards: list[float], title: str) -> None:
+    """max_a Q(s, a) at every agent step of one game, score events marked (2013 Figure 3)."""
+    plt, fig, ax = _figure(title, "max_a Q(s, a)")
+    ax.set_xlabel("agent step within the game")
+    ax.plot(range(len(max_q)), max_q, color="tab:blue", lw=1)
+    events = [i for i, r in enumerate(rewards) if r != 0]
+    for i in events:
+        ax.axvline(i, color="tab:green" if rewards[i] > 0 else "tab:red", alpha=0.35, lw=0.8)
+    if events:
+        ax.plot([], [], color="tab:green", alpha=0.5, label="score event (reward)")
+        ax.legend()
+    fig.tight_layout()
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
