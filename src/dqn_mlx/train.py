@@ -291,7 +291,7 @@ def train(
         loss_sum,
         force=True,
     )
-    if run.epoch_start_step < config.total_steps:  # a final, shorter epoch: nothing is lost
+    if run.epoch_loss_count > 0:  # a final, shorter epoch: no update is left unsaved
         with _stop_cleanly_on_write_errors(out_dir):
             end_epoch()
     return out_dir
