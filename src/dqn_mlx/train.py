@@ -125,10 +125,6 @@ def _new_game_seed(rng: np.random.Generator) -> int:
     return int(rng.integers(2**31 - 1))
 
 
-class _Interrupted(Exception):
-    pass
-
-
 def train(
     config: DQNConfig,
     env_id: str,
