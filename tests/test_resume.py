@@ -94,6 +94,22 @@ def test_resume_without_saved_replay_refills_it_and_says_so(tmp_path: Path) -> N
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _resume(run_dir: Path, steps: int) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        str(ROOT / "main.py"),
+        "--mode",
+        "train",
+        "--resume",
+        str(run_dir),
+        "--steps",
+        str(steps),
+    ]
+    return subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
 def test_ctrl_c_writes_a_resumable_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
     args = [
         sys.executable,
@@ -129,23 +145,7 @@ def test_ctrl_c_writes_a_resumable_checkpoint_and_resume_finishes(tmp_path: Path
     assert "Traceback" not in err
     stopped_at = load_training_state(run_dir).run.step
     assert 400 <= stopped_at < 4000
-    resumed = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "main.py"),
-            "--mode",
-            "train",
-            "--resume",
-            str(run_dir),
-            "--steps",
-            str(stopped_at + 300),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    resumed = _resume(run_dir, stopped_at + 300)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout and "refilling" in resumed.stdout
     assert load_training_state(run_dir).run.step == stopped_at + 300
@@ -208,22 +208,6 @@ def test_kill_9_at_random_moments_always_leaves_a_loadable_resumable_run(tmp_pat
         assert state.run.epoch >= 1
     # After three kills, the run still resumes and makes progress.
     before = load_training_state(run_dir).run.step
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "main.py"),
-            "--mode",
-            "train",
-            "--resume",
-            str(run_dir),
-            "--steps",
-            str(before + 100),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = _resume(run_dir, before + 100)
     assert done.returncode == 0, done.stderr
     assert load_training_state(run_dir).run.step == before + 100

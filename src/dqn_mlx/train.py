@@ -29,7 +29,7 @@ import numpy as np
 
 from dqn_mlx.checkpoint import run_dir, save_weights
 from dqn_mlx.config import DQNConfig
-from dqn_mlx.env import PixelEnv, StackedFrames
+from dqn_mlx.env import PixelEnv, StackedFrames, Step
 from dqn_mlx.errors import UserError
 from dqn_mlx.evaluate import average_max_q, epsilon_greedy, greedy_policy, play_steps
 from dqn_mlx.learner import Learner, linear_epsilon
@@ -117,6 +117,22 @@ def _duration(seconds: float) -> str:
         return "?"
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+def store_transition(
+    config: DQNConfig,
+    replay: ReplayMemory,
+    state: np.ndarray,
+    action: int,
+    result: Step,
+    episode_start: bool,
+) -> None:
+    """Store (x_t, a_t, r_t, terminal_t): learning sees the reward clipped to [-1, 1] (both
+    papers) and, in the 2015 setting, a lost life as terminal (no bootstrap); the game itself
+    goes on, and the reported score stays raw."""
+    reward = float(np.clip(result.reward, -config.reward_clip, config.reward_clip))
+    terminal = result.game_over or (config.terminal_on_life_loss and result.life_lost)
+    replay.add(state[-1], action, reward, terminal, episode_start)
 
 
 def _new_game_seed(rng: np.random.Generator) -> int:
@@ -247,10 +263,7 @@ def train(
         result = env.step(action)
         run.episode_actions.append(action)
         run.score += result.reward
-        # Learning sees clipped rewards, and (2015) a lost life as terminal: no bootstrap.
-        reward = float(np.clip(result.reward, -config.reward_clip, config.reward_clip))
-        terminal = result.game_over or (config.terminal_on_life_loss and result.life_lost)
-        replay.add(state[-1], action, reward, terminal, run.episode_start)
+        store_transition(config, replay, state, action, result, run.episode_start)
 
         if result.game_over or result.truncated:  # start the next game from its own seed
             run.epoch_scores.append(run.score)
@@ -388,23 +401,11 @@ def _restore_replay(
     step: int,
     log: Callable[[str], None],
 ) -> None:
+    """Load the saved replay memory; without one, refill it by playing the current policy
+    (on the evaluation env, so the training game stays as it was) before learning goes on."""
     if load_replay(out_dir, replay):
         log(f"replay memory restored: {replay.size:,} transitions")
-    else:
-        _refill_replay(config, replay, env, learner, rng, step, log)
-
-
-def _refill_replay(
-    config: DQNConfig,
-    replay: ReplayMemory,
-    env: PixelEnv,
-    learner: Learner,
-    rng: np.random.Generator,
-    step: int,
-    log: Callable[[str], None],
-) -> None:
-    """Without a saved replay memory, refill it by playing the current policy (on the
-    evaluation env, so the training game stays as it was) before learning goes on."""
+        return
     count = min(
         max(config.learning_starts, config.batch_size + config.history_length), config.replay_size
     )
@@ -420,9 +421,7 @@ def _refill_replay(
     for _ in range(count):
         action = act(state)
         result = env.step(action)
-        reward = float(np.clip(result.reward, -config.reward_clip, config.reward_clip))
-        terminal = result.game_over or (config.terminal_on_life_loss and result.life_lost)
-        replay.add(state[-1], action, reward, terminal, start)
+        store_transition(config, replay, state, action, result, start)
         if result.game_over or result.truncated:
             state, start = stack.reset(env.reset(_new_game_seed(rng))), True
         else:
