@@ -28,7 +28,9 @@ def _frames(n: int = 5) -> mx.array:
 def test_gemm_formulation_equals_plain_convolutions(architecture: str) -> None:
     conv, gemm = _pair(architecture)
     frames = _frames()
-    assert np.allclose(np.array(conv(frames)), np.array(gemm(frames)), atol=1e-5)
+    expected = np.array(conv(frames))
+    assert np.allclose(expected, np.array(gemm(frames)), atol=1e-5)  # the pass that learns
+    assert np.allclose(expected, np.array(gemm.predict(frames)), atol=1e-5)  # acting, targets
 
     def loss(model: QNetwork, x: mx.array) -> mx.array:
         return (model(x) ** 2).sum()
@@ -56,10 +58,10 @@ def test_pixels_are_read_as_unsigned_bytes_in_0_1() -> None:
     pixels = np.random.default_rng(1).integers(128, 256, (3, 4, 84, 84), dtype=np.uint8)
     scaled = mx.array(pixels.astype(np.float32) / 255.0).transpose(0, 2, 3, 1)
     expected = nn.relu(conv.convs[1](nn.relu(conv.convs[0](scaled))))
-    for net in (conv, gemm):
-        features = net._features_gemm if net is gemm else net._features_conv
-        got = features(mx.array(pixels).transpose(0, 2, 3, 1))
-        assert np.allclose(np.array(got), np.array(expected), atol=1e-5)
+    got = [conv._features_conv(mx.array(pixels).transpose(0, 2, 3, 1))]
+    got += [gemm._features_gemm(mx.array(pixels), for_gradient=flag) for flag in (True, False)]
+    for features in got:
+        assert np.allclose(np.array(features), np.array(expected), atol=1e-5)
 
 
 @pytest.mark.parametrize(

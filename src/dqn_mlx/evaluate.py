@@ -74,7 +74,7 @@ def greedy_policy(network: QNetwork) -> Policy:
     """argmax_a Q(s, a) for one uint8 stack (history, 84, 84)."""
 
     def act(state: np.ndarray) -> int:
-        q = network(mx.array(state[None]))  # (1, actions)
+        q = network.predict(mx.array(state[None]))  # (1, actions)
         return int(mx.argmax(q, axis=1).item())  # type: ignore[arg-type]
 
     return act
@@ -173,7 +173,7 @@ class ValueRecorder:
         self.max_q: list[float] = []
 
     def __call__(self, state: np.ndarray) -> int:
-        q = self.network(mx.array(state[None]))[0]  # (actions,)
+        q = self.network.predict(mx.array(state[None]))[0]  # (actions,)
         self.max_q.append(float(mx.max(q).item()))  # type: ignore[arg-type]
         if self.rng.random() < self.epsilon:
             return int(self.rng.integers(self.num_actions))
@@ -184,7 +184,7 @@ def average_max_q(network: QNetwork, states: np.ndarray, batch_size: int = 256) 
     """Mean over held-out states of max_a Q(s, a) (2013 Sec. 5.1, Figure 2), in batches."""
     total = 0.0
     for start in range(0, len(states), batch_size):
-        q = network(mx.array(states[start : start + batch_size]))  # (batch, actions)
+        q = network.predict(mx.array(states[start : start + batch_size]))  # (batch, actions)
         total += float(mx.sum(mx.max(q, axis=1)).item())  # type: ignore[arg-type]
     return total / max(len(states), 1)
 

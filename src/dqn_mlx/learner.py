@@ -120,7 +120,9 @@ class Learner:
             next_states: mx.array,
             terminals: mx.array,
         ) -> mx.array:
-            next_q = mx.stop_gradient((target if target is not None else model)(next_states))
+            next_q = mx.stop_gradient(
+                (target if target is not None else model).predict(next_states)
+            )
             targets = td_target(rewards, terminals, next_q, config.gamma)  # (batch,)
             q = model(states)  # (batch, actions)
             q_taken = mx.take_along_axis(q, actions[:, None], axis=1).squeeze(1)  # (batch,)
@@ -182,4 +184,4 @@ class Learner:
 
     def q_values(self, states: Any) -> mx.array:
         """Q(s, .; theta) for a batch of uint8 stacks: (batch, actions)."""
-        return self.online(mx.array(states))
+        return self.online.predict(mx.array(states))
