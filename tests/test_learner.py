@@ -12,6 +12,7 @@ from mlx.utils import tree_flatten, tree_map
 
 from dqn_mlx.config import NATURE2015, NIPS2013
 from dqn_mlx.learner import CenteredRMSProp, Learner, linear_epsilon, td_loss, td_target
+from dqn_mlx.network import QNetwork
 from dqn_mlx.train import exploration_rate
 
 
@@ -123,6 +124,26 @@ def test_target_syncs_every_period_updates() -> None:
     assert not same()
     learner.update(*_batch(rng))
     assert same()
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_the_actor_acts_with_the_weights_before_the_update_in_flight(overlap: bool) -> None:
+    """overlap_acting: actions come from theta_{k-1} while update k computes; otherwise from
+    theta_k. Either way the actor never holds anything but a real set of online weights."""
+    mx.random.seed(5)
+    learner = Learner(dataclasses.replace(NIPS2013, overlap_acting=overlap), 3)
+    rng = np.random.default_rng(5)
+
+    def weights(net: QNetwork) -> dict[str, np.ndarray]:
+        return {k: np.array(v) for k, v in tree_flatten(net.parameters())}
+
+    learner.update(*_batch(rng))
+    before = weights(learner.online)  # theta_1
+    learner.update(*_batch(rng))
+    after, actor = weights(learner.online), weights(learner.actor)  # theta_2, the actor's
+    expected = before if overlap else after
+    assert all(np.array_equal(actor[k], expected[k]) for k in actor)
+    assert not all(np.array_equal(before[k], after[k]) for k in before)
 
 
 def test_updates_descend_the_loss_on_a_fixed_batch() -> None:

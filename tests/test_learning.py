@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from catch_env import CatchEnv
 
 from dqn_mlx.config import NIPS2013, with_overrides
@@ -37,15 +38,17 @@ def test_dqn_learns_to_catch(tmp_path: Path) -> None:
     final_score = float(np.mean([r["eval_score_mean"] for r in last_two]))
     assert final_score >= 0.7, [r["eval_score_mean"] for r in records]
     assert first["eval_score_mean"] < final_score
-    # Values rise towards the discounted catch reward as the agent learns.
-    assert last_two[-1]["avg_max_q"] > first["avg_max_q"] + 0.2
+    # Values approach the discounted catch reward (at most 1; about 0 without bootstrapping).
+    assert 0.5 < last_two[-1]["avg_max_q"] < 1.1
 
 
-def test_a_seed_reproduces_a_cpu_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("overlap", [True, False])  # acting while an update computes, or not
+def test_a_seed_reproduces_a_cpu_run(tmp_path: Path, overlap: bool) -> None:
     config = with_overrides(
         NIPS2013,
         {
             **CATCH,
+            "overlap_acting": overlap,
             "learning_starts": 100,
             "total_steps": 300,
             "epoch_updates": 100,

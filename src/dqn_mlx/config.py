@@ -79,6 +79,11 @@ class DQNConfig:
     target_update_period: int = 0
     """Updates between target-network syncs (2015: 10,000). 0 = no separate target network:
     the target uses the parameters of the previous iteration, theta_{i-1}, as in 2013."""
+    overlap_acting: bool = True
+    """Act and step the emulator while an update computes, choosing actions with the weights
+    from before that update (one update behind: at most ``update_period`` agent steps). On a
+    2-core CPU about 1.2x more agent steps/s (71-74 -> 89 here). False: Algorithm 1's strict
+    order, every action from the newest weights. Either way a seed reproduces the run."""
 
     # --- exploration --------------------------------------------------------------------------
     epsilon_start: float = 1.0

@@ -70,12 +70,14 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
-def greedy_policy(network: QNetwork) -> Policy:
-    """argmax_a Q(s, a) for one uint8 stack (history, 84, 84)."""
+def greedy_policy(network: QNetwork, stream: mx.Stream | None = None) -> Policy:
+    """argmax_a Q(s, a) for one uint8 stack (history, 84, 84), computed on ``stream`` (default:
+    the default stream, where it waits for any update in flight)."""
 
     def act(state: np.ndarray) -> int:
-        q = network.predict(mx.array(state[None]))  # (1, actions)
-        return int(mx.argmax(q, axis=1).item())  # type: ignore[arg-type]
+        with mx.stream(stream if stream is not None else mx.default_stream(mx.default_device())):
+            q = network.predict(mx.array(state[None]))  # (1, actions)
+            return int(mx.argmax(q, axis=1).item())  # type: ignore[arg-type]
 
     return act
 

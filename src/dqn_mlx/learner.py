@@ -19,6 +19,7 @@ gradient is accumulated; centered RMSProp divides out the gradient's scale, exce
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -108,6 +109,17 @@ class Learner:
         self.optimizer = make_optimizer(config)
         self.updates = 0
         self._step = self._build_step()
+        # The network that chooses actions (the behaviour policy): the online weights, or
+        # with ``overlap_acting`` the weights before the update in flight. It runs on its own
+        # stream, so that acting does not queue behind that update.
+        self.actor = QNetwork(num_actions, config.network, config.history_length)
+        self.actor.update(self.online.parameters())
+        self.act_stream = mx.new_stream(mx.default_device())
+        # MLX's async_eval on the CPU returns only when at most ~10 tasks are left to run, so
+        # an update overlaps acting only when it runs on a worker thread (MLX releases the
+        # GIL while it computes).
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dqn-update")
+        self._in_flight: Future[mx.array] | mx.array | None = None
 
     def _build_step(self) -> Any:
         config, online, target, optimizer = self.config, self.online, self.target, self.optimizer
@@ -155,25 +167,61 @@ class Learner:
         (a restored checkpoint), since the compiled step holds the old one as its state."""
         self._step = self._build_step()
 
-    def update(
+    def start_update(
         self, states: Any, actions: Any, rewards: Any, next_states: Any, terminals: Any
-    ) -> mx.array:
-        """One minibatch update; returns the summed loss (evaluated, still on device).
+    ) -> None:
+        """Begin one minibatch update; ``finish_update`` ends it and gives its loss.
 
         Inputs are numpy arrays from the replay: states and next_states (batch, history, 84,
         84) uint8, actions (batch,) int, rewards (batch,) float32 clipped, terminals (batch,).
+        With ``overlap_acting`` it computes on a worker thread while the caller acts with
+        ``actor`` (the weights before this update, on ``act_stream``); until
+        ``finish_update`` nothing else of the learner may be read. Otherwise it is done on
+        return.
         """
-        loss = self._step(
+        if self._in_flight is not None:
+            raise RuntimeError("finish_update() the update in flight before starting another")
+        inputs = (
             mx.array(states),
             mx.array(actions, dtype=mx.int32),
             mx.array(rewards, dtype=mx.float32),
             mx.array(next_states),
             mx.array(terminals, dtype=mx.float32),
         )
-        mx.eval(loss, self._state)
         self.updates += 1
+        if self.config.overlap_acting:
+            self.actor.update(self.online.parameters())  # theta_{k-1}, already computed
+            # MLX streams belong to the thread that made them: the worker builds the graph
+            # too, not only waits for it.
+            self._in_flight = self._worker.submit(self._run_step, inputs)
+        else:
+            self._in_flight = self._run_step(inputs)
+
+    def _run_step(self, inputs: tuple[mx.array, ...]) -> mx.array:
+        loss = self._step(*inputs)
+        mx.eval(loss, self._state)
+        return loss
+
+    def finish_update(self) -> mx.array | None:
+        """Wait for the update in flight; its summed loss (computed), or None if there is none.
+        Syncs the target network when the update count reaches a multiple of its period."""
+        if self._in_flight is None:
+            return None
+        job, self._in_flight = self._in_flight, None
+        loss = job.result() if isinstance(job, Future) else job  # re-raises the worker's errors
+        if not self.config.overlap_acting:
+            self.actor.update(self.online.parameters())  # theta_k
         if self.target is not None and self.updates % self.config.target_update_period == 0:
             self.sync_target()
+        return loss
+
+    def update(
+        self, states: Any, actions: Any, rewards: Any, next_states: Any, terminals: Any
+    ) -> mx.array:
+        """One whole minibatch update (start and finish); returns the summed loss."""
+        self.start_update(states, actions, rewards, next_states, terminals)
+        loss = self.finish_update()
+        assert loss is not None
         return loss
 
     def sync_target(self) -> None:

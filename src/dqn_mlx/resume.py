@@ -1,7 +1,8 @@
 """Training state on disk: everything needed to continue a run exactly where it stopped.
 
 ``<run dir>/train_state.safetensors`` (rewritten atomically at every epoch end and on an
-interruption) holds, as arrays: the online and target weights, the optimizer state and the
+interruption) holds, as arrays: the online, target and acting weights (the acting ones may be
+one update behind: ``DQNConfig.overlap_acting``), the optimizer state and the
 held-out Q states; and as metadata (JSON): the config, the env id, the frame skip, the numpy
 generator's state (exploration, minibatches and game seeds all draw from it; MLX's generator
 only initialises the weights, which are restored) and ``RunState`` (agent step, epoch, the current
@@ -73,6 +74,7 @@ def save_training_state(
     if learner.target is not None:
         arrays.update(_prefixed("target.", learner.target.parameters()))
     arrays.update(_prefixed("optimizer.", learner.optimizer.state))
+    arrays.update(_prefixed("actor.", learner.actor.parameters()))  # may lag one update
     arrays["held_out"] = mx.array(held_out)
     metadata = {
         "format": "dqn-mlx-train-state/1",
@@ -153,9 +155,11 @@ def restore_learner(learner: Learner, loaded: LoadedState) -> None:
     if learner.target is not None:
         learner.target.update(subtree("target."))
     learner.optimizer.state = subtree("optimizer.")
+    has_actor = any(key.startswith("actor.") for key in loaded.arrays)
+    learner.actor.update(subtree("actor.") if has_actor else learner.online.parameters())
     learner.updates = loaded.updates
     learner.rebuild_step()
-    mx.eval(learner.online.parameters(), learner.optimizer.state)
+    mx.eval(learner.online.parameters(), learner.actor.parameters(), learner.optimizer.state)
 
 
 def save_replay(run_dir: Path, replay: ReplayMemory) -> Path:

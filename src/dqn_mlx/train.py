@@ -187,7 +187,7 @@ def train(
         held_out, run, state = _restore(resume, learner, rng, env, stack, log)
         _restore_replay(config, out_dir, replay, eval_env, learner, rng, run.step, log)
 
-    act_greedy = greedy_policy(learner.online)
+    act_greedy = greedy_policy(learner.actor, learner.act_stream)
     progress = ProgressLine(config.total_steps, frame_skip, log)
     recent: deque[float] = deque(run.recent_scores, maxlen=10)
     loss_sum: Any = mx.array(run.epoch_loss_sum, dtype=mx.float32)
@@ -279,19 +279,21 @@ def train(
         run.step += 1
 
         if run.step > config.learning_starts and (run.step - 1) % config.update_period == 0:
-            loss = learner.update(*replay.sample(config.batch_size, rng))
-            _check_finite(loss, learner.updates, run.step, out_dir)
-            loss_sum = loss_sum + loss
-            run.epoch_loss_count += 1
+            batch = replay.sample(config.batch_size, rng)
+            loss_sum = _finish_update(learner, run, loss_sum, out_dir)  # the one wait
+            learner.start_update(*batch)  # with overlap_acting, computes while we act
             if learner.updates % config.epoch_updates == 0:
+                loss_sum = _finish_update(learner, run, loss_sum, out_dir)
                 with _stop_cleanly_on_write_errors(out_dir):
                     end_epoch()
         progress.maybe_print(run.step, epsilon, recent, run.epoch_loss_count, loss_sum)
         if should_stop is not None and should_stop():
+            loss_sum = _finish_update(learner, run, loss_sum, out_dir)
             with _stop_cleanly_on_write_errors(out_dir):
                 save_state()
             raise TrainingInterrupted(out_dir, run.step)
 
+    loss_sum = _finish_update(learner, run, loss_sum, out_dir)
     progress.maybe_print(
         run.step,
         exploration_rate(config, run.step),
@@ -379,16 +381,21 @@ def _restore(
     return np.array(loaded.arrays["held_out"]), run, state
 
 
-def _check_finite(loss: mx.array, update: int, step: int, out_dir: Path) -> None:
-    """Stop on a non-finite loss before anything is saved (the update already synced with the
-    device, so reading the value costs nothing)."""
+def _finish_update(learner: Learner, run: RunState, loss_sum: Any, out_dir: Path) -> Any:
+    """Wait for the update in flight, if any, and add its loss to the epoch's; returns the new
+    sum. A non-finite loss stops the run here, before anything is saved."""
+    loss = learner.finish_update()
+    if loss is None:
+        return loss_sum
     value = float(loss.item())  # type: ignore[arg-type]
     if not np.isfinite(value):
         raise UserError(
-            f"the loss became {value} at update {update:,} (agent step {step:,}); stopped "
-            f"without saving it. The last good checkpoint is in {out_dir}; try a lower "
-            "--learning-rate"
+            f"the loss became {value} at update {learner.updates:,}; stopped at agent step "
+            f"{run.step:,} without saving it. The last good checkpoint is in {out_dir}; try a "
+            "lower --learning-rate"
         )
+    run.epoch_loss_count += 1
+    return loss_sum + loss
 
 
 def _restore_replay(
