@@ -159,7 +159,13 @@ def _select_device(device: str) -> None:
 
     if device not in ("cpu", "gpu", "auto"):
         raise UserError(f"unknown --device {device!r}; choose cpu, gpu or auto")
-    import mlx.core as mx
+    try:
+        import mlx.core as mx
+    except ImportError as exc:  # e.g. the cuda group on a machine without an NVIDIA driver
+        raise UserError(
+            f"MLX could not load its backend ({exc}); the cuda group needs an NVIDIA GPU and "
+            "driver: run without `--no-group cpu --group cuda` to use the CPU"
+        ) from None
 
     if device == "gpu" and not mx.is_available(mx.gpu):
         raise UserError("--device gpu: MLX sees no GPU on this machine; use --device cpu")
