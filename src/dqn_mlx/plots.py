@@ -11,7 +11,7 @@ REWARDS_PLOT = "rewards_plot.png"
 Q_VALUES_PLOT = "q_values_plot.png"
 
 
-def _figure(title: str, ylabel: str) -> Any:
+def _figure(title: str, ylabel: str, xlabel: str = "training epoch") -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,7 +19,7 @@ def _figure(title: str, ylabel: str) -> Any:
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.set_title(title)
-    ax.set_xlabel("training epoch (one epoch = epoch_updates minibatch updates)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     return plt, fig, ax
@@ -28,7 +28,9 @@ def _figure(title: str, ylabel: str) -> Any:
 def draw_plots(run_dir: Path, records: list[dict[str, Any]], env_id: str) -> None:
     """Redraw ``rewards_plot.png`` and ``q_values_plot.png`` in ``run_dir`` (atomically)."""
     epochs = [r["epoch"] for r in records]
-    plt, fig, ax = _figure(f"{env_id}: average reward per episode", "raw game score per episode")
+    xlabel = epoch_axis_label(records)
+    title = f"{env_id}: average reward per episode"
+    plt, fig, ax = _figure(title, "raw game score per episode", xlabel)
     ax.plot(
         epochs, [r["eval_score_mean"] for r in records], "o-", label="evaluation (epsilon 0.05)"
     )
@@ -45,11 +47,22 @@ def draw_plots(run_dir: Path, records: list[dict[str, Any]], env_id: str) -> Non
     plt.close(fig)
 
     ylabel = "average max_a Q(s, a) on held-out states"
-    plt, fig, ax = _figure(f"{env_id}: average action value", ylabel)
+    plt, fig, ax = _figure(f"{env_id}: average action value", ylabel, xlabel)
     ax.plot(epochs, [r["avg_max_q"] for r in records], "o-", color="tab:red")
     fig.tight_layout()
     atomic_write(Path(run_dir) / Q_VALUES_PLOT, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
+
+
+def epoch_axis_label(records: list[dict[str, Any]]) -> str:
+    """'training epoch (1 epoch = 2,500 updates; run: 130,000 agent steps)': the epoch's size
+    from the first epoch's update count, the length so far from the last record."""
+    if not records:
+        return "training epoch"
+    return (
+        f"training epoch (1 epoch = {records[0]['updates']:,} updates; "
+        f"run so far: {records[-1]['agent_steps']:,} agent steps)"
+    )
 
 
 def draw_value_trace(path: Path, max_q: list[float], rewards: list[float], title: str) -> None:

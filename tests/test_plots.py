@@ -1,0 +1,30 @@
+"""The per-epoch plots: real PNG files, and an x axis that names its units."""
+
+from __future__ import annotations
+
+from dqn_mlx.plots import Q_VALUES_PLOT, REWARDS_PLOT, draw_plots, epoch_axis_label
+
+
+def _record(epoch: int) -> dict[str, object]:
+    return {
+        "epoch": epoch,
+        "agent_steps": 10_000 * epoch,
+        "updates": 2_500 * epoch,
+        "train_score_mean": 1.0 + epoch,
+        "eval_score_mean": 2.0 * epoch,
+        "avg_max_q": 0.1 * epoch,
+    }
+
+
+def test_the_epoch_axis_names_updates_per_epoch_and_agent_steps_so_far():
+    label = epoch_axis_label([_record(1), _record(2), _record(3)])
+    assert label == "training epoch (1 epoch = 2,500 updates; run so far: 30,000 agent steps)"
+    assert epoch_axis_label([]) == "training epoch"
+
+
+def test_both_plots_are_written_as_png(tmp_path):
+    draw_plots(tmp_path, [_record(1), _record(2)], "BreakoutNoFrameskip-v4")
+    for name in (REWARDS_PLOT, Q_VALUES_PLOT):
+        data = (tmp_path / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([REWARDS_PLOT, Q_VALUES_PLOT])
