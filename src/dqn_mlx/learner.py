@@ -19,7 +19,10 @@ gradient is accumulated; centered RMSProp divides out the gradient's scale, exce
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
@@ -95,6 +98,35 @@ def make_optimizer(config: DQNConfig) -> CenteredRMSProp:
     )
 
 
+_update_jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+_update_thread: threading.Thread | None = None
+
+
+def _serve_update_jobs() -> None:
+    while True:
+        job, future = _update_jobs.get()
+        try:
+            future.set_result(job())
+        except BaseException as exc:  # handed to the waiting thread by future.result()
+            future.set_exception(exc)
+
+
+def run_on_update_thread(job: Callable[[], Any]) -> Future[Any]:
+    """Run ``job`` on the process's one update thread; its result comes back as a Future.
+
+    A daemon thread that lives as long as the process: MLX keeps per-thread stream state, and
+    a thread that ends while that state exists (as a ``ThreadPoolExecutor``'s workers do at
+    interpreter exit) can abort the process ("terminate called without an active exception").
+    """
+    global _update_thread
+    if _update_thread is None:
+        _update_thread = threading.Thread(target=_serve_update_jobs, name="dqn-update", daemon=True)
+        _update_thread.start()
+    future: Future[Any] = Future()
+    _update_jobs.put((job, future))
+    return future
+
+
 class Learner:
     """Owns theta, theta^- and the optimizer, and applies compiled minibatch updates."""
 
@@ -118,7 +150,6 @@ class Learner:
         # MLX's async_eval on the CPU returns only when at most ~10 tasks are left to run, so
         # an update overlaps acting only when it runs on a worker thread (MLX releases the
         # GIL while it computes).
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dqn-update")
         self._in_flight: Future[mx.array] | mx.array | None = None
 
     def _build_step(self) -> Any:
@@ -193,7 +224,7 @@ class Learner:
             self.actor.update(self.online.parameters())  # theta_{k-1}, already computed
             # MLX streams belong to the thread that made them: the worker builds the graph
             # too, not only waits for it.
-            self._in_flight = self._worker.submit(self._run_step, inputs)
+            self._in_flight = run_on_update_thread(partial(self._run_step, inputs))
         else:
             self._in_flight = self._run_step(inputs)
 
