@@ -55,7 +55,7 @@ def draw_plots(run_dir: Path, records: list[dict[str, Any]], env_id: str) -> Non
 
 
 def epoch_axis_label(records: list[dict[str, Any]]) -> str:
-    """'training epoch (1 epoch = 2,500 updates; run: 130,000 agent steps)': the epoch's size
+    """'training epoch (1 epoch = 2,500 updates; run so far: 130,000 agent steps)': the size
     from the first epoch's update count, the length so far from the last record."""
     if not records:
         return "training epoch"
