@@ -114,6 +114,8 @@ def _serve_update_jobs() -> None:
 def run_on_update_thread(job: Callable[[], Any]) -> Future[Any]:
     """Run ``job`` on the process's one update thread; its result comes back as a Future.
 
+    An update overlaps acting only on another thread: MLX releases the GIL while it computes,
+    whereas its ``async_eval`` on the CPU returns only once at most ~10 tasks are left to run.
     A daemon thread that lives as long as the process: MLX keeps per-thread stream state, and
     a thread that ends while that state exists (as a ``ThreadPoolExecutor``'s workers do at
     interpreter exit) can abort the process ("terminate called without an active exception").
@@ -147,9 +149,6 @@ class Learner:
         self.actor = QNetwork(num_actions, config.network, config.history_length)
         self.actor.update(self.online.parameters())
         self.act_stream = mx.new_stream(mx.default_device())
-        # MLX's async_eval on the CPU returns only when at most ~10 tasks are left to run, so
-        # an update overlaps acting only when it runs on a worker thread (MLX releases the
-        # GIL while it computes).
         self._in_flight: Future[mx.array] | mx.array | None = None
 
     def _build_step(self) -> Any:
