@@ -36,15 +36,29 @@ ARCHITECTURES: dict[str, tuple[tuple[tuple[int, int, int], ...], int]] = {
 
 FRAME_SIZE = 84
 
+# Unsigned integer types by byte width: strided copies of uint8 data move runs of adjacent
+# bytes as one element of these (MLX's copy kernels cost per element, not per byte).
+_UINT_OF_BYTES = {2: mx.uint16, 4: mx.uint32, 8: mx.uint64}
+
 
 def planes_to_blocks(frames: mx.array, stride: int, used: int) -> mx.array:
-    """Space-to-depth straight from the (batch, C, H, W) frame planes: the top-left
+    """Space-to-depth straight from the (batch, C, H, W) uint8 frame planes: the top-left
     ``used x used`` pixels become (batch, used/s, used/s, C*s*s), each sxs block of every
-    plane one position, channels ordered (C, row in block, col in block). One byte-sized
-    copy; no separate NCHW -> NHWC transpose."""
+    plane one position, channels ordered (C, row in block, col in block). No separate
+    NCHW -> NHWC transpose.
+
+    The s pixels of one block row are adjacent bytes, so the copy moves them as one wider
+    integer (4 bytes for the input layer's stride 4): MLX's strided copy costs per element,
+    and this makes it about 4x faster."""
     batch, channels = frames.shape[0], frames.shape[1]
     blocks = used // stride
-    x = frames[:, :, :used, :used].reshape(batch, channels, blocks, stride, blocks, stride)
+    wide = _UINT_OF_BYTES.get(stride) if frames.dtype == mx.uint8 else None
+    x = frames[:, :, :used, :used]
+    if wide is not None:
+        x = x.view(wide)  # (batch, C, used, blocks): one block row per element
+        x = x.reshape(batch, channels, blocks, stride, blocks).transpose(0, 2, 4, 1, 3)
+        return x.reshape(batch, blocks, blocks, channels * stride).view(mx.uint8)
+    x = x.reshape(batch, channels, blocks, stride, blocks, stride)
     x = x.transpose(0, 2, 4, 1, 3, 5)
     return x.reshape(batch, blocks, blocks, channels * stride * stride)
 
@@ -87,10 +101,13 @@ def conv_by_im2col(x: mx.array, weight: mx.array) -> mx.array:
     batch, size, _, depth = x.shape
     filters, n = weight.shape[0], weight.shape[1]
     out = size - n + 1
+    uint8 = x.dtype == mx.uint8
+    if uint8 and depth % 8 == 0:
+        x = x.view(mx.uint64)  # copy a position's bytes 8 at a time (per-element copy cost)
     windows = [x[:, i : i + out, j : j + out, :] for i in range(n) for j in range(n)]
-    patches = mx.stack(windows, axis=3).reshape(batch * out * out, n * n * depth)
-    if patches.dtype == mx.uint8:
-        patches = patches.astype(mx.float32) * (1.0 / 255.0)
+    patches = mx.stack(windows, axis=3).reshape(batch * out * out, -1)
+    if uint8:
+        patches = patches.view(mx.uint8).astype(mx.float32) * (1.0 / 255.0)
     y = patches @ weight.reshape(filters, n * n * depth).T
     return y.reshape(batch, out, out, filters)
 
