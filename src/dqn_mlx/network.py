@@ -17,13 +17,16 @@ Two formulations of the same function, chosen by device:
   its stride-1 convolutions run on the BLAS. A kxk stride-s convolution equals a (k/s)x(k/s)
   stride-1 convolution over space-to-depth blocks of sxs pixels, so every layer becomes
   space-to-depth + a stride-1 convolution. The input layer's blocks are cut straight from the
-  uint8 frame planes. Passes that learn (``__call__``) use im2col for the input layer (no input
-  gradient needed) and ``mx.conv2d`` for the others; passes with no gradient (``predict``:
-  acting, TD targets, evaluation) use a shifted-sum product, about 2x faster forward.
+  uint8 frame planes. Passes that learn (``__call__``) use im2col products with a hand-written
+  backward pass (``conv_for_gradient``: fewer copies than differentiating ``mx.conv2d``);
+  passes with no gradient (``predict``: acting, TD targets, evaluation) use a shifted-sum
+  product, about 2x faster forward.
   Equal to ``conv`` up to float rounding, gradients included (tested), with the same weights.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -130,6 +133,89 @@ def conv_by_shifted_sum(x: mx.array, weight: mx.array) -> mx.array:
     return total
 
 
+def _as_wide(x: mx.array) -> mx.array:
+    """``x`` viewed with pairs of float32 channels as one 8-byte element, when the channel
+    count allows: the strided copies below then move half as many elements."""
+    return x.view(mx.uint64) if x.dtype == mx.float32 and x.shape[-1] % 2 == 0 else x
+
+
+def _stacked_windows(
+    x: mx.array, offsets: list[tuple[int, int]], count: int, step: int
+) -> mx.array:
+    """im2col: (batch, count, count, len(offsets)*C), position (i, j) holding, for each
+    (row, col) offset in order, the pixel of NHWC ``x`` at (step*i + row, step*j + col)."""
+    wide = _as_wide(x)
+    last = step * (count - 1) + 1
+    windows = [wide[:, r : r + last : step, c : c + last : step, :] for r, c in offsets]
+    stacked = mx.concatenate(windows, axis=3)
+    return stacked.view(x.dtype) if wide.dtype != x.dtype else stacked
+
+
+def _square(size: int) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(size) for j in range(size)]
+
+
+def _conv_forward(x: mx.array, weight: mx.array, stride: int) -> tuple[mx.array, mx.array]:
+    """Valid kxk stride-s convolution of NHWC ``x``: im2col patches and their product."""
+    filters, kernel = weight.shape[0], weight.shape[1]
+    count = (x.shape[1] - kernel) // stride + 1
+    patches = _stacked_windows(x, _square(kernel), count, stride).reshape(x.shape[0] * count**2, -1)
+    y = patches @ weight.reshape(filters, -1).T
+    return patches, y.reshape(x.shape[0], count, count, filters)
+
+
+def _conv_input_gradient(grad_y: mx.array, weight: mx.array, stride: int, size: int) -> mx.array:
+    """d loss / d x of a valid kxk stride-s convolution, from its output gradient.
+
+    On the sxs block grid (space-to-depth) the layer is an nxn stride-1 convolution, n = k/s,
+    whose input gradient is the "full" correlation of the output gradient with the flipped
+    kernel: pad by n-1, stack the nxn windows, one product, then blocks back to pixels."""
+    batch, count, _, filters = grad_y.shape
+    kernel, channels = weight.shape[1], weight.shape[3]
+    n, grid = kernel // stride, size // stride
+    padded = mx.pad(grad_y, [(0, 0), (n - 1, grid - count), (n - 1, grid - count), (0, 0)])
+    flipped = _stacked_windows(padded, [(n - 1 - i, n - 1 - j) for i, j in _square(n)], grid, 1)
+    block_weight = s2d_weight(weight, stride)  # (filters, n, n, s*s*C)
+    rows = block_weight.transpose(1, 2, 0, 3).reshape(n * n * filters, -1)
+    blocks = flipped.reshape(batch * grid * grid, -1) @ rows  # (positions, s*s*C)
+    blocks = _as_wide(blocks.reshape(batch, grid, grid, stride, stride, channels))
+    pixels = blocks.transpose(0, 1, 3, 2, 4, 5).reshape(batch, grid * stride, grid * stride, -1)
+    pixels = pixels.view(mx.float32) if pixels.dtype != mx.float32 else pixels
+    if grid * stride < size:  # rows and columns the layer never reads get no gradient
+        extra = size - grid * stride
+        pixels = mx.pad(pixels, [(0, 0), (0, extra), (0, extra), (0, 0)])
+    return pixels
+
+
+_CONV_FOR_GRADIENT: dict[int, Any] = {}
+
+
+def conv_for_gradient(x: mx.array, weight: mx.array, stride: int) -> mx.array:
+    """Valid kxk stride-s convolution of NHWC ``x`` (no bias) with a hand-written backward
+    pass: im2col forward, weight gradient from the same patches, input gradient as one
+    product over the block grid (``_conv_input_gradient``). MLX's own ``conv2d`` gradient
+    re-gathers the patches and pads in several more copies, which on the CPU cost more
+    than the products."""
+    if stride not in _CONV_FOR_GRADIENT:
+
+        @mx.custom_function
+        def conv(x: mx.array, weight: mx.array) -> mx.array:
+            return _conv_forward(x, weight, stride)[1]
+
+        @conv.vjp
+        def conv_vjp(
+            primals: tuple[mx.array, mx.array], grad_y: mx.array, _output: mx.array
+        ) -> tuple[mx.array, mx.array]:
+            x, weight = primals
+            patches, _ = _conv_forward(x, weight, stride)  # merged with the forward's by compile
+            flat = grad_y.reshape(-1, grad_y.shape[-1])
+            grad_weight = (flat.T @ patches).reshape(weight.shape)
+            return _conv_input_gradient(grad_y, weight, stride, x.shape[1]), grad_weight
+
+        _CONV_FOR_GRADIENT[stride] = conv
+    return _CONV_FOR_GRADIENT[stride](x, weight)
+
+
 class QNetwork(nn.Module):
     """Q(s, .; theta) for one architecture and action count."""
 
@@ -193,8 +279,10 @@ class QNetwork(nn.Module):
             x = conv_by_shifted_sum(x.astype(mx.float32) * (1.0 / 255.0), weight)
         x = nn.relu(x + conv.bias)
         for conv, stride in rest:
-            x, weight = space_to_depth(x, stride), s2d_weight(conv.weight, stride)
-            y = mx.conv2d(x, weight) if for_gradient else conv_by_shifted_sum(x, weight)
+            if for_gradient:
+                y = conv_for_gradient(x, conv.weight, stride)
+            else:
+                y = conv_by_shifted_sum(space_to_depth(x, stride), s2d_weight(conv.weight, stride))
             x = nn.relu(y + conv.bias)
         return x  # (batch, h, w, filters)
 
