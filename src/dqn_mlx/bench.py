@@ -14,16 +14,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 
 from dqn_mlx.config import PRESETS, with_overrides
 from dqn_mlx.env import AtariEnv, make_atari_env
 from dqn_mlx.evaluate import greedy_policy
-from dqn_mlx.learner import Learner
+from dqn_mlx.learner import Learner, td_loss, td_target
 from dqn_mlx.metrics import read_metrics
+from dqn_mlx.network import QNetwork
 from dqn_mlx.replay import BYTES_PER_TRANSITION, ReplayMemory
 from dqn_mlx.train import train
 
@@ -56,8 +60,69 @@ def network_figures(preset: str, emit: Callable[[str, float | str, str], None]) 
     learner = Learner(PRESETS[preset], 4)
     batch = _random_batch(np.random.default_rng(0), 4)
     emit(f"update_ms_{preset}", _median_ms(lambda: learner.update(*batch), 20), "ms")
+    update_part_figures(preset, learner, batch, emit)
     act = greedy_policy(learner.online)
     emit(f"act_ms_{preset}", _median_ms(lambda: act(batch[0][0]), 50), "ms")
+
+
+def update_part_figures(
+    preset: str,
+    learner: Learner,
+    batch: tuple[np.ndarray, ...],
+    emit: Callable[[str, float | str, str], None],
+) -> None:
+    """Where an update's time goes: its three parts, each compiled and timed alone.
+
+    - ``target``: y = r + gamma max_a' Q(s', a'; theta^-), a forward pass with no gradient;
+    - ``learning_pass``: the loss's value and gradient (forward and backward through theta);
+    - ``optimizer``: centered RMSProp applied to every parameter.
+    Each is timed alone; the whole update is one compiled graph, so its time is not exactly
+    the parts' sum."""
+    config, online, optimizer = learner.config, learner.online, learner.optimizer
+    states, actions, rewards, next_states, terminals = (
+        mx.array(batch[0]),
+        mx.array(batch[1], dtype=mx.int32),
+        mx.array(batch[2]),
+        mx.array(batch[3]),
+        mx.array(batch[4]),
+    )
+    evaluator = learner.target if learner.target is not None else online
+
+    @partial(mx.compile, inputs=evaluator.state)
+    def targets_of(next_states: mx.array, rewards: mx.array, terminals: mx.array) -> mx.array:
+        return td_target(rewards, terminals, evaluator.predict(next_states), config.gamma)
+
+    targets = targets_of(next_states, rewards, terminals)
+
+    def loss(model: QNetwork, states: mx.array, actions: mx.array, y: mx.array) -> mx.array:
+        q_taken = mx.take_along_axis(model(states), actions[:, None], axis=1).squeeze(1)
+        return td_loss(q_taken, y, config.loss)
+
+    loss_and_grad = nn.value_and_grad(online, loss)
+
+    # outputs too: value_and_grad sets the parameters it differentiates on the model
+    @partial(mx.compile, inputs=online.state, outputs=online.state)
+    def learning_pass(states: mx.array, actions: mx.array, y: mx.array) -> Any:
+        return loss_and_grad(online, states, actions, y)
+
+    _, grads = learning_pass(states, actions, targets)
+    state = [online.state, optimizer.state]
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def optimizer_step(grads: Any) -> None:
+        optimizer.update(online, grads)
+
+    def run_optimizer() -> None:
+        optimizer_step(grads)
+        mx.eval(state)
+
+    parts: dict[str, Callable[[], object]] = {
+        "target": lambda: mx.eval(targets_of(next_states, rewards, terminals)),
+        "learning_pass": lambda: mx.eval(learning_pass(states, actions, targets)),
+        "optimizer": run_optimizer,
+    }
+    for name, part in parts.items():
+        emit(f"update_{name}_ms_{preset}", _median_ms(part, 20), "ms")
 
 
 def env_steps_per_s(steps: int = 2_000) -> float:

@@ -12,6 +12,7 @@ import datetime
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import mlx.core as mx
@@ -74,10 +75,15 @@ def greedy_policy(network: QNetwork, stream: mx.Stream | None = None) -> Policy:
     """argmax_a Q(s, a) for one uint8 stack (history, 84, 84), computed on ``stream`` (default:
     the default stream, where it waits for any update in flight)."""
 
+    # Compiled: one observation is too small a job for MLX's per-operation overhead. The
+    # network's parameters are the compiled function's state, so weight updates are seen.
+    @partial(mx.compile, inputs=network.state)
+    def best_action(frames: mx.array) -> mx.array:
+        return mx.argmax(network.predict(frames), axis=1)
+
     def act(state: np.ndarray) -> int:
         with mx.stream(stream if stream is not None else mx.default_stream(mx.default_device())):
-            q = network.predict(mx.array(state[None]))  # (1, actions)
-            return int(mx.argmax(q, axis=1).item())  # type: ignore[arg-type]
+            return int(best_action(mx.array(state[None])).item())  # type: ignore[arg-type]
 
     return act
 

@@ -281,6 +281,8 @@ class QNetwork(nn.Module):
         for conv, stride in rest:
             if for_gradient:
                 y = conv_for_gradient(x, conv.weight, stride)
+            elif conv.weight.shape[1] // stride >= 3:  # many taps: the shifted sum's extra
+                y = _conv_forward(x, conv.weight, stride)[1]  # products and passes cost more
             else:
                 y = conv_by_shifted_sum(space_to_depth(x, stride), s2d_weight(conv.weight, stride))
             x = nn.relu(y + conv.bias)
