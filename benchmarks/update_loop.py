@@ -1,0 +1,48 @@
+"""Run compiled DQN updates in a loop, for a profiler to look inside one update.
+
+    perf record -F 2000 -g uv run python benchmarks/update_loop.py nature2015 150
+    perf report --no-children --sort sym -g none
+
+Arguments: the preset (default nature2015) and the number of timed updates (default 150).
+Updates run on the calling thread (``overlap_acting`` off) on one random batch of 32; the
+median and minimum times are printed at the end.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import dqn_mlx  # noqa: F401  (brings in the fast BLAS before MLX loads)
+from dqn_mlx.config import PRESETS, with_overrides
+from dqn_mlx.learner import Learner
+
+
+def main() -> None:
+    preset = sys.argv[1] if len(sys.argv) > 1 else "nature2015"
+    count = int(sys.argv[2]) if len(sys.argv) > 2 else 150
+    learner = Learner(with_overrides(PRESETS[preset], {"overlap_acting": False}), 4)
+    rng = np.random.default_rng(0)
+    batch = (
+        rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8),
+        rng.integers(0, 4, 32),
+        rng.choice([-1.0, 0.0, 1.0], 32).astype(np.float32),
+        rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8),
+        (rng.random(32) < 0.05).astype(np.float32),
+    )
+    for _ in range(5):  # compile and warm up
+        learner.update(*batch)
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        learner.update(*batch)
+        times.append(time.perf_counter() - start)
+    median, fastest = 1000 * statistics.median(times), 1000 * min(times)
+    print(f"update_ms_{preset} median {median:.1f} min {fastest:.1f} over {count} updates")
+
+
+if __name__ == "__main__":
+    main()
