@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 import dqn_mlx  # noqa: F401  (brings in the fast BLAS before MLX loads)
+from dqn_mlx.bench import random_batch
 from dqn_mlx.config import PRESETS, with_overrides
 from dqn_mlx.learner import Learner
 
@@ -25,14 +26,7 @@ def main() -> None:
     preset = sys.argv[1] if len(sys.argv) > 1 else "nature2015"
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 150
     learner = Learner(with_overrides(PRESETS[preset], {"overlap_acting": False}), 4)
-    rng = np.random.default_rng(0)
-    batch = (
-        rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8),
-        rng.integers(0, 4, 32),
-        rng.choice([-1.0, 0.0, 1.0], 32).astype(np.float32),
-        rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8),
-        (rng.random(32) < 0.05).astype(np.float32),
-    )
+    batch = random_batch(np.random.default_rng(0), 4)
     for _ in range(5):  # compile and warm up
         learner.update(*batch)
     times = []

@@ -45,7 +45,8 @@ def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float
     return 1000 * statistics.median(times)
 
 
-def _random_batch(rng: np.random.Generator, actions: int) -> tuple[np.ndarray, ...]:
+def random_batch(rng: np.random.Generator, actions: int) -> tuple[np.ndarray, ...]:
+    """A replay-shaped minibatch of 32: uint8 stacks, actions, clipped rewards, terminals."""
     return (
         rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8),
         rng.integers(0, actions, 32),
@@ -58,7 +59,7 @@ def _random_batch(rng: np.random.Generator, actions: int) -> tuple[np.ndarray, .
 def network_figures(preset: str, emit: Callable[[str, float | str, str], None]) -> None:
     """Compiled update (batch 32) and acting (one observation) for one preset's network."""
     learner = Learner(PRESETS[preset], 4)
-    batch = _random_batch(np.random.default_rng(0), 4)
+    batch = random_batch(np.random.default_rng(0), 4)
     emit(f"update_ms_{preset}", _median_ms(lambda: learner.update(*batch), 20), "ms")
     update_part_figures(preset, learner, batch, emit)
     act = greedy_policy(learner.online)

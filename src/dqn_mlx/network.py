@@ -97,21 +97,40 @@ def s2d_weight(weight: mx.array, stride: int) -> mx.array:
     return w.reshape(filters, n, n, stride * stride * channels)
 
 
+def _as_wide(x: mx.array) -> mx.array:
+    """``x`` viewed with 8 bytes of channels (2 float32 or 8 uint8) as one element, when the
+    channel count allows: the strided copies below then move 2x or 8x fewer elements."""
+    per_element = 8 // x.dtype.size
+    return x.view(mx.uint64) if x.dtype != mx.uint64 and x.shape[-1] % per_element == 0 else x
+
+
+def _stacked_windows(
+    x: mx.array, offsets: list[tuple[int, int]], count: int, step: int
+) -> mx.array:
+    """im2col: (batch, count, count, len(offsets)*C), position (i, j) holding, for each
+    (row, col) offset in order, the pixel of NHWC ``x`` at (step*i + row, step*j + col)."""
+    wide = _as_wide(x)
+    last = step * (count - 1) + 1
+    windows = [wide[:, r : r + last : step, c : c + last : step, :] for r, c in offsets]
+    stacked = mx.concatenate(windows, axis=3)
+    return stacked.view(x.dtype) if wide.dtype != x.dtype else stacked
+
+
+def _square(size: int) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(size) for j in range(size)]
+
+
 def conv_by_im2col(x: mx.array, weight: mx.array) -> mx.array:
     """Stride-1 valid convolution of NHWC ``x`` as one product over its stacked nxn windows
     (im2col). Cheap to differentiate for the weight; used for the input layer while learning,
     on uint8 windows (4x fewer bytes copied) converted to [0, 1] after the copy."""
-    batch, size, _, depth = x.shape
+    batch, size = x.shape[0], x.shape[1]
     filters, n = weight.shape[0], weight.shape[1]
     out = size - n + 1
-    uint8 = x.dtype == mx.uint8
-    if uint8 and depth % 8 == 0:
-        x = x.view(mx.uint64)  # copy a position's bytes 8 at a time (per-element copy cost)
-    windows = [x[:, i : i + out, j : j + out, :] for i in range(n) for j in range(n)]
-    patches = mx.stack(windows, axis=3).reshape(batch * out * out, -1)
-    if uint8:
-        patches = patches.view(mx.uint8).astype(mx.float32) * (1.0 / 255.0)
-    y = patches @ weight.reshape(filters, n * n * depth).T
+    patches = _stacked_windows(x, _square(n), out, 1).reshape(batch * out * out, -1)
+    if patches.dtype == mx.uint8:
+        patches = patches.astype(mx.float32) * (1.0 / 255.0)
+    y = patches @ weight.reshape(filters, -1).T
     return y.reshape(batch, out, out, filters)
 
 
@@ -131,28 +150,6 @@ def conv_by_shifted_sum(x: mx.array, weight: mx.array) -> mx.array:
             if i or j:
                 total = total + y[:, i : i + out, j : j + out, i, j]
     return total
-
-
-def _as_wide(x: mx.array) -> mx.array:
-    """``x`` viewed with pairs of float32 channels as one 8-byte element, when the channel
-    count allows: the strided copies below then move half as many elements."""
-    return x.view(mx.uint64) if x.dtype == mx.float32 and x.shape[-1] % 2 == 0 else x
-
-
-def _stacked_windows(
-    x: mx.array, offsets: list[tuple[int, int]], count: int, step: int
-) -> mx.array:
-    """im2col: (batch, count, count, len(offsets)*C), position (i, j) holding, for each
-    (row, col) offset in order, the pixel of NHWC ``x`` at (step*i + row, step*j + col)."""
-    wide = _as_wide(x)
-    last = step * (count - 1) + 1
-    windows = [wide[:, r : r + last : step, c : c + last : step, :] for r, c in offsets]
-    stacked = mx.concatenate(windows, axis=3)
-    return stacked.view(x.dtype) if wide.dtype != x.dtype else stacked
-
-
-def _square(size: int) -> list[tuple[int, int]]:
-    return [(i, j) for i in range(size) for j in range(size)]
 
 
 def _conv_forward(x: mx.array, weight: mx.array, stride: int) -> tuple[mx.array, mx.array]:
