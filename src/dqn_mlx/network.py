@@ -20,7 +20,7 @@ Two formulations of the same function, chosen by device:
   uint8 frame planes. Passes that learn (``__call__``) use im2col products with a hand-written
   backward pass (``conv_for_gradient``: fewer copies than differentiating ``mx.conv2d``);
   passes with no gradient (``predict``: acting, TD targets, evaluation) use a shifted-sum
-  product, about 2x faster forward.
+  product for layers of 2x2 taps, about 2x faster forward, and im2col for the 3x3 layer.
   Equal to ``conv`` up to float rounding, gradients included (tested), with the same weights.
 """
 
@@ -120,18 +120,25 @@ def _square(size: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(size) for j in range(size)]
 
 
-def conv_by_im2col(x: mx.array, weight: mx.array) -> mx.array:
-    """Stride-1 valid convolution of NHWC ``x`` as one product over its stacked nxn windows
-    (im2col). Cheap to differentiate for the weight; used for the input layer while learning,
-    on uint8 windows (4x fewer bytes copied) converted to [0, 1] after the copy."""
-    batch, size = x.shape[0], x.shape[1]
-    filters, n = weight.shape[0], weight.shape[1]
-    out = size - n + 1
-    patches = _stacked_windows(x, _square(n), out, 1).reshape(batch * out * out, -1)
+def im2col_patches(x: mx.array, kernel: int, stride: int) -> tuple[mx.array, int]:
+    """The kxk windows of NHWC ``x`` at stride s as rows (batch*count*count, k*k*C), channels
+    ordered (row, col, C) like a conv weight, and count, the output size. uint8 windows are
+    copied as bytes (4x fewer than float32) and converted to [0, 1] after the copy."""
+    count = (x.shape[1] - kernel) // stride + 1
+    patches = _stacked_windows(x, _square(kernel), count, stride)
+    patches = patches.reshape(x.shape[0] * count * count, -1)
     if patches.dtype == mx.uint8:
         patches = patches.astype(mx.float32) * (1.0 / 255.0)
+    return patches, count
+
+
+def conv_by_im2col(x: mx.array, weight: mx.array, stride: int = 1) -> mx.array:
+    """Valid kxk stride-s convolution of NHWC ``x`` as one product over its stacked windows
+    (im2col). Cheap to differentiate for the weight."""
+    filters, kernel = weight.shape[0], weight.shape[1]
+    patches, count = im2col_patches(x, kernel, stride)
     y = patches @ weight.reshape(filters, -1).T
-    return y.reshape(batch, out, out, filters)
+    return y.reshape(x.shape[0], count, count, filters)
 
 
 def conv_by_shifted_sum(x: mx.array, weight: mx.array) -> mx.array:
@@ -150,15 +157,6 @@ def conv_by_shifted_sum(x: mx.array, weight: mx.array) -> mx.array:
             if i or j:
                 total = total + y[:, i : i + out, j : j + out, i, j]
     return total
-
-
-def _conv_forward(x: mx.array, weight: mx.array, stride: int) -> tuple[mx.array, mx.array]:
-    """Valid kxk stride-s convolution of NHWC ``x``: im2col patches and their product."""
-    filters, kernel = weight.shape[0], weight.shape[1]
-    count = (x.shape[1] - kernel) // stride + 1
-    patches = _stacked_windows(x, _square(kernel), count, stride).reshape(x.shape[0] * count**2, -1)
-    y = patches @ weight.reshape(filters, -1).T
-    return patches, y.reshape(x.shape[0], count, count, filters)
 
 
 def _conv_input_gradient(grad_y: mx.array, weight: mx.array, stride: int, size: int) -> mx.array:
@@ -197,14 +195,15 @@ def conv_for_gradient(x: mx.array, weight: mx.array, stride: int) -> mx.array:
 
         @mx.custom_function
         def conv(x: mx.array, weight: mx.array) -> mx.array:
-            return _conv_forward(x, weight, stride)[1]
+            return conv_by_im2col(x, weight, stride)
 
         @conv.vjp
         def conv_vjp(
             primals: tuple[mx.array, mx.array], grad_y: mx.array, _output: mx.array
         ) -> tuple[mx.array, mx.array]:
             x, weight = primals
-            patches, _ = _conv_forward(x, weight, stride)  # merged with the forward's by compile
+            # the same patches as the forward's: compile merges the two into one copy
+            patches, _ = im2col_patches(x, weight.shape[1], stride)
             flat = grad_y.reshape(-1, grad_y.shape[-1])
             grad_weight = (flat.T @ patches).reshape(weight.shape)
             return _conv_input_gradient(grad_y, weight, stride, x.shape[1]), grad_weight
@@ -279,7 +278,7 @@ class QNetwork(nn.Module):
             if for_gradient:
                 y = conv_for_gradient(x, conv.weight, stride)
             elif conv.weight.shape[1] // stride >= 3:  # many taps: the shifted sum's extra
-                y = _conv_forward(x, conv.weight, stride)[1]  # products and passes cost more
+                y = conv_by_im2col(x, conv.weight, stride)  # products and passes cost more
             else:
                 y = conv_by_shifted_sum(space_to_depth(x, stride), s2d_weight(conv.weight, stride))
             x = nn.relu(y + conv.bias)
