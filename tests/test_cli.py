@@ -178,6 +178,7 @@ def test_bench_prints_every_figure_as_name_value_unit() -> None:
         "device",
         "blas",
         "blas_gflops",
+        "cpu_kernels",
         "update_ms_nips2013",
         "act_ms_nips2013",
         "update_ms_nature2015",
@@ -196,8 +197,9 @@ def test_bench_prints_every_figure_as_name_value_unit() -> None:
     }
     assert expected <= figures.keys()
     assert figures["device"][0] == "cpu"
+    assert figures["cpu_kernels"][0] == ("vectorised" if sys.platform == "linux" else "plain")
     assert figures["replay_bytes_per_transition"] == ("7063", "bytes")
-    for name in expected - {"device", "blas"}:
+    for name in expected - {"device", "blas", "cpu_kernels"}:
         assert float(figures[name][0]) > 0, name
 
 

@@ -205,6 +205,7 @@ def run_benchmark(end_to_end_steps: int = 2_000) -> None:
     emit("device", "gpu" if mx.default_device() == mx.gpu else "cpu", "-")
     emit("blas", dqn_mlx.BLAS_STATUS.name.split(" ")[0], "-")
     emit("blas_gflops", measure_gflops(), "GFLOP/s")
+    emit("cpu_kernels", "vectorised" if dqn_mlx.KERNEL_STATUS.vectorized else "plain", "-")
     for preset in PRESETS:
         network_figures(preset, emit)
     emit("env_agent_steps_per_s", env_steps_per_s(), "agent_steps/s")

@@ -64,7 +64,8 @@ class BlasStatus:
 _status: BlasStatus | None = None
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """Where dqn-mlx keeps the small build products it makes for this machine."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "dqn-mlx"
 
@@ -72,7 +73,7 @@ def _cache_dir() -> Path:
 def _build_shim(openblas: Path) -> Path:
     """Compile the forwarding library (once; keyed by the OpenBLAS path and the source)."""
     key = hashlib.sha256((str(openblas) + _SHIM_SOURCE).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"libdqn_mlx_cblas_{key}.so"
+    target = cache_dir() / f"libdqn_mlx_cblas_{key}.so"
     if target.exists():
         return target
     compiler = shutil.which("gcc") or shutil.which("cc")

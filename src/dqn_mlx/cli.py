@@ -221,7 +221,7 @@ def _train(
     note = comparability_note(game)
     if note:
         print(note)
-    _report_backend(dqn_mlx.BLAS_STATUS, measure_gflops)
+    _report_backend(dqn_mlx.BLAS_STATUS, measure_gflops, dqn_mlx.KERNEL_STATUS)
 
     def make_env(seed: int) -> AtariEnv:
         return make_atari_env(env_id, frame_skip, config.noop_max, config.max_episode_frames, seed)
@@ -260,14 +260,20 @@ def _train(
     print(f"done: checkpoints, metrics.jsonl and plots in {out}")
 
 
-def _report_backend(status: object, measure: object) -> None:
+def _report_backend(status: object, measure: object, kernels: object) -> None:
+    """One line on the backend (MLX, device, BLAS and its speed, how fused kernels are
+    compiled), and a warning when the slow reference BLAS is in use."""
     import mlx.core as mx
 
     from dqn_mlx.checkpoint import mlx_version
 
     gflops = measure()  # type: ignore[operator]
     name = getattr(status, "name", "?")
-    print(f"MLX {mlx_version()} on {mx.default_device()}; BLAS: {name}, {gflops:.0f} GFLOP/s")
+    jit = "vectorised" if getattr(kernels, "vectorized", False) else "plain"
+    print(
+        f"MLX {mlx_version()} on {mx.default_device()}; BLAS: {name}, {gflops:.0f} GFLOP/s; "
+        f"fused CPU kernels: {jit} ({getattr(kernels, 'detail', '')})"
+    )
     if not getattr(status, "fast", True):
         print(
             f"warning: slow reference BLAS in use: {getattr(status, 'detail', '')}", file=sys.stderr
