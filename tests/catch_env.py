@@ -40,6 +40,9 @@ class CatchEnv:
         self.paddle_x = (SIZE - PADDLE_W) // 2
         return self._frame()
 
+    def prepare_reset(self, seed: int) -> None:
+        """Nothing to prepare: a reset here is instant."""
+
     def step(self, action: int) -> Step:
         move = {0: 0, 1: -MOVE, 2: MOVE}[int(action)]
         self.paddle_x = int(np.clip(self.paddle_x + move, 0, SIZE - PADDLE_W))

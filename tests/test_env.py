@@ -65,6 +65,43 @@ def test_noop_starts_vary_the_first_frame_number() -> None:
     assert env.reset_frame_number <= 4 * 2  # only the FIRE press after the reset
 
 
+def _frames(env: object, actions: list[int]) -> list[np.ndarray]:
+    return [env.step(a).frame.copy() for a in actions]  # type: ignore[attr-defined]
+
+
+def test_a_prepared_reset_starts_the_same_game_as_a_plain_one() -> None:
+    actions = [int(a) for a in np.random.default_rng(0).integers(4, size=150)]
+    plain = breakout(seed=0)
+    expected = [plain.reset(123).copy(), *_frames(plain, actions)]
+    env = breakout(seed=0)
+    env.reset(7)
+    env.prepare_reset(123)  # loads on the spare emulator while this game goes on
+    _frames(env, actions[:50])
+    got = [env.reset(123).copy(), *_frames(env, actions)]
+    assert all(np.array_equal(g, e) for g, e in zip(got, expected, strict=True))
+    env.prepare_reset(5)  # a prepared game that is not asked for is not used
+    assert np.array_equal(env.reset(123), expected[0])
+    env.close()
+
+
+def test_replaying_the_actions_since_a_seeded_start_repeats_games_across_resets() -> None:
+    """Games after ale-py's automatic reset follow from the last seeded start and the actions
+    since (what resume replays), even in Seaquest, which keeps emulator state across resets.
+    Short games (400 emulator frames) put several resets in 400 agent steps."""
+
+    def seaquest() -> object:
+        return make_atari_env("SeaquestNoFrameskip-v4", 4, 30, 400, seed=0)
+
+    actions = [int(a) for a in np.random.default_rng(1).integers(18, size=400)]
+    first, again = seaquest(), seaquest()
+    first.reset(99)  # type: ignore[attr-defined]
+    steps = [first.step(a) for a in actions]  # type: ignore[attr-defined]
+    assert sum(s.game_over or s.truncated for s in steps) >= 3
+    again.reset(99)  # type: ignore[attr-defined]
+    replayed = _frames(again, actions)
+    assert all(np.array_equal(s.frame, f) for s, f in zip(steps, replayed, strict=True))
+
+
 def test_fire_is_pressed_after_reset_and_after_each_lost_life() -> None:
     """An agent that only ever plays NOOP still loses all five lives in Breakout: the ball is
     launched after the reset and after every lost life."""

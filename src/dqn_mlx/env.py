@@ -23,8 +23,10 @@ comparable with the papers).
 from __future__ import annotations
 
 import difflib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from functools import partial
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -59,6 +61,9 @@ class PixelEnv(Protocol):
     action_meanings: list[str]
 
     def reset(self, seed: int | None = None) -> np.ndarray: ...
+
+    def prepare_reset(self, seed: int) -> None:
+        """A hint: ``reset(seed)`` comes next; an env may start that game ahead of time."""
 
     def step(self, action: int) -> Step: ...
 
@@ -135,7 +140,8 @@ class AtariEnv:
 
         self.game = game
         self.frame_skip = game.fixed_frame_skip or frame_skip
-        self._env = AtariVectorEnv(
+        self._make_emulator = partial(
+            AtariVectorEnv,
             game.rom,
             1,
             stack_num=1,
@@ -154,6 +160,11 @@ class AtariEnv:
             autoreset_mode="SameStep",
             num_threads=1,
         )
+        self._env = self._make_emulator()
+        # A second emulator that prepares the next seeded game while this one plays.
+        self._spare: Any = None
+        self._prepared: tuple[int, Future[Any]] | None = None
+        self._preparer: ThreadPoolExecutor | None = None
         action_set = list(self._env.ale.get_action_set())
         self.action_meanings = [a.name for a in action_set]
         self.num_actions = len(action_set)
@@ -166,12 +177,38 @@ class AtariEnv:
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Start a new game: with ``seed``, the game (no-op count, sticky-action draws) is a
-        function of the seed alone; without, the first reset uses the constructor's seed."""
-        obs, info = self._env.reset(seed=seed if seed is not None else self._seed)
+        function of the seed alone; without, the first reset uses the constructor's seed.
+        A game that ``prepare_reset(seed)`` started is handed over at once."""
+        seed = seed if seed is not None else self._seed
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and seed is not None and prepared[0] == seed:
+            obs, info = prepared[1].result()
+            self._env, self._spare = self._spare, self._env
+        else:
+            if prepared is not None:
+                prepared[1].result()  # not the game asked for: let it finish, then ignore it
+            obs, info = self._env.reset(seed=seed)
         self._seed = None
         self._lives = int(info["lives"][0])
         self.reset_frame_number = int(info["episode_frame_number"][0])  # no-ops + FIRE
         return obs[0, 0]
+
+    def prepare_reset(self, seed: int) -> None:
+        """Start the game ``reset(seed)`` will return, on a spare emulator, in the background.
+
+        A seeded start reloads the ROM in ale-py (about 130 ms, against 11 ms for an unseeded
+        reset), and the training loop seeds every game so that a game in progress can be
+        replayed exactly on resume. Loading the ROM releases the GIL, so it overlaps with the
+        current game; the spare emulator loaded with the same seed is in the same state as
+        this one would be."""
+        if self._preparer is None:
+            self._preparer = ThreadPoolExecutor(1, thread_name_prefix="dqn-mlx-reset")
+        self._prepared = (seed, self._preparer.submit(self._reset_spare, seed))
+
+    def _reset_spare(self, seed: int) -> Any:
+        if self._spare is None:
+            self._spare = self._make_emulator()
+        return self._spare.reset(seed=seed)
 
     def step(self, action: int) -> Step:
         frame, reward, over, truncated, lives = self._raw_step(action)
@@ -195,6 +232,10 @@ class AtariEnv:
         )
 
     def close(self) -> None:
+        if self._preparer is not None:
+            self._preparer.shutdown(wait=True)
+        if self._spare is not None:
+            self._spare.close()
         self._env.close()
 
 

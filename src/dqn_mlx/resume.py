@@ -5,10 +5,11 @@ interruption) holds, as arrays: the online, target and acting weights (the actin
 one update behind: ``DQNConfig.overlap_acting``), the optimizer state and the
 held-out Q states; and as metadata (JSON): the config, the env id, the frame skip, the numpy
 generator's state (exploration, minibatches and game seeds all draw from it; MLX's generator
-only initialises the weights, which are restored) and ``RunState`` (agent step, epoch, the current
-game's reset seed and the actions played since, scores, the epoch's loss so far). The game in
-progress is restored by replaying its actions from its seeded reset: ALE's vector env has no
-state snapshot, and every game is deterministic given its seed.
+only initialises the weights, which are restored) and ``RunState`` (agent step, epoch, the
+seed of the last seeded game start and the actions played since, the next such seed,
+scores, the epoch's loss so far). The game in progress is restored by replaying those actions
+from that seeded reset (``train.start_game``): ALE's vector env has no state snapshot, and
+what it plays is deterministic given the seed and the actions.
 
 ``<run dir>/replay.npz`` (only with ``--save-replay``): the replay memory, compressed, written
 at the same moments. Without it a resumed run first refills the replay by playing the current
@@ -43,8 +44,10 @@ class RunState:
 
     step: int = 0  # agent steps taken
     epoch: int = 0  # epochs completed
-    episode_seed: int = 0  # reset seed of the training game in progress
-    episode_actions: list[int] = field(default_factory=list)  # its actions so far
+    episode_seed: int = 0  # seed of the last seeded game start (train.start_game)
+    episode_actions: list[int] = field(default_factory=list)  # actions played since then
+    games_since_seed: int = 0  # games started since then from ale-py's automatic reset
+    next_seed: int | None = None  # seed of the next seeded start (drawn one ahead)
     episode_start: bool = True  # the next stored frame is the first of a game
     score: float = 0.0  # its raw score so far
     recent_scores: list[float] = field(default_factory=list)  # last 10 finished games

@@ -141,6 +141,37 @@ def _new_game_seed(rng: np.random.Generator) -> int:
     return int(rng.integers(2**31 - 1))
 
 
+# One training game in this many starts from a seeded reset (a fresh ROM load); see start_game.
+SEEDED_START_PERIOD = 10
+
+
+def start_game(
+    env: PixelEnv, run: RunState, rng: np.random.Generator, ended: Step | None = None
+) -> np.ndarray:
+    """The first frame of the next training game; ``ended`` is the step that ended the last.
+
+    The first game and every ``SEEDED_START_PERIOD``-th after it start from a seeded reset,
+    which reloads the ROM in ale-py (about 130 ms; ``AtariEnv.prepare_reset`` does it in the
+    background, so the seed is drawn one seeded start ahead). The games in between start from
+    ale-py's automatic reset at the end of the game before (about 11 ms), their no-op counts
+    drawn by ale-py's generator, which the last seeded reset seeded. So everything since the
+    last seeded start follows from its seed and the actions played since
+    (``run.episode_actions`` spans those games), and resume replays them. Not every game is
+    seeded: that costs about 10% of the training loop's speed in early training, when games
+    are short. Nor is only the first: some games (Seaquest) carry emulator state across
+    resets, so a game is reproducible only from the last ROM load, and resume would replay
+    the whole run."""
+    run.games_since_seed += 1
+    if ended is not None and run.games_since_seed < SEEDED_START_PERIOD:
+        return ended.frame  # already the first frame of the next game
+    seed = run.next_seed if run.next_seed is not None else _new_game_seed(rng)
+    frame = env.reset(seed)
+    run.episode_seed, run.episode_actions, run.games_since_seed = seed, [], 0
+    run.next_seed = _new_game_seed(rng)
+    env.prepare_reset(run.next_seed)
+    return frame
+
+
 def train(
     config: DQNConfig,
     env_id: str,
@@ -181,8 +212,8 @@ def train(
         held_out = collect_held_out_states(
             eval_env, config.held_out_states, config.history_length, rng
         )
-        run = RunState(episode_seed=_new_game_seed(rng))
-        state = stack.reset(env.reset(run.episode_seed))
+        run = RunState()
+        state = stack.reset(start_game(env, run, rng))
     else:
         held_out, run, state = _restore(resume, learner, rng, env, stack, log)
         _restore_replay(config, out_dir, replay, eval_env, learner, rng, run.step, log)
@@ -265,15 +296,11 @@ def train(
         run.score += result.reward
         store_transition(config, replay, state, action, result, run.episode_start)
 
-        if result.game_over or result.truncated:  # start the next game from its own seed
+        if result.game_over or result.truncated:  # the next game: see start_game
             run.epoch_scores.append(run.score)
             recent.append(run.score)
-            run.episode_seed, run.episode_actions = _new_game_seed(rng), []
-            state, run.episode_start, run.score = (
-                stack.reset(env.reset(run.episode_seed)),
-                True,
-                0.0,
-            )
+            first_frame = start_game(env, run, rng, ended=result)
+            state, run.episode_start, run.score = stack.reset(first_frame), True, 0.0
         else:
             state, run.episode_start = stack.push(result.frame), False
         run.step += 1
@@ -371,12 +398,16 @@ def _restore(
     rng.bit_generator.state = loaded.rng_state
     run = loaded.run
     state = stack.reset(env.reset(run.episode_seed))
-    for action in run.episode_actions:  # replay the game in progress from its seed
-        state = stack.push(env.step(action).frame)
+    for action in run.episode_actions:  # replay everything since the last seeded start
+        step = env.step(action)
+        ended = step.game_over or step.truncated
+        state = stack.reset(step.frame) if ended else stack.push(step.frame)
+    if run.next_seed is not None:
+        env.prepare_reset(run.next_seed)
     log(
         f"resumed from {loaded.path}: epoch {run.epoch}, agent step {run.step:,}, "
         f"{learner.updates:,} updates; game in progress restored ({len(run.episode_actions):,} "
-        "agent steps replayed)"
+        "agent steps replayed since its last seeded start)"
     )
     return np.array(loaded.arrays["held_out"]), run, state
 
