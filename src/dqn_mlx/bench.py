@@ -155,7 +155,9 @@ def replay_figures(emit: Callable[[str, float | str, str], None], capacity: int 
 
 def end_to_end_steps_per_s(steps: int) -> float:
     """Agent steps/s of ``train`` (Nature preset) once learning has started: epoch 1 is the
-    random replay start plus ``steps`` steps of warm-up, epoch 2 is the ``steps`` measured."""
+    random replay start plus ``steps`` steps of warm-up, epoch 2 is the ``steps`` measured.
+    Epsilon is its final 0.1 from the start, so 90% of the steps act greedily (one forward
+    pass each), as in all but the first million steps of a run."""
     base = PRESETS["nature2015"]
     updates = max(1, steps // base.update_period)
     config = with_overrides(
@@ -163,6 +165,7 @@ def end_to_end_steps_per_s(steps: int) -> float:
         {
             "replay_size": 20_000,
             "learning_starts": 500,
+            "epsilon_start": base.epsilon_end,
             "epoch_updates": updates,
             "total_steps": 500 + 2 * updates * base.update_period,
             "eval_steps": 100,

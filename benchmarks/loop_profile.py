@@ -1,0 +1,75 @@
+"""Where the training loop's time goes: the bench's end-to-end run, with its calls timed.
+
+    uv run python benchmarks/loop_profile.py [agent_steps]
+
+Runs what ``main.py --mode bench`` measures as ``end_to_end_nature2015`` (default 2,000
+agent steps after the warm-up epoch) with timers around the environment's ``step`` and
+``reset``, the replay's ``sample``, ``store_transition``, each greedy action and the
+learner's ``start_update`` and ``finish_update`` (the wait for the update in flight).
+Prints the rate, then per call: total seconds, count and milliseconds each. The totals cover
+the whole run (warm-up epoch and evaluation included): read the per-call times.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import dqn_mlx  # noqa: F401  (brings in the fast BLAS before MLX loads)
+from dqn_mlx import bench, env, learner, replay, train
+
+seconds: defaultdict[str, float] = defaultdict(float)
+calls: Counter[str] = Counter()
+
+
+def timed(owner: Any, name: str, label: str) -> None:
+    """Replace ``owner.name`` with a version that adds its wall time to ``label``."""
+    original: Callable[..., Any] = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            seconds[label] += time.perf_counter() - start
+            calls[label] += 1
+
+    setattr(owner, name, wrapper)
+
+
+def timed_policies() -> None:
+    """Time each greedy action of the training loop (``train.greedy_policy``'s functions)."""
+    make = train.greedy_policy
+
+    def make_timed(*args: Any, **kwargs: Any) -> Callable[..., Any]:
+        act = make(*args, **kwargs)
+        holder = type("Holder", (), {"act": staticmethod(act)})
+        timed(holder, "act", "greedy action")
+        return holder.act  # type: ignore[no-any-return]
+
+    train.greedy_policy = make_timed  # type: ignore[assignment]
+
+
+def main() -> None:
+    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000
+    timed(env.AtariEnv, "step", "env.step")
+    timed(env.AtariEnv, "reset", "env.reset")
+    timed(replay.ReplayMemory, "sample", "replay.sample")
+    timed(train, "store_transition", "store_transition")
+    timed(learner.Learner, "start_update", "learner.start_update")
+    timed(learner.Learner, "finish_update", "learner.finish_update (wait)")
+    timed_policies()
+    start = time.perf_counter()
+    rate = bench.end_to_end_steps_per_s(steps)
+    print(f"end_to_end_nature2015 {rate:.1f} agent_steps/s")
+    print(f"whole run {time.perf_counter() - start:.1f} s (warm-up epoch and evaluation included)")
+    for label, total in seconds.items():
+        each = 1000 * total / calls[label]
+        print(f"{label:30s} {total:7.2f} s {calls[label]:7d} calls {each:8.3f} ms each")
+
+
+if __name__ == "__main__":
+    main()
