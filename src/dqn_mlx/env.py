@@ -197,10 +197,10 @@ class AtariEnv:
         """Start the game ``reset(seed)`` will return, on a spare emulator, in the background.
 
         A seeded start reloads the ROM in ale-py (about 130 ms, against 11 ms for an unseeded
-        reset), and the training loop seeds every game so that a game in progress can be
-        replayed exactly on resume. Loading the ROM releases the GIL, so it overlaps with the
-        current game; the spare emulator loaded with the same seed is in the same state as
-        this one would be."""
+        reset); the training loop seeds one game in ten so that resume can replay the game in
+        progress exactly (``train.start_game``). Loading the ROM releases the GIL, so it
+        overlaps with the current game; the spare emulator loaded with the same seed is in the
+        same state as this one would be."""
         if self._preparer is None:
             self._preparer = ThreadPoolExecutor(1, thread_name_prefix="dqn-mlx-reset")
         self._prepared = (seed, self._preparer.submit(self._reset_spare, seed))
