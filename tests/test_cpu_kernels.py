@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import dqn_mlx
+from dqn_mlx.cpu_kernels import compiler_flags, flags_accepted_by
 
 # Centered RMSProp on 100,003 parameters (an odd size: the vector loop's scalar tail runs too),
 # compiled into one fused kernel whose sqrt and 8 pointers kept plain g++ from vectorising.
@@ -19,6 +20,7 @@ _RMSPROP_SCRIPT = """
 import sys
 import numpy as np
 import dqn_mlx
+from dqn_mlx.cpu_kernels import compiler_flags, flags_accepted_by
 import mlx.core as mx
 from dqn_mlx.learner import CenteredRMSProp
 
@@ -77,3 +79,10 @@ def test_vectorised_rmsprop_kernel_gives_bit_identical_results(tmp_path: Path) -
     assert "sqrtps" not in plain_code
     assert fast.tobytes() == plain.tobytes()
     assert np.isfinite(fast).all()
+
+
+def test_a_compiler_that_rejects_a_flag_gets_no_wrapper() -> None:
+    compiler = shutil.which("g++")
+    assert compiler is not None
+    assert flags_accepted_by(compiler, compiler_flags())
+    assert not flags_accepted_by(compiler, (*compiler_flags(), "--no-such-flag"))

@@ -14,7 +14,8 @@ with ``-fno-math-errno`` (MLX never reads errno), a higher alias-check limit,
 ``-ffp-contract=off`` and, where the CPU has it, ``-mavx2``. Without contraction into fused
 multiply-adds every kernel computes the same float32 operations in the same order, and IEEE
 ``+ - * / sqrt`` are exactly rounded at any vector width: the results are bit-identical to the
-plain build's (tested). The wrapper is cached under ``~/.cache/dqn-mlx``.
+plain build's (tested). The wrapper is cached under ``~/.cache/dqn-mlx``, written only after
+the real compiler built a small loop with these flags (clang installed as g++ may reject one).
 
 MLX caches compiled kernels by name in ``$TMPDIR/mlx/<version>/cpu``; kernels that a plain
 MLX process compiled there earlier are reused as they are (same results, slower). Set
@@ -27,6 +28,7 @@ import hashlib
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,12 +76,32 @@ def _write_wrapper(real: str, flags: tuple[str, ...]) -> Path:
     key = hashlib.sha256(script.encode()).hexdigest()[:16]
     target = cache_dir() / f"jit-{key}" / "g++"
     if not target.exists():
+        if not flags_accepted_by(real, flags):
+            raise OSError(f"{real} rejects one of {' '.join(flags)}")
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f"g++.{os.getpid()}.tmp")
         partial.write_text(script)
         partial.chmod(0o755)
         os.replace(partial, target)  # atomic: a concurrent process sees all or nothing
     return target
+
+
+def flags_accepted_by(real: str, flags: tuple[str, ...]) -> bool:
+    """Whether ``real`` compiles a small loop with ``flags``: a compiler that rejects one of
+    them (say, clang installed as g++) must not get the wrapper, or every MLX kernel would
+    fail to build."""
+    source = (
+        "#include <cmath>\n"
+        "void f(float* a, int n) { for (int i = 0; i < n; ++i) a[i] = std::sqrt(a[i]); }\n"
+    )
+    result = subprocess.run(
+        [real, *flags, "-O3", "-x", "c++", "-c", "-", "-o", os.devnull],
+        input=source,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.returncode == 0
 
 
 def _path_without_wrappers() -> str:
@@ -112,6 +134,6 @@ def use_vectorizing_compiler() -> KernelStatus:
             path = f"{_write_wrapper(real, flags).parent}{os.pathsep}{path}"
             _status = KernelStatus(True, " ".join(flags))
         except OSError as exc:
-            _status = KernelStatus(False, f"could not write the g++ wrapper ({exc})")
+            _status = KernelStatus(False, f"no g++ wrapper ({exc})")
     os.environ["PATH"] = path
     return _status
