@@ -25,32 +25,29 @@ seconds: defaultdict[str, float] = defaultdict(float)
 calls: Counter[str] = Counter()
 
 
-def timed(owner: Any, name: str, label: str) -> None:
-    """Replace ``owner.name`` with a version that adds its wall time to ``label``."""
-    original: Callable[..., Any] = getattr(owner, name)
+def with_timer(function: Callable[..., Any], label: str) -> Callable[..., Any]:
+    """``function``, adding the wall time of each call to ``label``."""
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
-            return original(*args, **kwargs)
+            return function(*args, **kwargs)
         finally:
             seconds[label] += time.perf_counter() - start
             calls[label] += 1
 
-    setattr(owner, name, wrapper)
+    return wrapper
+
+
+def timed(owner: Any, name: str, label: str) -> None:
+    """Replace ``owner.name`` with a version that adds its wall time to ``label``."""
+    setattr(owner, name, with_timer(getattr(owner, name), label))
 
 
 def timed_policies() -> None:
     """Time each greedy action of the training loop (``train.greedy_policy``'s functions)."""
     make = train.greedy_policy
-
-    def make_timed(*args: Any, **kwargs: Any) -> Callable[..., Any]:
-        act = make(*args, **kwargs)
-        holder = type("Holder", (), {"act": staticmethod(act)})
-        timed(holder, "act", "greedy action")
-        return holder.act  # type: ignore[no-any-return]
-
-    train.greedy_policy = make_timed  # type: ignore[assignment]
+    train.greedy_policy = lambda *a, **k: with_timer(make(*a, **k), "greedy action")  # type: ignore[assignment]
 
 
 def main() -> None:
