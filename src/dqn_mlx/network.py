@@ -104,20 +104,25 @@ def _as_wide(x: mx.array) -> mx.array:
     return x.view(mx.uint64) if x.dtype != mx.uint64 and x.shape[-1] % per_element == 0 else x
 
 
-def _stacked_windows(
-    x: mx.array, offsets: list[tuple[int, int]], count: int, step: int
-) -> mx.array:
-    """im2col: (batch, count, count, len(offsets)*C), position (i, j) holding, for each
-    (row, col) offset in order, the pixel of NHWC ``x`` at (step*i + row, step*j + col)."""
+def _windows(x: mx.array, kernel: int, count: int, step: int) -> mx.array:
+    """im2col: (batch, count, count, kernel*kernel*C), position (i, j) holding the kxk window
+    of NHWC ``x`` at (step*i, step*j), taps ordered (row, col, C) like a conv weight.
+
+    One overlapping strided view of ``x`` copied once: each window row (k pixels of C
+    channels) is a contiguous run of ``x``. About 7% off the Nature update against
+    concatenating the k*k window slices (one copy per tap into a strided output).
+    ``mx.as_strided`` reads ``x`` in row-major order (it copies a non-contiguous input first),
+    so the strides below are those of a contiguous NHWC array."""
     wide = _as_wide(x)
-    last = step * (count - 1) + 1
-    windows = [wide[:, r : r + last : step, c : c + last : step, :] for r, c in offsets]
-    stacked = mx.concatenate(windows, axis=3)
+    batch, height, width, channels = wide.shape
+    row = width * channels
+    view = mx.as_strided(
+        wide,
+        (batch, count, count, kernel, kernel * channels),
+        (height * row, step * row, step * channels, row, 1),
+    )
+    stacked = view.reshape(batch, count, count, -1)
     return stacked.view(x.dtype) if wide.dtype != x.dtype else stacked
-
-
-def _square(size: int) -> list[tuple[int, int]]:
-    return [(i, j) for i in range(size) for j in range(size)]
 
 
 def im2col_patches(x: mx.array, kernel: int, stride: int) -> tuple[mx.array, int]:
@@ -125,7 +130,7 @@ def im2col_patches(x: mx.array, kernel: int, stride: int) -> tuple[mx.array, int
     ordered (row, col, C) like a conv weight, and count, the output size. uint8 windows are
     copied as bytes (4x fewer than float32) and converted to [0, 1] after the copy."""
     count = (x.shape[1] - kernel) // stride + 1
-    patches = _stacked_windows(x, _square(kernel), count, stride)
+    patches = _windows(x, kernel, count, stride)
     patches = patches.reshape(x.shape[0] * count * count, -1)
     if patches.dtype == mx.uint8:
         patches = patches.astype(mx.float32) * (1.0 / 255.0)
@@ -169,10 +174,10 @@ def _conv_input_gradient(grad_y: mx.array, weight: mx.array, stride: int, size: 
     kernel, channels = weight.shape[1], weight.shape[3]
     n, grid = kernel // stride, size // stride
     padded = mx.pad(grad_y, [(0, 0), (n - 1, grid - count), (n - 1, grid - count), (0, 0)])
-    flipped = _stacked_windows(padded, [(n - 1 - i, n - 1 - j) for i, j in _square(n)], grid, 1)
-    block_weight = s2d_weight(weight, stride)  # (filters, n, n, s*s*C)
+    windows = _windows(padded, n, grid, 1)
+    block_weight = s2d_weight(weight, stride)[:, ::-1, ::-1, :]  # flipped (filters, n, n, s*s*C)
     rows = block_weight.transpose(1, 2, 0, 3).reshape(n * n * filters, -1)
-    blocks = flipped.reshape(batch * grid * grid, -1) @ rows  # (positions, s*s*C)
+    blocks = windows.reshape(batch * grid * grid, -1) @ rows  # (positions, s*s*C)
     blocks = _as_wide(blocks.reshape(batch, grid, grid, stride, stride, channels))
     pixels = blocks.transpose(0, 1, 3, 2, 4, 5).reshape(batch, grid * stride, grid * stride, -1)
     pixels = pixels.view(mx.float32) if pixels.dtype != mx.float32 else pixels
