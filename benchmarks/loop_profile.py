@@ -45,9 +45,9 @@ def timed(owner: Any, name: str, label: str) -> None:
 
 
 def timed_policies() -> None:
-    """Time each greedy action of the training loop (``train.greedy_policy``'s functions)."""
-    make = train.greedy_policy
-    train.greedy_policy = lambda *a, **k: with_timer(make(*a, **k), "greedy action")  # type: ignore[assignment]
+    """Time each greedy action of the training loop (``Learner.behaviour_policy``'s)."""
+    make = learner.Learner.behaviour_policy
+    learner.Learner.behaviour_policy = lambda self: with_timer(make(self), "greedy action")  # type: ignore[method-assign]
 
 
 def main() -> None:

@@ -218,7 +218,7 @@ def train(
         held_out, run, state = _restore(resume, learner, rng, env, stack, log)
         _restore_replay(config, out_dir, replay, eval_env, learner, rng, run.step, log)
 
-    act_greedy = greedy_policy(learner.actor, learner.act_stream)
+    act_greedy = learner.behaviour_policy()
     progress = ProgressLine(config.total_steps, frame_skip, log)
     recent: deque[float] = deque(run.recent_scores, maxlen=10)
     loss_sum: Any = mx.array(run.epoch_loss_sum, dtype=mx.float32)

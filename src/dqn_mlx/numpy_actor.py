@@ -1,0 +1,92 @@
+"""The behaviour policy's greedy action on the CPU, computed in numpy while MLX updates.
+
+With ``overlap_acting`` the training loop acts while an update computes on another thread.
+MLX lets at most 10 tasks run at once across all its streams (``MAX_ACTIVE_TASKS`` in its
+``transforms.cpp``), so a greedy action evaluated by MLX during an update queues behind the
+update's tasks: about 9 ms per action in the loop, against 0.85 ms alone
+(``benchmarks/loop_profile.py``). The same forward pass in numpy, on numpy's own OpenBLAS
+limited to one thread, takes about 1.2 ms and queues behind nothing.
+
+``numpy_greedy_policy`` computes exactly ``QNetwork.predict``'s function (conv layers as im2col
+products, ReLU, the two linear layers; equal up to float rounding, tested), reading the
+network's current MLX weights without copying them. Used on the CPU only: on a GPU the
+forward pass runs on the device and nothing here applies.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+from collections.abc import Callable
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten
+from numpy.lib.stride_tricks import sliding_window_view
+
+from dqn_mlx.network import QNetwork
+
+_SET_THREADS_SYMBOLS = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_")
+
+
+def limit_numpy_blas_to_one_thread() -> bool:
+    """Make numpy's bundled OpenBLAS single-threaded; True if it was found and set.
+
+    Its second thread would spin for a while after every product (OpenBLAS's idle wait), on
+    the core the update's own BLAS threads need. This only touches numpy's copy of OpenBLAS
+    (``numpy.libs``), not the one MLX computes with."""
+    folder = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(folder, "*openblas*.so*"))):
+        library = ctypes.CDLL(path)
+        for symbol in _SET_THREADS_SYMBOLS:
+            if hasattr(library, symbol):
+                getattr(library, symbol)(1)
+                return True
+    return False
+
+
+def _conv_relu(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int) -> np.ndarray:
+    """ReLU of a valid kxk stride-s convolution of an HWC image; weight (out, k, k, in)."""
+    kernel = weight.shape[1]
+    windows = sliding_window_view(x, (kernel, kernel), axis=(0, 1))[::stride, ::stride]
+    rows, cols = windows.shape[:2]  # windows: (rows, cols, in, k, k)
+    patches = windows.transpose(0, 1, 3, 4, 2).reshape(rows * cols, -1)  # taps (k, k, in)
+    y = patches @ weight.reshape(weight.shape[0], -1).T + bias
+    return np.maximum(y, 0.0, out=y).reshape(rows, cols, -1)
+
+
+def q_values(weights: dict[str, np.ndarray], strides: list[int], state: np.ndarray) -> np.ndarray:
+    """Q(s, .) for one uint8 stack (history, 84, 84), from ``QNetwork``'s named weights."""
+    x = state.transpose(1, 2, 0).astype(np.float32) * np.float32(1.0 / 255.0)  # HWC in [0, 1]
+    for layer, stride in enumerate(strides):
+        x = _conv_relu(x, weights[f"convs.{layer}.weight"], weights[f"convs.{layer}.bias"], stride)
+    hidden = weights["hidden.weight"] @ x.reshape(-1) + weights["hidden.bias"]
+    return weights["head.weight"] @ np.maximum(hidden, 0.0) + weights["head.bias"]
+
+
+def numpy_greedy_policy(network: QNetwork) -> Callable[[np.ndarray], int]:
+    """argmax_a Q(s, a) with ``network``'s weights as they are at each call, in numpy.
+
+    The weights are read as numpy views of the MLX arrays (no copy) and kept, with the arrays
+    they view, until the network's parameters are replaced (``network.update``)."""
+    limit_numpy_blas_to_one_thread()
+    held: list[mx.array] = []  # the MLX arrays the views below read: kept alive while in use
+    weights: dict[str, np.ndarray] = {}
+
+    def act(state: np.ndarray) -> int:
+        flat: list[tuple[str, mx.array]] = tree_flatten(network.parameters())  # type: ignore[assignment]
+        current = [value for _, value in flat]
+        unchanged = len(current) == len(held) and all(
+            a is b for a, b in zip(current, held, strict=True)
+        )
+        if not unchanged:
+            held[:] = current
+            weights.clear()
+            for name, value in flat:
+                view = np.asarray(value)  # shares the MLX array's memory
+                view.setflags(write=False)
+                weights[name] = view
+        return int(np.argmax(q_values(weights, network.strides, state)))
+
+    return act

@@ -1,0 +1,42 @@
+"""The numpy behaviour policy computes QNetwork.predict's function and follows weight changes."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten, tree_map
+
+from dqn_mlx.network import QNetwork
+from dqn_mlx.numpy_actor import numpy_greedy_policy, q_values
+
+
+def _weights(network: QNetwork) -> dict[str, np.ndarray]:
+    return {name: np.asarray(value) for name, value in tree_flatten(network.parameters())}
+
+
+@pytest.mark.parametrize("architecture", ["nips2013", "nature2015"])
+def test_q_values_equal_the_mlx_forward_pass(architecture: str) -> None:
+    mx.random.seed(1)
+    network = QNetwork(6, architecture)
+    # larger biases than at initialisation, so that ReLUs cut and the Q-values differ widely
+    network.update(tree_map(lambda p: p * 3.0, network.parameters()))
+    states = np.random.default_rng(1).integers(0, 256, (8, 4, 84, 84), dtype=np.uint8)
+    expected = np.array(network.predict(mx.array(states)))
+    got = np.stack([q_values(_weights(network), network.strides, s) for s in states])
+    assert got.shape == expected.shape == (8, 6)
+    assert np.allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert np.ptp(expected) > 1e-2  # the comparison is not between near-constant outputs
+
+
+def test_policy_follows_replaced_weights() -> None:
+    mx.random.seed(2)
+    network = QNetwork(4, "nature2015")
+    act = numpy_greedy_policy(network)
+    state = np.random.default_rng(2).integers(0, 256, (4, 84, 84), dtype=np.uint8)
+    first = act(state)
+    assert first == int(np.argmax(np.array(network.predict(mx.array(state[None])))[0]))
+    head_bias = np.full(4, -100.0, np.float32)
+    head_bias[(first + 1) % 4] = 100.0  # make another action the best by far
+    network.update({"head": {"bias": mx.array(head_bias)}})
+    assert act(state) == (first + 1) % 4
