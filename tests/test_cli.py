@@ -183,6 +183,8 @@ def test_bench_prints_every_figure_as_name_value_unit() -> None:
         "act_ms_nips2013",
         "update_ms_nature2015",
         "act_ms_nature2015",
+        "act_numpy_ms_nips2013",
+        "act_numpy_ms_nature2015",
         *(
             f"update_{part}_ms_{preset}"
             for part in ("target", "learning_pass", "optimizer")

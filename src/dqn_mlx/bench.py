@@ -28,6 +28,7 @@ from dqn_mlx.evaluate import greedy_policy
 from dqn_mlx.learner import Learner, td_loss, td_target
 from dqn_mlx.metrics import read_metrics
 from dqn_mlx.network import QNetwork
+from dqn_mlx.numpy_actor import numpy_greedy_policy
 from dqn_mlx.replay import BYTES_PER_TRANSITION, ReplayMemory
 from dqn_mlx.train import train
 
@@ -64,6 +65,9 @@ def network_figures(preset: str, emit: Callable[[str, float | str, str], None]) 
     update_part_figures(preset, learner, batch, emit)
     act = greedy_policy(learner.online)
     emit(f"act_ms_{preset}", _median_ms(lambda: act(batch[0][0]), 50), "ms")
+    if mx.default_device() == mx.cpu:  # the training loop's acting while an update computes
+        act_numpy = numpy_greedy_policy(learner.online)
+        emit(f"act_numpy_ms_{preset}", _median_ms(lambda: act_numpy(batch[0][0]), 50), "ms")
 
 
 def update_part_figures(
