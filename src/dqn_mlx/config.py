@@ -82,7 +82,7 @@ class DQNConfig:
     overlap_acting: bool = True
     """Act and step the emulator while an update computes, choosing actions with the weights
     from before that update (one update behind: at most ``update_period`` agent steps). On a
-    2-core CPU about 1.2x more agent steps/s (71-74 -> 89 here). False: Algorithm 1's strict
+    2-core CPU 2-18% more agent steps/s (README, "Presets"). False: Algorithm 1's strict
     order, every action from the newest weights. Either way a seed reproduces the run."""
 
     # --- exploration --------------------------------------------------------------------------
