@@ -1,8 +1,9 @@
 """Run compiled DQN updates in a loop, for a profiler to look inside one update.
 
-    perf record -F 2000 -g uv run python benchmarks/update_loop.py nature2015 150
+    perf record -F 2000 -g .venv/bin/python benchmarks/update_loop.py nature2015 150
     perf report --no-children --sort sym -g none
 
+(The venv's python directly: under ``uv run``, perf missed most samples.)
 Arguments: the preset (default nature2015) and the number of timed updates (default 150).
 Updates run on the calling thread (``overlap_acting`` off) on one random batch of 32; the
 median and minimum times are printed at the end.
