@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
+import glob
+import os
+import sys
+
 import mlx.core as mx
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten, tree_map
 
 from dqn_mlx.network import QNetwork
-from dqn_mlx.numpy_actor import numpy_greedy_policy, q_values
+from dqn_mlx.numpy_actor import limit_numpy_blas_to_one_thread, numpy_greedy_policy, q_values
 
 
 def _weights(network: QNetwork) -> dict[str, np.ndarray]:
@@ -19,7 +24,7 @@ def _weights(network: QNetwork) -> dict[str, np.ndarray]:
 def test_q_values_equal_the_mlx_forward_pass(architecture: str) -> None:
     mx.random.seed(1)
     network = QNetwork(6, architecture)
-    # larger biases than at initialisation, so that ReLUs cut and the Q-values differ widely
+    # every parameter 3x its initial scale: ReLUs cut and the Q-values differ widely
     network.update(tree_map(lambda p: p * 3.0, network.parameters()))
     states = np.random.default_rng(1).integers(0, 256, (8, 4, 84, 84), dtype=np.uint8)
     expected = np.array(network.predict(mx.array(states)))
@@ -40,3 +45,11 @@ def test_policy_follows_replaced_weights() -> None:
     head_bias[(first + 1) % 4] = 100.0  # make another action the best by far
     network.update({"head": {"bias": mx.array(head_bias)}})
     assert act(state) == (first + 1) % 4
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="numpy's Linux wheels bundle OpenBLAS")
+def test_numpy_blas_is_made_single_threaded() -> None:
+    assert limit_numpy_blas_to_one_thread()
+    folder = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    (path,) = glob.glob(os.path.join(folder, "*openblas*.so*"))
+    assert ctypes.CDLL(path).scipy_openblas_get_num_threads64_() == 1

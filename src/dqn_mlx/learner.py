@@ -233,8 +233,8 @@ class Learner:
         """argmax_a Q(s, a; ``actor``) for one uint8 stack, the loop's greedy action.
 
         On the CPU with ``overlap_acting`` it is computed in numpy (``numpy_actor``): an MLX
-        forward pass would queue behind the update in flight (9 ms per action, against about
-        2.5 ms). Otherwise it is compiled MLX on ``act_stream``."""
+        forward pass would queue behind the update in flight (9 ms per action in the loop,
+        against 1.9 ms in numpy). Otherwise it is compiled MLX on ``act_stream``."""
         if self.config.overlap_acting and mx.default_device() == mx.cpu:
             return numpy_greedy_policy(self.actor)
         return greedy_policy(self.actor, self.act_stream)

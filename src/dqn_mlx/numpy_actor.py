@@ -5,7 +5,8 @@ MLX lets at most 10 tasks run at once across all its streams (``MAX_ACTIVE_TASKS
 ``transforms.cpp``), so a greedy action evaluated by MLX during an update queues behind the
 update's tasks: about 9 ms per action in the loop, against 0.85 ms alone
 (``benchmarks/loop_profile.py``). The same forward pass in numpy, on numpy's own OpenBLAS
-limited to one thread, takes about 1.2 ms and queues behind nothing.
+limited to one thread, takes about 1 ms alone (``act_numpy_ms_*`` in the bench) and 1.9 ms
+in the loop, and queues behind nothing.
 
 ``numpy_greedy_policy`` computes exactly ``QNetwork.predict``'s function (conv layers as im2col
 products, ReLU, the two linear layers; equal up to float rounding, tested), reading the
@@ -34,11 +35,15 @@ def limit_numpy_blas_to_one_thread() -> bool:
     """Make numpy's bundled OpenBLAS single-threaded; True if it was found and set.
 
     Its second thread would spin for a while after every product (OpenBLAS's idle wait), on
-    the core the update's own BLAS threads need. This only touches numpy's copy of OpenBLAS
-    (``numpy.libs``), not the one MLX computes with."""
+    the core the update's own BLAS threads need. This touches only numpy's copy of OpenBLAS
+    (``numpy.libs`` of a numpy wheel), not the one MLX computes with, for the whole process.
+    A numpy built otherwise is left as it is: acting is then slower, not wrong."""
     folder = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
     for path in sorted(glob.glob(os.path.join(folder, "*openblas*.so*"))):
-        library = ctypes.CDLL(path)
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
         for symbol in _SET_THREADS_SYMBOLS:
             if hasattr(library, symbol):
                 getattr(library, symbol)(1)
