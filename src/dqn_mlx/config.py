@@ -79,11 +79,13 @@ class DQNConfig:
     target_update_period: int = 0
     """Updates between target-network syncs (2015: 10,000). 0 = no separate target network:
     the target uses the parameters of the previous iteration, theta_{i-1}, as in 2013."""
-    overlap_acting: bool = True
+    overlap_acting: bool = False
     """Act and step the emulator while an update computes, choosing actions with the weights
-    from before that update (one update behind: at most ``update_period`` agent steps). On a
-    2-core CPU 2-18% more agent steps/s (README, "Presets"). False: Algorithm 1's strict
-    order, every action from the newest weights. Either way a seed reproduces the run."""
+    from before that update (one update behind: at most ``update_period`` agent steps). Off by
+    default: Algorithm 1's strict order, every action from the newest weights. On our 2-core
+    CPU overlap gave no steady gain (nine alternating pairs of the bench's end-to-end run:
+    0.77-1.18x, median 1.02x; README, "Presets"), since the game and the update then share the
+    cores. Either way a seed reproduces the run."""
 
     # --- exploration --------------------------------------------------------------------------
     epsilon_start: float = 1.0
