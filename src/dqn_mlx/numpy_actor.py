@@ -1,11 +1,11 @@
 """The behaviour policy's greedy action on the CPU, computed in numpy.
 
 The training loop acts between updates (or, with ``overlap_acting``, while an update computes
-on another thread). With overlap, MLX lets at most 10 tasks run at once across all its streams
-(``MAX_ACTIVE_TASKS`` in its ``transforms.cpp``), so a greedy action evaluated by MLX during
-an update queues behind the update's tasks: about 9 ms per action in the loop, against
-0.85 ms alone (``benchmarks/loop_profile.py``). In the strict order, acting in numpy rather than
-MLX between updates gave 8-28% more agent steps/s (five alternating pairs of
+on another thread). With overlap, MLX lets at most 10 tasks run at once across all its
+streams (``MAX_ACTIVE_TASKS`` in its ``transforms.cpp``), so a greedy action evaluated by MLX
+during an update queues behind the update's tasks: about 9 ms per action in the loop, against
+0.85 ms alone (``benchmarks/loop_profile.py``). In the strict order, acting in numpy rather
+than MLX between updates gave 8-28% more agent steps/s (five alternating pairs of
 ``loop_profile.py`` runs; README). The same forward pass in numpy, on numpy's own OpenBLAS
 limited to one thread, takes about 1 ms alone (``act_numpy_ms_*`` in the bench) and queues
 behind nothing.
