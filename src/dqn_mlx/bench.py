@@ -65,7 +65,7 @@ def network_figures(preset: str, emit: Callable[[str, float | str, str], None]) 
     update_part_figures(preset, learner, batch, emit)
     act = greedy_policy(learner.online)
     emit(f"act_ms_{preset}", _median_ms(lambda: act(batch[0][0]), 50), "ms")
-    if mx.default_device() == mx.cpu:  # the training loop's acting while an update computes
+    if mx.default_device() == mx.cpu:  # how the training loop acts on the CPU
         act_numpy = numpy_greedy_policy(learner.online)
         emit(f"act_numpy_ms_{preset}", _median_ms(lambda: act_numpy(batch[0][0]), 50), "ms")
 

@@ -146,8 +146,8 @@ class Learner:
         self.updates = 0
         self._step = self._build_step()
         # The network that chooses actions (the behaviour policy): the online weights, or
-        # with ``overlap_acting`` the weights before the update in flight. It runs on its own
-        # stream, so that acting does not queue behind that update.
+        # with ``overlap_acting`` the weights before the update in flight. ``behaviour_policy``
+        # evaluates it in numpy on the CPU, and on a GPU on its own stream (``act_stream``).
         self.actor = QNetwork(num_actions, config.network, config.history_length)
         self.actor.update(self.online.parameters())
         self.act_stream = mx.new_stream(mx.default_device())
@@ -207,7 +207,7 @@ class Learner:
         Inputs are numpy arrays from the replay: states and next_states (batch, history, 84,
         84) uint8, actions (batch,) int, rewards (batch,) float32 clipped, terminals (batch,).
         With ``overlap_acting`` it computes on a worker thread while the caller acts with
-        ``actor`` (the weights before this update, on ``act_stream``); until
+        ``actor`` (the weights before this update: ``behaviour_policy``); until
         ``finish_update`` nothing else of the learner may be read. Otherwise it is done on
         return.
         """
