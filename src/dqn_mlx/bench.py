@@ -25,7 +25,7 @@ import numpy as np
 from dqn_mlx.config import PRESETS, with_overrides
 from dqn_mlx.env import AtariEnv, make_atari_env
 from dqn_mlx.evaluate import greedy_policy
-from dqn_mlx.learner import Learner, td_loss, td_target
+from dqn_mlx.learner import Learner, minibatch_objective, td_loss, td_target
 from dqn_mlx.metrics import read_metrics
 from dqn_mlx.network import QNetwork
 from dqn_mlx.numpy_actor import numpy_greedy_policy
@@ -101,7 +101,7 @@ def update_part_figures(
 
     def loss(model: QNetwork, states: mx.array, actions: mx.array, y: mx.array) -> mx.array:
         q_taken = mx.take_along_axis(model(states), actions[:, None], axis=1).squeeze(1)
-        return td_loss(q_taken, y, config.loss)
+        return minibatch_objective(td_loss(q_taken, y, config.loss), config.loss_reduction)
 
     loss_and_grad = nn.value_and_grad(online, loss)
 

@@ -34,7 +34,10 @@ def main(
             "Train default: BreakoutNoFrameskip-v4; eval default: the checkpoint's."
         ),
     ] = None,
-    preset: Annotated[str, typer.Option(help="nips2013 | nature2015")] = "nips2013",
+    preset: Annotated[
+        str,
+        typer.Option(help="laptop (learns fastest at small budgets) | nips2013 | nature2015"),
+    ] = "laptop",
     steps: Annotated[int | None, typer.Option(help="Total training agent steps.")] = None,
     epoch_updates: Annotated[int | None, typer.Option(help="Minibatch updates per epoch.")] = None,
     replay_size: Annotated[
@@ -54,13 +57,15 @@ def main(
         int | None, typer.Option(help="Random-policy states on which average max-Q is tracked.")
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Minibatch size (transitions).")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="RMSProp step size.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Optimizer step size.")] = None,
     update_period: Annotated[int | None, typer.Option(help="Agent steps per update.")] = None,
-    target_update_period: Annotated[
-        int | None, typer.Option(help="Updates between target syncs; 0 = no target network (2013).")
+    target_update_agent_steps: Annotated[
+        int | None,
+        typer.Option(help="Agent steps between target syncs; 0 = no target network (2013)."),
     ] = None,
     epsilon_decay_steps: Annotated[
-        int | None, typer.Option(help="Agent steps over which epsilon anneals 1 -> 0.1.")
+        int | None,
+        typer.Option(help="Agent steps over which epsilon anneals from 1 to its end value."),
     ] = None,
     set_: Annotated[
         list[str] | None,
@@ -120,7 +125,7 @@ def main(
                 batch_size=batch_size,
                 learning_rate=learning_rate,
                 update_period=update_period,
-                target_update_period=target_update_period,
+                target_update_agent_steps=target_update_agent_steps,
                 epsilon_decay_steps=epsilon_decay_steps,
             )
             if resume is not None:

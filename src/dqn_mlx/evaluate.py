@@ -103,11 +103,20 @@ def epsilon_greedy(
 
 @dataclass
 class EvalResult:
-    """Raw scores of the episodes played, and how much was played."""
+    """Raw scores of the games completed, and how much was played.
+
+    With a step budget the last game is usually cut off; it does not count. When no game
+    completes, the score is 0, as DeepMind's ``run_gpu`` computes it (the completed games'
+    total over ``max(1, games)``); ``unfinished_score`` keeps what the cut-off game reached."""
 
     scores: list[float]
     agent_steps: int
-    completed: bool  # False when a step budget ended with no finished episode
+    unfinished_score: float = 0.0
+
+    @property
+    def completed(self) -> bool:
+        """False when a step budget ended before any game finished."""
+        return bool(self.scores)
 
     @property
     def mean(self) -> float:
@@ -141,9 +150,7 @@ def _play(
             state = stack.reset(step.frame)
         else:
             state = stack.push(step.frame)
-    if not scores:  # the budget ran out inside the first game: report what it reached
-        return EvalResult([score], steps, completed=False)
-    return EvalResult(scores, steps, completed=True)
+    return EvalResult(scores, steps, unfinished_score=score)
 
 
 def play_steps(
@@ -155,7 +162,7 @@ def play_steps(
     observer: Observer | None = None,
 ) -> EvalResult:
     """Play ``agent_steps`` steps from a fresh game (seeded with ``seed``); score = mean over
-    completed games."""
+    completed games, 0 if none completed (``EvalResult``)."""
     return _play(env, act, history, agent_steps, None, seed, observer)
 
 
@@ -273,10 +280,21 @@ def evaluate_checkpoint(
 def _report_scores(result: EvalResult) -> None:
     for i, score in enumerate(result.scores, 1):
         print(f"episode {i}: raw score {score:g}")
+    if not result.completed:
+        print(f"score 0: {no_game_completed(result)}")
+        return
     scores = np.array(result.scores)
     print(
         f"mean {scores.mean():.2f}  std {scores.std():.2f}  min {scores.min():g}  "
         f"max {scores.max():g}  ({len(scores)} episodes, {result.agent_steps:,} agent steps)"
+    )
+
+
+def no_game_completed(result: EvalResult) -> str:
+    """The one-line explanation printed and logged wherever a score of 0 means no game ended."""
+    return (
+        f"no game completed in {result.agent_steps:,} agent steps (scored 0, as DeepMind's "
+        f"run_gpu does; the unfinished game had reached {result.unfinished_score:g})"
     )
 
 
@@ -290,7 +308,7 @@ def _write_results(
     metadata: dict[str, str],
 ) -> None:
     """The scores as JSON beside the weights: ``<stem>.eval_<protocol>.json``."""
-    scores = np.array(result.scores)
+    scores = np.array(result.scores if result.completed else [0.0])
     name = protocol.name if protocol else "episodes"
     summary = {
         "protocol": name,
@@ -302,9 +320,11 @@ def _write_results(
         "scores": result.scores,
         "mean": float(scores.mean()),
         "std": float(scores.std()),
-        "min": float(scores.min()),
-        "max": float(scores.max()),
+        "min": float(scores.min()) if result.completed else None,
+        "max": float(scores.max()) if result.completed else None,
         "completed": result.completed,
+        "games_completed": len(result.scores),
+        "unfinished_score": result.unfinished_score,
         "agent_steps": result.agent_steps,
         "checkpoint": str(load_path),
         "epoch": metadata.get("epoch"),

@@ -3,18 +3,21 @@
 Each equation lives in one function:
 - ``td_target``:  y_j = r_j                                   if s_{j+1} is terminal
                   y_j = r_j + gamma * max_a' Q(s_{j+1}, a'; theta^-)   otherwise   (2013 Alg. 1)
-- ``td_loss``:    sum_j (y_j - Q(s_j, a_j; theta))^2 (2013 Eq. 2), or its Huber form, whose
-                  gradient is the TD error clipped to [-1, 1] (2015 Methods).
-- ``CenteredRMSProp``: the RMSProp variant of DeepMind's 2015 code (2015 Table 1 constants).
+- ``td_loss``:    1/2 (y_j - Q(s_j, a_j; theta))^2 per sample (2013 Eq. 2), or its Huber
+                  form, whose gradient is the TD error clipped to [-1, 1] (2015 Methods).
+- ``minibatch_objective``: the per-sample losses summed (DeepMind) or averaged (CleanRL).
+- ``CenteredRMSProp``: the RMSProp variant of DeepMind's 2015 code (2015 Table 1 constants);
+  ``make_optimizer`` picks it or Adam.
 - ``linear_epsilon``: epsilon annealed linearly, then fixed (both papers).
 
-theta^- is the target network's parameters (2015), or, with ``target_update_period = 0``, the
-online parameters before this update, theta_{i-1} (2013): the target is then computed from the
-online network under ``stop_gradient``.
+theta^- is the target network's parameters (2015), synced every ``target_update_agent_steps``
+agent steps (``Learner.target_sync_due``), or, with that period 0, the online parameters
+before this update, theta_{i-1} (2013): the target is then computed from the online network
+under ``stop_gradient``.
 
-The loss is summed over the minibatch, as in DeepMind's implementation, where each sample's
-gradient is accumulated; centered RMSProp divides out the gradient's scale, except for the
-``min_sq`` term, which was tuned against summed gradients.
+The papers' presets sum the loss over the minibatch, as DeepMind's implementation accumulates
+each sample's gradient; centered RMSProp divides out the gradient's scale, except for the
+``min_sq`` term, which was tuned against summed gradients of 1/2 e^2 (gradient: the TD error).
 """
 
 from __future__ import annotations
@@ -53,15 +56,24 @@ def td_target(rewards: mx.array, terminals: mx.array, next_q: mx.array, gamma: f
 
 
 def td_loss(q_taken: mx.array, targets: mx.array, kind: str) -> mx.array:
-    """Summed loss over the batch. ``huber`` (delta 1) has the TD error clipped to [-1, 1] in
-    its gradient; ``squared`` is (y - Q)^2. (The 1/2 in Huber's quadratic part makes its
-    gradient the raw TD error, as in the 2015 paper's clipped-error update.)"""
+    """Per-sample loss (batch,) of the TD error e = y - Q(s, a).
+
+    ``squared`` is 1/2 e^2: its gradient with respect to Q is -e, the TD error itself, which is
+    what DeepMind's ``NeuralQLearner.lua`` back-propagates (``getQUpdate`` returns delta as the
+    gradient). ``huber`` (delta 1) is 1/2 e^2 for |e| <= 1 and |e| - 1/2 beyond, so its gradient
+    is the TD error clipped to [-1, 1] (2015 Methods, ``clip_delta = 1`` in that code)."""
     error = targets - q_taken  # (batch,)
     if kind == "huber":
         abs_error = mx.abs(error)
         quadratic = mx.minimum(abs_error, 1.0)
-        return mx.sum(0.5 * quadratic**2 + (abs_error - quadratic))
-    return mx.sum(error**2)
+        return 0.5 * quadratic**2 + (abs_error - quadratic)
+    return 0.5 * error**2
+
+
+def minibatch_objective(per_sample: mx.array, reduction: str) -> mx.array:
+    """The minibatch's loss: per-sample losses summed (DeepMind's accumulated gradients) or
+    averaged (CleanRL's ``F.mse_loss``)."""
+    return mx.sum(per_sample) if reduction == "sum" else mx.mean(per_sample)
 
 
 class CenteredRMSProp(optim.Optimizer):
@@ -94,7 +106,11 @@ class CenteredRMSProp(optim.Optimizer):
         return parameter - lr * gradient / mx.sqrt(g2 - mx.square(g) + self.min_sq)
 
 
-def make_optimizer(config: DQNConfig) -> CenteredRMSProp:
+def make_optimizer(config: DQNConfig) -> optim.Optimizer:
+    """The config's optimizer. Adam with bias correction, as PyTorch's (CleanRL's) Adam has;
+    MLX's Adam leaves it off unless asked."""
+    if config.optimizer == "adam":
+        return optim.Adam(config.learning_rate, eps=config.adam_eps, bias_correction=True)
     return CenteredRMSProp(
         config.learning_rate, config.rms_grad_decay, config.rms_sq_decay, config.rms_min_sq
     )
@@ -139,7 +155,7 @@ class Learner:
         self.online = QNetwork(num_actions, config.network, config.history_length)
         mx.eval(self.online.parameters())
         self.target: QNetwork | None = None
-        if config.target_update_period > 0:
+        if config.target_update_agent_steps > 0:
             self.target = QNetwork(num_actions, config.network, config.history_length)
             self.sync_target()
         self.optimizer = make_optimizer(config)
@@ -170,7 +186,9 @@ class Learner:
             targets = td_target(rewards, terminals, next_q, config.gamma)  # (batch,)
             q = model(states)  # (batch, actions)
             q_taken = mx.take_along_axis(q, actions[:, None], axis=1).squeeze(1)  # (batch,)
-            return td_loss(q_taken, targets, config.loss)
+            return minibatch_objective(
+                td_loss(q_taken, targets, config.loss), config.loss_reduction
+            )
 
         loss_and_grad = nn.value_and_grad(online, loss_fn)
         # Everything the step reads or writes is compile state, the target network included:
@@ -189,7 +207,8 @@ class Learner:
         ) -> mx.array:
             loss, grads = loss_and_grad(online, states, actions, rewards, next_states, terminals)
             optimizer.update(online, grads)
-            return loss
+            # Reported per sample whatever the reduction, so logs compare across presets.
+            return loss / states.shape[0] if config.loss_reduction == "sum" else loss
 
         self._state = state
         return step
@@ -246,26 +265,32 @@ class Learner:
         return loss
 
     def finish_update(self) -> mx.array | None:
-        """Wait for the update in flight; its summed loss (computed), or None if there is none.
-        Syncs the target network when the update count reaches a multiple of its period."""
+        """Wait for the update in flight; its mean per-sample loss (computed), or None if
+        there is none."""
         if self._in_flight is None:
             return None
         job, self._in_flight = self._in_flight, None
         loss = job.result() if isinstance(job, Future) else job  # re-raises the worker's errors
         if not self.config.overlap_acting:
             self.actor.update(self.online.parameters())  # theta_k
-        if self.target is not None and self.updates % self.config.target_update_period == 0:
-            self.sync_target()
         return loss
 
     def update(
         self, states: Any, actions: Any, rewards: Any, next_states: Any, terminals: Any
     ) -> mx.array:
-        """One whole minibatch update (start and finish); returns the summed loss."""
+        """One whole minibatch update (start and finish); returns the mean per-sample loss."""
         self.start_update(states, actions, rewards, next_states, terminals)
         loss = self.finish_update()
         assert loss is not None
         return loss
+
+    def target_sync_due(self, agent_step: int) -> bool:
+        """Whether theta^- <- theta is due after ``agent_step`` agent steps: every
+        ``target_update_agent_steps`` agent steps, whatever the update period, as DeepMind's
+        code counts it (``numSteps % target_q == 1``, one step later than ours, before any
+        update)."""
+        period = self.config.target_update_agent_steps
+        return self.target is not None and agent_step % period == 0
 
     def sync_target(self) -> None:
         """theta^- <- theta (arrays are immutable, so sharing them is a copy in effect)."""

@@ -2,10 +2,11 @@
 
 Keys (units in the name where there is one): ``epoch``, ``agent_steps``, ``emulator_frames``,
 ``updates``, ``train_scores`` (raw scores of the training episodes that ended this epoch),
-``train_score_mean``, ``eval_score_mean`` (raw, epsilon = eval_epsilon), ``eval_scores``,
-``eval_agent_steps``, ``avg_max_q`` (on the held-out states), ``loss_mean`` (per sample),
-``epsilon`` (at the epoch's end), ``agent_steps_per_s`` (this epoch's training rate),
-``wall_time_s`` (since the run started).
+``train_score_mean``, ``eval_score_mean`` (raw, epsilon = eval_epsilon; the mean over the
+completed games, 0 when none completed, as DeepMind's run_gpu reports it), ``eval_scores``,
+``eval_games_completed``, ``eval_agent_steps``, ``avg_max_q`` (on the held-out states),
+``loss_mean`` (the TD loss per sample), ``epsilon`` (at the epoch's end),
+``agent_steps_per_s`` (this epoch's training rate), ``wall_time_s`` (since the run started).
 """
 
 from __future__ import annotations

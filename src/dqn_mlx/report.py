@@ -56,7 +56,7 @@ def render_table(results: list[dict[str, Any]]) -> str:
         nature = f"{n15['dqn']:g} ± {n15['dqn_std']:g}" if n15 else "—"
         lines.append(
             f"| {r['env_id']} | {r['protocol']} | {r['mean']:.1f} ± {r['std']:.1f} "
-            f"({r['max']:g}) | {len(r['scores'])} | {int(r['agent_steps_trained']):,} | "
+            f"({_cell(r['max'])}) | {len(r['scores'])} | {int(r['agent_steps_trained']):,} | "
             f"{'yes' if r['sticky_actions'] else 'no'} | {r['date']} | "
             f"{_cell(t13.get('random'))} | {_cell(t13.get('dqn'))} | {_cell(t13.get('human'))} | "
             f"{_cell(t13.get('dqn_best'))} | {nature} | {Path(r['file']).name} |"

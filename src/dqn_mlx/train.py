@@ -31,7 +31,13 @@ from dqn_mlx.checkpoint import run_dir, save_weights
 from dqn_mlx.config import DQNConfig
 from dqn_mlx.env import PixelEnv, StackedFrames, Step
 from dqn_mlx.errors import UserError
-from dqn_mlx.evaluate import average_max_q, epsilon_greedy, greedy_policy, play_steps
+from dqn_mlx.evaluate import (
+    average_max_q,
+    epsilon_greedy,
+    greedy_policy,
+    no_game_completed,
+    play_steps,
+)
 from dqn_mlx.learner import Learner, linear_epsilon
 from dqn_mlx.metrics import append_metrics
 from dqn_mlx.network import parameter_shapes
@@ -257,9 +263,10 @@ def train(
             "train_score_mean": float(np.mean(run.epoch_scores)) if run.epoch_scores else None,
             "eval_score_mean": evaluation.mean,
             "eval_scores": evaluation.scores,
+            "eval_games_completed": len(evaluation.scores),
             "eval_agent_steps": evaluation.agent_steps,
             "avg_max_q": average_max_q(learner.online, held_out),
-            "loss_mean": float(loss_sum) / count / config.batch_size if count else None,
+            "loss_mean": float(loss_sum) / count if count else None,
             "epsilon": exploration_rate(config, run.step),
             "agent_steps_per_s": train_rate,
             "wall_time_s": run.wall_time_s + time.perf_counter() - process_start,
@@ -282,11 +289,13 @@ def train(
         run.epoch_scores, run.epoch_loss_count, run.epoch_start_step = [], 0, run.step
         loss_sum, epoch_clock = mx.array(0.0, dtype=mx.float32), time.perf_counter()
         save_state()
-        log(
-            f"epoch {run.epoch}: eval score {evaluation.mean:.2f} over {len(evaluation.scores)} "
-            f"episodes ({config.eval_steps:,} agent steps), avg max-Q {record['avg_max_q']:.3f}, "
-            f"saved {path}"
+        scored = (
+            f"eval score {evaluation.mean:.2f} over {len(evaluation.scores)} games "
+            f"({config.eval_steps:,} agent steps)"
+            if evaluation.completed
+            else f"eval score 0: {no_game_completed(evaluation)}"
         )
+        log(f"epoch {run.epoch}: {scored}, avg max-Q {record['avg_max_q']:.3f}, saved {path}")
 
     while run.step < config.total_steps:
         epsilon = exploration_rate(config, run.step)
@@ -313,6 +322,9 @@ def train(
                 loss_sum = _finish_update(learner, run, loss_sum, out_dir)
                 with _stop_cleanly_on_write_errors(out_dir):
                     end_epoch()
+        if learner.target_sync_due(run.step):  # theta^- <- theta, counted in agent steps
+            loss_sum = _finish_update(learner, run, loss_sum, out_dir)
+            learner.sync_target()
         progress.maybe_print(run.step, epsilon, recent, run.epoch_loss_count, loss_sum)
         if should_stop is not None and should_stop():
             loss_sum = _finish_update(learner, run, loss_sum, out_dir)
