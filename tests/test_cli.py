@@ -20,7 +20,7 @@ TINY = [
     "--replay-size",
     "3000",
     "--epoch-updates",
-    "300",
+    "75",
     "--eval-steps",
     "300",
     "--held-out-states",
@@ -58,19 +58,21 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_train_writes_checkpoints_metrics_and_plots(trained: Path) -> None:
-    # 500 updates at 300 per epoch: one full epoch and a final shorter one.
+    # The default preset (laptop: an update per 4 agent steps): 125 updates at 75 per epoch,
+    # one full epoch and a final shorter one.
     assert (trained / "epoch_1.safetensors").stat().st_size > 100_000
     assert (trained / "epoch_2.safetensors").exists()
     for plot in ("rewards_plot.png", "q_values_plot.png"):
         assert (trained / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     records = [json.loads(x) for x in (trained / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
-    assert records[0]["updates"] == 300 and records[1]["agent_steps"] == 2000
+    assert records[0]["updates"] == 75 and records[1]["updates"] == 125
+    assert records[1]["agent_steps"] == 2000
     assert records[1]["emulator_frames"] == 8000
     for key in ("eval_score_mean", "avg_max_q", "loss_mean", "epsilon", "agent_steps_per_s"):
         assert isinstance(records[0][key], float), key
     _, meta = mx.load(str(trained / "epoch_1.safetensors"), return_metadata=True)
-    assert meta["env_id"] == "BreakoutNoFrameskip-v4" and meta["preset"] == "nips2013"
+    assert meta["env_id"] == "BreakoutNoFrameskip-v4" and meta["preset"] == "laptop"
     assert json.loads(meta["action_meanings"]) == ["NOOP", "FIRE", "RIGHT", "LEFT"]
     assert meta["epoch"] == "1" and meta["agent_steps"] == str(records[0]["agent_steps"])
 
@@ -285,3 +287,36 @@ def test_report_puts_our_scores_beside_the_papers(tmp_path: Path) -> None:
     assert "| yes |" in pong and "| -20.4 | 20 | -3 | 21 | 18.9 ± 1.3 |" in pong
     empty = run_main("--mode", "report", "--weights-dir", str(tmp_path / "none"))
     assert empty.returncode == 2 and "no evaluation results" in empty.stderr
+
+
+def test_the_default_preset_keeps_breakouts_values_bounded(tmp_path: Path) -> None:
+    """The main command's preset must not diverge early: 1,500 updates on real Breakout keep
+    the average max-Q on the held-out states under 5 (rewards are clipped to 1; the 2013
+    preset reached 51-192 here with a summed loss and no target network)."""
+    result = run_main(
+        "--mode",
+        "train",
+        "--env",
+        "BreakoutNoFrameskip-v4",
+        "--steps",
+        "7000",  # (7,000 - 1,000) / 4 = 1,500 updates
+        "--learning-starts",
+        "1000",
+        "--replay-size",
+        "3000",
+        "--epoch-updates",
+        "500",
+        "--eval-steps",
+        "200",
+        "--held-out-states",
+        "32",
+        "--seed",
+        "0",
+        "--weights-dir",
+        str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    lines = (tmp_path / "BreakoutNoFrameskip-v4" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["updates"] for r in records] == [500, 1000, 1500]
+    assert all(0 < r["avg_max_q"] < 5 for r in records), [r["avg_max_q"] for r in records]

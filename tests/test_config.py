@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
-from dqn_mlx.config import NATURE2015, NIPS2013, PRESETS, parse_assignments, preset, with_overrides
+from dqn_mlx.checkpoint import config_from_json
+from dqn_mlx.config import (
+    DEFAULT_PRESET,
+    LAPTOP,
+    NATURE2015,
+    NIPS2013,
+    PRESETS,
+    parse_assignments,
+    preset,
+    with_overrides,
+)
 from dqn_mlx.errors import UserError
 from dqn_mlx.network import ARCHITECTURES
 
@@ -22,7 +33,8 @@ def test_nips2013_preset_matches_the_2013_paper() -> None:
     )
     assert (c.batch_size, c.replay_size, c.history_length) == (32, 1_000_000, 4)
     assert (c.epsilon_start, c.epsilon_end, c.epsilon_decay_steps) == (1.0, 0.1, 1_000_000)
-    assert c.update_period == 1 and c.target_update_period == 0  # Algorithm 1, no target net
+    assert c.update_period == 1 and c.target_update_agent_steps == 0  # Algorithm 1, no target
+    assert (c.optimizer, c.loss_reduction) == ("centered_rmsprop", "sum")
     assert c.epoch_updates == 50_000 and c.eval_steps == 10_000 and c.eval_epsilon == 0.05
     assert c.total_steps == 10_000_000 and c.loss == "squared" and c.reward_clip == 1.0
     assert not c.terminal_on_life_loss
@@ -38,9 +50,31 @@ def test_nature2015_preset_matches_the_nature_paper() -> None:
         0.95,
         0.01,
     )
-    assert (c.target_update_period, c.update_period, c.learning_starts) == (10_000, 4, 50_000)
+    # DeepMind's code counts the sync in agent steps: 10,000 agent steps = 2,500 updates.
+    assert (c.target_update_agent_steps, c.update_period, c.learning_starts) == (10_000, 4, 50_000)
+    assert (c.optimizer, c.loss_reduction) == ("centered_rmsprop", "sum")
     assert (c.gamma, c.noop_max, c.total_steps, c.loss) == (0.99, 30, 50_000_000, "huber")
     assert c.terminal_on_life_loss and c.replay_size == 1_000_000
+
+
+def test_laptop_preset_is_cleanrls_dqn_atari_and_the_default() -> None:
+    c = LAPTOP
+    assert DEFAULT_PRESET == "laptop" and PRESETS["laptop"] is c and c.preset == "laptop"
+    assert c.network == "nature2015" and c.terminal_on_life_loss and c.frame_skip_for("x") == 4
+    assert (c.optimizer, c.learning_rate, c.adam_eps) == ("adam", 1e-4, 1e-8)
+    assert (c.loss, c.loss_reduction) == ("squared", "mean")
+    assert (c.update_period, c.target_update_agent_steps, c.batch_size) == (4, 1_000, 32)
+    assert (c.learning_starts, c.replay_size, c.gamma) == (80_000, 1_000_000, 0.99)
+    assert (c.epsilon_start, c.epsilon_end, c.epsilon_decay_steps) == (1.0, 0.01, 1_000_000)
+    assert c.total_steps == 10_000_000
+    c.validate()
+
+
+def test_old_checkpoints_target_period_in_updates_becomes_agent_steps() -> None:
+    old = dataclasses.asdict(NATURE2015)
+    del old["target_update_agent_steps"]
+    old["target_update_period"] = 10_000  # updates, as saved before the sync counted actions
+    assert config_from_json(json.dumps(old)).target_update_agent_steps == 40_000
 
 
 def test_overrides_convert_types_and_reject_bad_values() -> None:

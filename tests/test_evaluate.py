@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import mlx.core as mx
 import numpy as np
+from catch_env import CatchEnv
 
-from dqn_mlx.evaluate import greedy_policy
+from dqn_mlx.evaluate import greedy_policy, play_steps
 from dqn_mlx.network import QNetwork
 
 
@@ -23,3 +24,15 @@ def test_greedy_policy_takes_the_argmax_and_follows_weight_updates() -> None:
         bias[favoured] = 1e3
         network.update({"head": {"bias": mx.array(bias)}})
         assert act(state) == favoured
+
+
+def test_a_step_budget_with_no_finished_game_scores_zero_as_deepmind_does() -> None:
+    """run_gpu divides the completed games' total by max(1, games): 0 when none ended. The
+    cut-off game's score is kept apart, never reported as the mean."""
+    always_right = lambda state: 2  # noqa: E731 - the paddle runs right; Catch games last 10 steps
+    cut = play_steps(CatchEnv(0), always_right, 4, agent_steps=5, seed=1)
+    assert (cut.scores, cut.mean, cut.completed, cut.agent_steps) == ([], 0.0, False, 5)
+    assert cut.unfinished_score == 0.0  # Catch rewards only the last step
+    full = play_steps(CatchEnv(0), always_right, 4, agent_steps=25, seed=1)
+    assert len(full.scores) == 2 and full.completed  # the third game, cut at 5 steps, is out
+    assert full.mean == np.mean(full.scores)

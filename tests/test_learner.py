@@ -12,8 +12,16 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten, tree_map
 
-from dqn_mlx.config import NATURE2015, NIPS2013
-from dqn_mlx.learner import CenteredRMSProp, Learner, linear_epsilon, td_loss, td_target
+from dqn_mlx.config import LAPTOP, NATURE2015, NIPS2013
+from dqn_mlx.learner import (
+    CenteredRMSProp,
+    Learner,
+    linear_epsilon,
+    make_optimizer,
+    minibatch_objective,
+    td_loss,
+    td_target,
+)
 from dqn_mlx.network import QNetwork
 from dqn_mlx.train import exploration_rate
 
@@ -30,11 +38,26 @@ def test_td_target_bootstraps_only_non_terminal_transitions() -> None:
 def test_squared_and_huber_losses_by_hand() -> None:
     q = mx.array([0.0, 1.0, 3.0])
     y = mx.array([0.5, -1.0, 3.25])  # errors 0.5, -2.0, 0.25
-    assert float(td_loss(q, y, "squared")) == pytest.approx(0.25 + 4.0 + 0.0625)
+    assert np.allclose(np.array(td_loss(q, y, "squared")), [0.125, 2.0, 0.03125])  # 1/2 e^2
     # Huber delta 1: 0.5 e^2 inside, |e| - 0.5 outside
-    assert float(td_loss(q, y, "huber")) == pytest.approx(0.125 + 1.5 + 0.03125)
-    grad = mx.grad(lambda qq: td_loss(qq, y, "huber"))(q)
+    assert np.allclose(np.array(td_loss(q, y, "huber")), [0.125, 1.5, 0.03125])
+    grad = mx.grad(lambda qq: td_loss(qq, y, "huber").sum())(q)
     assert np.allclose(np.array(grad), [-0.5, 1.0, -0.25])  # TD error clipped to [-1, 1]
+
+
+def test_squared_loss_gradient_is_the_td_error_itself() -> None:
+    """DeepMind's update back-propagates delta = y - Q unscaled: the gradient of 1/2 e^2, not
+    of e^2 (which would double every step's size under centered RMSProp's min_sq term)."""
+    q = mx.array([0.0, 1.0, 3.0, -2.0])
+    y = mx.array([0.5, -1.0, 3.25, 4.0])
+    grad = mx.grad(lambda qq: td_loss(qq, y, "squared").sum())(q)
+    assert np.allclose(np.array(grad), -(np.array(y) - np.array(q)))
+
+
+def test_minibatch_objective_sums_or_averages() -> None:
+    per_sample = mx.array([1.0, 2.0, 6.0])
+    assert float(minibatch_objective(per_sample, "sum")) == pytest.approx(9.0)
+    assert float(minibatch_objective(per_sample, "mean")) == pytest.approx(3.0)
 
 
 def test_linear_epsilon_schedule() -> None:
@@ -76,14 +99,16 @@ def _expected_loss(learner: Learner, target_net: object, batch: tuple[np.ndarray
     err = y - q[np.arange(len(actions)), actions]
     if learner.config.loss == "huber":
         a = np.abs(err)
-        return float(np.sum(np.where(a <= 1, 0.5 * err**2, a - 0.5)))
-    return float(np.sum(err**2))
+        per_sample = np.where(a <= 1, 0.5 * err**2, a - 0.5)
+    else:
+        per_sample = 0.5 * err**2
+    return float(np.mean(per_sample))  # what an update reports, whatever the reduction
 
 
 def test_compiled_update_uses_the_current_target_network() -> None:
     """The target network is compile state: changing it between calls changes the loss."""
     mx.random.seed(0)
-    cfg = dataclasses.replace(NATURE2015, network="nips2013", target_update_period=1000)
+    cfg = dataclasses.replace(NATURE2015, network="nips2013", target_update_agent_steps=1000)
     learner = Learner(cfg, 3)
     rng = np.random.default_rng(0)
     assert learner.target is not None
@@ -109,9 +134,21 @@ def test_without_target_network_the_previous_parameters_give_the_target() -> Non
         assert float(learner.update(*batch)) == pytest.approx(expected, rel=1e-4)
 
 
-def test_target_syncs_every_period_updates() -> None:
+def test_target_sync_is_due_every_period_agent_steps_not_updates() -> None:
+    """DeepMind's code syncs every ``target_q`` actions (``numSteps``), so with an update per 4
+    agent steps the Nature period of 10,000 is 2,500 updates, not 10,000."""
+    cfg = dataclasses.replace(NATURE2015, network="nips2013", target_update_agent_steps=12)
+    learner = Learner(cfg, 3)
+    assert cfg.update_period == 4
+    due = [step for step in range(1, 50) if learner.target_sync_due(step)]
+    assert due == [12, 24, 36, 48]
+    assert not Learner(NIPS2013, 3).target_sync_due(10_000)  # no target network in 2013
+
+
+def test_updates_alone_never_sync_the_target() -> None:
+    """The sync is the training loop's, on agent steps: updates leave theta^- alone."""
     mx.random.seed(2)
-    cfg = dataclasses.replace(NATURE2015, network="nips2013", target_update_period=3)
+    cfg = dataclasses.replace(NATURE2015, network="nips2013", target_update_agent_steps=3)
     learner = Learner(cfg, 3)
     rng = np.random.default_rng(2)
     assert learner.target is not None
@@ -121,10 +158,10 @@ def test_target_syncs_every_period_updates() -> None:
         b = dict(tree_flatten(learner.target.parameters()))  # type: ignore[union-attr]
         return all(np.array_equal(np.array(a[k]), np.array(b[k])) for k in a)
 
-    learner.update(*_batch(rng))
-    learner.update(*_batch(rng))
+    for _ in range(4):
+        learner.update(*_batch(rng))
     assert not same()
-    learner.update(*_batch(rng))
+    learner.sync_target()
     assert same()
 
 
@@ -202,3 +239,32 @@ def test_a_process_that_overlapped_updates_exits_cleanly() -> None:
         )
         assert (result.returncode, result.stdout.strip()) == (0, "updated"), result.stderr
         assert "terminate" not in result.stderr
+
+
+def test_adam_matches_pytorch_adam_with_bias_correction() -> None:
+    """The laptop preset's optimizer is CleanRL's torch.optim.Adam: bias-corrected moments
+    (MLX's Adam leaves bias correction off unless asked)."""
+    cfg = dataclasses.replace(LAPTOP, learning_rate=0.1, adam_eps=1e-8)
+    opt = make_optimizer(cfg)
+    params = {"w": mx.array([1.0, -2.0, 0.5])}
+    opt.init(params)
+    w, m, v = np.array([1.0, -2.0, 0.5]), np.zeros(3), np.zeros(3)
+    for t, grad in enumerate(([0.5, -1.0, 0.0], [0.1, 0.3, -2.0], [-0.4, 0.2, 1.0]), 1):
+        params = opt.apply_gradients({"w": mx.array(grad)}, params)
+        g = np.array(grad)
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g**2
+        w = w - 0.1 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+        assert np.allclose(np.array(params["w"]), w, atol=1e-5)
+
+
+def test_laptop_update_descends_the_mean_loss() -> None:
+    mx.random.seed(4)
+    learner = Learner(dataclasses.replace(LAPTOP, network="nips2013", learning_rate=1e-3), 3)
+    batch = _batch(np.random.default_rng(4))
+    expected = _expected_loss(learner, learner.target, batch)
+    first = float(learner.update(*batch))
+    assert first == pytest.approx(expected, rel=1e-4)
+    for _ in range(30):
+        last = float(learner.update(*batch))
+    assert last < 0.5 * first

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from catch_env import CatchEnv
 
-from dqn_mlx.config import NIPS2013, with_overrides
+from dqn_mlx.config import NATURE2015, NIPS2013, with_overrides
+from dqn_mlx.learner import Learner
 from dqn_mlx.metrics import read_metrics
 from dqn_mlx.train import train
 
@@ -61,3 +62,37 @@ def test_a_seed_reproduces_a_cpu_run(tmp_path: Path, overlap: bool) -> None:
     ]
     keys = ("loss_mean", "avg_max_q", "eval_scores", "train_scores")
     assert [[r[k] for k in keys] for r in runs[0]] == [[r[k] for k in keys] for r in runs[1]]
+
+
+def test_the_loop_syncs_the_target_every_period_agent_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an update per 4 agent steps and a period of 40 agent steps, 300 agent steps sync
+    theta^- 7 times (agent steps 40, 80, ..., 280) besides the copy at construction; a period
+    counted in updates would sync at most once in the run's 50 updates."""
+    syncs: list[int] = []
+    original = Learner.sync_target
+
+    def counting(self: Learner) -> None:
+        syncs.append(getattr(self, "updates", -1))  # -1: the copy at construction
+        original(self)
+
+    monkeypatch.setattr(Learner, "sync_target", counting)
+    config = with_overrides(
+        NATURE2015,
+        {
+            **CATCH,
+            "network": "nips2013",
+            "update_period": 4,
+            "target_update_agent_steps": 40,
+            "learning_starts": 100,
+            "total_steps": 300,
+            "epoch_updates": 50,
+            "eval_steps": 5,  # shorter than one Catch game (10 agent steps)
+        },
+    )
+    out = train(config, "Catch", CatchEnv, tmp_path, log=lambda _: None)
+    # updates come at agent steps 101, 105, ...: (step - 101) // 4 + 1 of them by each sync
+    assert syncs == [-1, 0, 0, 5, 15, 25, 35, 45]
+    record = read_metrics(out)[0]
+    assert (record["eval_games_completed"], record["eval_score_mean"]) == (0, 0.0)
