@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from dqn_mlx.plots import Q_VALUES_PLOT, REWARDS_PLOT, draw_plots, epoch_axis_label
+from dqn_mlx.plots import (
+    Q_VALUES_PLOT,
+    REWARDS_PLOT,
+    draw_plots,
+    epoch_axis_label,
+    unfinished_eval_epochs,
+)
 
 
 def _record(epoch: int) -> dict[str, object]:
@@ -28,3 +34,12 @@ def test_both_plots_are_written_as_png(tmp_path):
         data = (tmp_path / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5_000
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([REWARDS_PLOT, Q_VALUES_PLOT])
+
+
+def test_epochs_whose_evaluation_ended_no_game_are_marked(tmp_path):
+    records = [_record(1), {**_record(2), "eval_games_completed": 0, "eval_score_mean": 0.0}]
+    records[0]["eval_games_completed"] = 3
+    assert unfinished_eval_epochs(records) == [2]
+    assert unfinished_eval_epochs([_record(1)]) == []  # metrics written before the field
+    draw_plots(tmp_path, records, "PongNoFrameskip-v4")
+    assert (tmp_path / REWARDS_PLOT).read_bytes().startswith(b"\x89PNG")

@@ -34,6 +34,9 @@ def draw_plots(run_dir: Path, records: list[dict[str, Any]], env_id: str) -> Non
     ax.plot(
         epochs, [r["eval_score_mean"] for r in records], "o-", label="evaluation (epsilon 0.05)"
     )
+    unfinished = unfinished_eval_epochs(records)
+    if unfinished:
+        ax.plot(unfinished, [0.0] * len(unfinished), "kx", ms=9, label="no evaluation game ended")
     train = [
         (r["epoch"], r["train_score_mean"])
         for r in records
@@ -52,6 +55,12 @@ def draw_plots(run_dir: Path, records: list[dict[str, Any]], env_id: str) -> Non
     fig.tight_layout()
     atomic_write(Path(run_dir) / Q_VALUES_PLOT, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
+
+
+def unfinished_eval_epochs(records: list[dict[str, Any]]) -> list[int]:
+    """Epochs whose evaluation ended no game: scored 0 as DeepMind does, and marked on the plot
+    so that 0 is not read as a real score (in Pong it would look like a good one)."""
+    return [r["epoch"] for r in records if r.get("eval_games_completed") == 0]
 
 
 def epoch_axis_label(records: list[dict[str, Any]]) -> str:
