@@ -22,7 +22,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 HERE = Path(__file__).resolve().parent
 RUNS = {  # label -> metrics file beside this script
@@ -56,13 +56,17 @@ def main(out: Path = HERE / "breakout_presets.png") -> None:
     for i, run in enumerate(DOPAMINE_RETURNS):
         steps = [DOPAMINE_ITERATION * (k + 1) for k in range(len(run))]
         score_ax.plot(
-            steps, run, "s:", color="gray", label="Dopamine DQN (sticky actions)" if i == 0 else None
+            steps,
+            run,
+            "s:",
+            color="gray",
+            label="Dopamine DQN (sticky actions)" if i == 0 else None,
         )
     score_ax.set_title("Breakout: mean training return (full games)")
     score_ax.set_ylabel("raw game score per game")
     q_ax.set_title("Breakout: average max-Q on held-out states")
     q_ax.set_ylabel("average max_a Q(s, a)")
-    q_ax.set_yscale("symlog", linthresh=1.0)
+    q_ax.set_yscale("symlog", linthresh=0.1)
     for ax in (score_ax, q_ax):
         ax.set_xlabel("agent steps (1 agent step = 4 emulator frames)")
         ax.grid(alpha=0.3)

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from dqn_mlx.config import DEFAULT_PRESET, PRESETS
+
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -36,8 +38,11 @@ def main(
     ] = None,
     preset: Annotated[
         str,
-        typer.Option(help="laptop (learns fastest at small budgets) | nips2013 | nature2015"),
-    ] = "laptop",
+        typer.Option(
+            help=f"{' | '.join(PRESETS)}: laptop learns fastest at laptop budgets, the others "
+            "are the papers' settings."
+        ),
+    ] = DEFAULT_PRESET,
     steps: Annotated[int | None, typer.Option(help="Total training agent steps.")] = None,
     epoch_updates: Annotated[int | None, typer.Option(help="Minibatch updates per epoch.")] = None,
     replay_size: Annotated[

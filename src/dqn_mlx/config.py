@@ -220,8 +220,9 @@ LAPTOP = DQNConfig(
 )
 """The modern DQN setting of CleanRL's dqn_atari (and of Dopamine's JAX agents): Adam and the
 mean squared TD error, a target network synced every 1,000 agent steps. At the budgets a
-laptop affords (a few hundred thousand to a few million agent steps) it learns several times
-faster than the papers' RMSProp settings (README, "Presets"). The default of the CLI."""
+laptop affords (a few hundred thousand to a few million agent steps) it learns where the
+papers' centered RMSProp settings have barely started (docs/learning.md), so it is the CLI's
+default; the papers' presets are for reproducing the papers."""
 
 PRESETS: dict[str, DQNConfig] = {"laptop": LAPTOP, "nips2013": NIPS2013, "nature2015": NATURE2015}
 DEFAULT_PRESET = "laptop"
