@@ -103,7 +103,7 @@ def _bad_files(tmp: Path, trained: Path) -> dict[str, Path]:
     arrays, meta = mx.load(str(trained / "epoch_1.safetensors"), return_metadata=True)
     mx.save_safetensors(str(files["no_meta"]), arrays)
     config = json.loads(meta["config"])
-    config["network"] = "nature2015"
+    config["network"] = "nips2013"  # trained with the default (Nature) network
     mx.save_safetensors(
         str(files["other_arch"]), arrays, metadata={**meta, "config": json.dumps(config)}
     )
@@ -139,7 +139,7 @@ BAD_INPUTS = [
     (["--mode", "eval", "--load-path", "{text}"], "not a readable safetensors"),
     (["--mode", "eval", "--load-path", "{truncated}"], "not a readable safetensors"),
     (["--mode", "eval", "--load-path", "{no_meta}"], "no dqn-mlx metadata"),
-    (["--mode", "eval", "--load-path", "{other_arch}"], "do not match a nature2015 network"),
+    (["--mode", "eval", "--load-path", "{other_arch}"], "do not match a nips2013 network"),
     (
         ["--mode", "eval", "--load-path", "{good}", "--env", "PongNoFrameskip-v4"],
         "but the checkpoint was trained on BreakoutNoFrameskip-v4",
