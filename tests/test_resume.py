@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -77,6 +78,23 @@ def test_resumed_run_matches_the_uninterrupted_run(tmp_path: Path, stop_step: in
     final_a = mx.load(str(full / "epoch_4.safetensors"))
     final_b = mx.load(str(cut / "epoch_4.safetensors"))
     assert all(np.array_equal(np.array(final_a[k]), np.array(final_b[k])) for k in final_a)
+
+
+def test_a_run_extended_from_its_last_epoch_matches_the_longer_run(tmp_path: Path) -> None:
+    """The state saved at an epoch end must include that step's target sync: here the epochs
+    end at agent steps 200 and 300, exactly where theta^- is synced (every 100 agent steps)."""
+    config = with_overrides(CONFIG, {"target_update_agent_steps": 100})
+    full = train(config, "Catch", CatchEnv, tmp_path / "full", log=_quiet)
+    short = with_overrides(config, {"total_steps": 300})
+    cut = train(short, "Catch", CatchEnv, tmp_path / "cut", log=_quiet, save_replay_memory=True)
+    loaded = load_training_state(cut)
+    assert loaded.run.step == 300
+    resumed = dataclasses.replace(loaded.config, total_steps=500)
+    train(resumed, "Catch", CatchEnv, tmp_path, log=_quiet, resume=loaded)
+    expected, got = read_metrics(full), read_metrics(cut)
+    assert [r["epoch"] for r in got] == [1, 2, 3, 4]
+    for a, b in zip(expected, got, strict=True):
+        assert [a[k] for k in COMPARED] == [b[k] for k in COMPARED], a["epoch"]
 
 
 def test_resume_without_saved_replay_refills_it_and_says_so(tmp_path: Path) -> None:

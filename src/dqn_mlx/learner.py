@@ -287,8 +287,9 @@ class Learner:
     def target_sync_due(self, agent_step: int) -> bool:
         """Whether theta^- <- theta is due after ``agent_step`` agent steps: every
         ``target_update_agent_steps`` agent steps, whatever the update period, as DeepMind's
-        code counts it (``numSteps % target_q == 1``, one step later than ours, before any
-        update)."""
+        code counts it (``numSteps % target_q == 1``: after agent steps 1, target_q + 1, ...;
+        here after target_q, 2 target_q, ..., the copy made at construction standing for the
+        first)."""
         period = self.config.target_update_agent_steps
         return self.target is not None and agent_step % period == 0
 

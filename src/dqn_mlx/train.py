@@ -314,17 +314,19 @@ def train(
             state, run.episode_start = stack.push(result.frame), False
         run.step += 1
 
-        if run.step > config.learning_starts and (run.step - 1) % config.update_period == 0:
+        updating = run.step > config.learning_starts and (run.step - 1) % config.update_period == 0
+        if updating:
             batch = replay.sample(config.batch_size, rng)
             loss_sum = _finish_update(learner, run, loss_sum, out_dir)  # the one wait
             learner.start_update(*batch)  # with overlap_acting, computes while we act
-            if learner.updates % config.epoch_updates == 0:
-                loss_sum = _finish_update(learner, run, loss_sum, out_dir)
-                with _stop_cleanly_on_write_errors(out_dir):
-                    end_epoch()
         if learner.target_sync_due(run.step):  # theta^- <- theta, counted in agent steps
             loss_sum = _finish_update(learner, run, loss_sum, out_dir)
             learner.sync_target()
+        # The epoch ends after this step's sync, so that the state it saves includes it.
+        if updating and learner.updates % config.epoch_updates == 0:
+            loss_sum = _finish_update(learner, run, loss_sum, out_dir)
+            with _stop_cleanly_on_write_errors(out_dir):
+                end_epoch()
         progress.maybe_print(run.step, epsilon, recent, run.epoch_loss_count, loss_sum)
         if should_stop is not None and should_stop():
             loss_sum = _finish_update(learner, run, loss_sum, out_dir)
