@@ -29,6 +29,7 @@ RUNS = {  # label -> metrics file beside this script
     "laptop (ours)": "laptop_breakout_metrics.jsonl",
     "nature2015 (ours)": "nature2015_breakout_metrics.jsonl",
     "nips2013 (ours)": "nips2013_breakout_metrics.jsonl",
+    "nips2013 with Adam, mean loss (ours)": "nips2013_adam_breakout_metrics.jsonl",
 }
 CLEANRL_WINDOW = 40_000
 CLEANRL_RETURNS = [1.4, 1.3, 1.3, 2.8, 9.7, 14.1, 22.7, 24.0, 28.7, 27.2]

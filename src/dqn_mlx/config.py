@@ -218,8 +218,8 @@ LAPTOP = DQNConfig(
     total_steps=10_000_000,  # CleanRL: --total-timesteps 10000000
     epoch_updates=12_500,  # a checkpoint and evaluation every 50,000 agent steps
 )
-"""The modern DQN setting of CleanRL's dqn_atari (and of Dopamine's JAX agents): Adam and the
-mean squared TD error, a target network synced every 1,000 agent steps. At the budgets a
+"""The modern DQN setting of CleanRL's dqn_atari: Adam (as Dopamine's JAX agents also use) and
+the mean squared TD error, a target network synced every 1,000 agent steps. At the budgets a
 laptop affords (a few hundred thousand to a few million agent steps) it learns where the
 papers' centered RMSProp settings have barely started (docs/learning.md), so it is the CLI's
 default; the papers' presets are for reproducing the papers."""
