@@ -104,7 +104,7 @@ class DQNConfig:
     from before that update (one update behind: at most ``update_period`` agent steps). Off by
     default: Algorithm 1's strict order, every action from the newest weights. On our 2-core
     CPU overlap gave no steady gain (nine alternating pairs of the bench's end-to-end run:
-    0.77-1.18x, median 1.02x; README, "Presets"), since the game and the update then share the
+    0.77-1.18x, median 1.02x; docs/performance.md), since the game and the update then share the
     cores. Either way a seed reproduces the run."""
 
     # --- exploration --------------------------------------------------------------------------

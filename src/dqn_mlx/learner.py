@@ -254,7 +254,7 @@ class Learner:
         On the CPU it is computed in numpy (``numpy_actor``): with ``overlap_acting`` an MLX
         forward pass would queue behind the update in flight (9 ms per action in the loop,
         against 1.9 ms in numpy), and in the strict order the loop ran 8-28% faster with numpy
-        (README, "Speed and memory"). On a GPU it is compiled MLX on ``act_stream``."""
+        (docs/performance.md). On a GPU it is compiled MLX on ``act_stream``."""
         if mx.default_device() == mx.cpu:
             return numpy_greedy_policy(self.actor)
         return greedy_policy(self.actor, self.act_stream)
