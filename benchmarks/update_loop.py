@@ -20,7 +20,7 @@ import numpy as np
 import dqn_mlx  # noqa: F401  (brings in the fast BLAS before MLX loads)
 from dqn_mlx.bench import random_batch
 from dqn_mlx.config import PRESETS, with_overrides
-from dqn_mlx.learner import Learner
+from dqn_mlx.core.learner import Learner
 
 
 def main() -> None:

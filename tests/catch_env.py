@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dqn_mlx.env import Step
+from dqn_mlx.core.env import Step
 
 SIZE, BALL, PADDLE_W, PADDLE_H, FALL, MOVE = 84, 4, 12, 4, 8, 8
 

@@ -111,10 +111,12 @@ def _bad_files(tmp: Path, trained: Path) -> dict[str, Path]:
 
 
 BAD_INPUTS = [
-    (["--mode", "play"], "unknown --mode"),
+    (["--mode", "play"], "Invalid value for '--mode'"),
+    (["--preset", "nature2105"], "Invalid value for '--preset'"),
+    (["--mode", "eval", "--protocol", "nature"], "Invalid value for '--protocol'"),
+    (["--device", "tpu"], "Invalid value for '--device'"),
     (["--steps", "abc"], "Invalid value for '--steps'"),
     (["--bogus"], "No such option: --bogus"),
-    (["--preset", "nature2016"], "unknown preset"),
     (["--env", "Breakot-v5"], "unknown environment id"),
     (["--env", "CartPole-v1"], "not an Atari game"),
     (["--steps", "0"], "--steps must be positive"),
@@ -125,7 +127,6 @@ BAD_INPUTS = [
     (["--set", "gama=0.9"], "unknown hyperparameter 'gama'"),
     (["--set", "gamma"], "--set expects name=value"),
     (["--set", "loss=l1"], "choose one of squared, huber"),
-    (["--device", "tpu"], "unknown --device"),
     (["--weights-dir", "{text}/sub"], "cannot write to"),
     (["--resume", "nowhere"], "no train_state.safetensors there"),
     (["--resume", "{trained}", "--replay-size", "100"], "drop --replay-size"),
@@ -178,6 +179,7 @@ def test_bench_prints_every_figure_as_name_value_unit() -> None:
         figures[name] = (value, unit)
     expected = {
         "device",
+        "accel",
         "blas",
         "blas_gflops",
         "cpu_kernels",
@@ -203,7 +205,7 @@ def test_bench_prints_every_figure_as_name_value_unit() -> None:
     assert figures["device"][0] == "cpu"
     assert figures["cpu_kernels"][0] == ("vectorised" if sys.platform == "linux" else "plain")
     assert figures["replay_bytes_per_transition"] == ("7063", "bytes")
-    for name in expected - {"device", "blas", "cpu_kernels"}:
+    for name in expected - {"device", "accel", "blas", "cpu_kernels"}:
         assert float(figures[name][0]) > 0, name
 
 

@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from dqn_mlx.checkpoint import config_from_json
 from dqn_mlx.config import (
     DEFAULT_PRESET,
     LAPTOP,
@@ -18,8 +17,9 @@ from dqn_mlx.config import (
     preset,
     with_overrides,
 )
+from dqn_mlx.core.network import ARCHITECTURES
 from dqn_mlx.errors import UserError
-from dqn_mlx.network import ARCHITECTURES
+from dqn_mlx.run.checkpoint import config_from_json
 
 
 def test_nips2013_preset_matches_the_2013_paper() -> None:

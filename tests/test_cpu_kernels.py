@@ -1,4 +1,5 @@
-"""MLX's fused CPU kernels: vectorised by our g++ wrapper, with bit-identical results."""
+"""accel/jit.py: MLX's fused CPU kernels, vectorised by our g++ wrapper, with bit-identical
+results."""
 
 from __future__ import annotations
 
@@ -11,18 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import dqn_mlx
-from dqn_mlx.cpu_kernels import compiler_flags, flags_accepted_by
+from dqn_mlx import accel
+from dqn_mlx.accel.jit import compiler_flags, flags_accepted_by
 
 # Centered RMSProp on 100,003 parameters (an odd size: the vector loop's scalar tail runs too),
 # compiled into one fused kernel whose sqrt and 8 pointers kept plain g++ from vectorising.
 _RMSPROP_SCRIPT = """
 import sys
 import numpy as np
-import dqn_mlx
-from dqn_mlx.cpu_kernels import compiler_flags, flags_accepted_by
+from dqn_mlx import accel
+vectorized = accel.enable().kernels.vectorized
+from dqn_mlx.accel.jit import compiler_flags, flags_accepted_by
 import mlx.core as mx
-from dqn_mlx.learner import CenteredRMSProp
+from dqn_mlx.core.learner import CenteredRMSProp
 
 rng = np.random.default_rng(7)
 grad, param, g, g2 = (mx.array(rng.standard_normal(100_003).astype(np.float32)) for _ in range(4))
@@ -31,7 +33,7 @@ opt = CenteredRMSProp(2.5e-4, 0.95, 0.95, 0.01)
 step = mx.compile(lambda grad, param, g, g2: opt.apply_single(grad, param, {"g": g, "g2": g2}))
 new = step(grad, param, g, g2)
 np.save(sys.argv[1], np.array(new))
-print(dqn_mlx.KERNEL_STATUS.vectorized)
+print(vectorized)
 """
 
 
@@ -62,7 +64,8 @@ def _run(tmp: Path, plain: bool) -> tuple[np.ndarray, str, bool]:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the wrapper only acts on Linux")
 def test_mlx_compiles_fused_kernels_through_the_wrapper() -> None:
-    assert dqn_mlx.KERNEL_STATUS.vectorized, dqn_mlx.KERNEL_STATUS.detail
+    kernels = accel.enable().kernels  # as the conftest enabled it
+    assert kernels.vectorized, kernels.detail
     compiler = shutil.which("g++")
     assert compiler is not None and Path(compiler).parent.name.startswith("jit-")
 

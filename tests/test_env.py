@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from ale_py.vector_env import AtariVectorEnv
 
-from dqn_mlx.env import StackedFrames, comparability_note, make_atari_env, resolve_game
+from dqn_mlx.core.env import StackedFrames, comparability_note, make_atari_env, resolve_game
 from dqn_mlx.errors import UserError
 
 

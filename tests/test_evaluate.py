@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import mlx.core as mx
 import numpy as np
+import pytest
 from catch_env import CatchEnv
 
-from dqn_mlx.evaluate import greedy_policy, play_steps
-from dqn_mlx.network import QNetwork
+from dqn_mlx.core.network import DEFINITION, QNetwork
+from dqn_mlx.core.policy import greedy_policy
+from dqn_mlx.evaluate import play_steps
 
 
-def test_greedy_policy_takes_the_argmax_and_follows_weight_updates() -> None:
+@pytest.mark.parametrize("formulation", [DEFINITION, None])  # compiled MLX; the device's own
+def test_greedy_policy_takes_the_argmax_and_follows_weight_updates(formulation: object) -> None:
     mx.random.seed(0)
-    network = QNetwork(4, "nips2013")
+    network = QNetwork(4, "nips2013", formulation=formulation)  # type: ignore[arg-type]
     state = np.random.default_rng(0).integers(0, 256, (4, 84, 84), dtype=np.uint8)
-    act = greedy_policy(network, mx.new_stream(mx.cpu))
+    act = greedy_policy(network)
     expected = int(np.argmax(np.array(network.predict(mx.array(state[None])))[0]))
     assert act(state) == expected
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 from functools import partial
 
 import mlx.core as mx
@@ -13,17 +11,15 @@ import pytest
 from mlx.utils import tree_flatten, tree_map
 
 from dqn_mlx.config import LAPTOP, NATURE2015, NIPS2013
-from dqn_mlx.learner import (
+from dqn_mlx.core.learner import (
     CenteredRMSProp,
     Learner,
-    linear_epsilon,
     make_optimizer,
     minibatch_objective,
     td_loss,
     td_target,
 )
-from dqn_mlx.network import QNetwork
-from dqn_mlx.train import exploration_rate
+from dqn_mlx.core.policy import exploration_rate, linear_epsilon
 
 
 def test_td_target_bootstraps_only_non_terminal_transitions() -> None:
@@ -165,26 +161,6 @@ def test_updates_alone_never_sync_the_target() -> None:
     assert same()
 
 
-@pytest.mark.parametrize("overlap", [True, False])
-def test_the_actor_acts_with_the_weights_before_the_update_in_flight(overlap: bool) -> None:
-    """overlap_acting: actions come from theta_{k-1} while update k computes; otherwise from
-    theta_k. Either way the actor never holds anything but a real set of online weights."""
-    mx.random.seed(5)
-    learner = Learner(dataclasses.replace(NIPS2013, overlap_acting=overlap), 3)
-    rng = np.random.default_rng(5)
-
-    def weights(net: QNetwork) -> dict[str, np.ndarray]:
-        return {k: np.array(v) for k, v in tree_flatten(net.parameters())}
-
-    learner.update(*_batch(rng))
-    before = weights(learner.online)  # theta_1
-    learner.update(*_batch(rng))
-    after, actor = weights(learner.online), weights(learner.actor)  # theta_2, the actor's
-    expected = before if overlap else after
-    assert all(np.array_equal(actor[k], expected[k]) for k in actor)
-    assert not all(np.array_equal(before[k], after[k]) for k in before)
-
-
 def test_updates_descend_the_loss_on_a_fixed_batch() -> None:
     mx.random.seed(3)
     cfg = dataclasses.replace(NATURE2015, network="nips2013", learning_rate=1e-3)
@@ -216,29 +192,6 @@ def test_compiled_rmsprop_matches_numpy_over_several_steps() -> None:
         g2 = 0.8 * g2 + 0.2 * grad_np**2
         w = w - 0.1 * grad_np / np.sqrt(g2 - g**2 + 0.01)
         assert np.allclose(np.array(params["w"]), w, atol=1e-5)
-
-
-def test_a_process_that_overlapped_updates_exits_cleanly() -> None:
-    """The update thread must not take the process down at exit: a thread pool's worker,
-    ending at interpreter exit with MLX's per-thread state, aborted it about 2 times in 3."""
-    script = (
-        "import dataclasses, numpy as np, dqn_mlx\n"
-        "from dqn_mlx.config import NIPS2013\n"
-        "from dqn_mlx.learner import Learner\n"
-        "learner = Learner(dataclasses.replace(NIPS2013, overlap_acting=True), 4)\n"
-        "rng = np.random.default_rng(0)\n"
-        "frames = lambda: rng.integers(0, 256, (32, 4, 84, 84), dtype=np.uint8)\n"
-        "zeros = np.zeros(32, np.float32)\n"
-        "for _ in range(2):\n"
-        "    learner.update(frames(), rng.integers(0, 4, 32), zeros, frames(), zeros)\n"
-        "print('updated')\n"
-    )
-    for _ in range(4):
-        result = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
-        )
-        assert (result.returncode, result.stdout.strip()) == (0, "updated"), result.stderr
-        assert "terminate" not in result.stderr
 
 
 def test_adam_matches_pytorch_adam_with_bias_correction() -> None:

@@ -14,11 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from catch_env import CatchEnv
+from mlx.utils import tree_flatten
 
 from dqn_mlx.config import NATURE2015, NIPS2013, with_overrides
-from dqn_mlx.learner import Learner
-from dqn_mlx.metrics import read_metrics
-from dqn_mlx.train import train
+from dqn_mlx.core import loop
+from dqn_mlx.core.learner import Learner
+from dqn_mlx.core.network import QNetwork
+from dqn_mlx.core.policy import Policy
+from dqn_mlx.run.metrics import read_metrics
+from dqn_mlx.run.train import train
 
 CATCH = {
     "replay_size": 5_000,
@@ -43,13 +47,11 @@ def test_dqn_learns_to_catch(tmp_path: Path) -> None:
     assert 0.5 < last_two[-1]["avg_max_q"] < 1.1
 
 
-@pytest.mark.parametrize("overlap", [True, False])  # acting while an update computes, or not
-def test_a_seed_reproduces_a_cpu_run(tmp_path: Path, overlap: bool) -> None:
+def test_a_seed_reproduces_a_cpu_run(tmp_path: Path) -> None:
     config = with_overrides(
         NIPS2013,
         {
             **CATCH,
-            "overlap_acting": overlap,
             "learning_starts": 100,
             "total_steps": 300,
             "epoch_updates": 100,
@@ -96,3 +98,47 @@ def test_the_loop_syncs_the_target_every_period_agent_steps(
     assert syncs == [-1, 0, 0, 5, 15, 25, 35, 45]
     record = read_metrics(out)[0]
     assert (record["eval_games_completed"], record["eval_score_mean"]) == (0, 0.0)
+
+
+def test_every_action_is_chosen_with_the_newest_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Algorithm 1's strict order: at every greedy action the network the policy reads holds
+    exactly the weights of the last finished update (never one update behind)."""
+    newest: list[dict[str, np.ndarray]] = []
+    checked: list[int] = []
+    update = Learner.update
+
+    def update_and_snapshot(self: Learner, *batch: np.ndarray) -> float:
+        loss = update(self, *batch)
+        newest[:] = [{k: np.array(v) for k, v in tree_flatten(self.online.parameters())}]
+        return loss
+
+    real_policy = loop.greedy_policy
+
+    def checking_policy(network: QNetwork) -> Policy:
+        act = real_policy(network)
+
+        def checked_act(state: np.ndarray) -> int:
+            if newest:
+                now = dict(tree_flatten(network.parameters()))
+                assert all(np.array_equal(np.array(now[k]), v) for k, v in newest[0].items())
+                checked.append(1)
+            return act(state)
+
+        return checked_act
+
+    monkeypatch.setattr(Learner, "update", update_and_snapshot)
+    monkeypatch.setattr(loop, "greedy_policy", checking_policy)
+    config = with_overrides(
+        NIPS2013,
+        {
+            **CATCH,
+            "learning_starts": 100,
+            "epsilon_decay_steps": 200,
+            "total_steps": 400,
+            "epoch_updates": 300,
+        },
+    )
+    train(config, "Catch", CatchEnv, tmp_path, log=lambda _: None)
+    assert len(checked) > 100  # greedy actions after updates began (about 180 expected)

@@ -1,4 +1,5 @@
-"""The numpy behaviour policy computes QNetwork.predict's function and follows weight changes."""
+"""accel/numpy_actor.py: the numpy greedy action computes QNetwork.definition's function and
+follows weight changes."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten, tree_map
 
-from dqn_mlx.network import QNetwork
-from dqn_mlx.numpy_actor import limit_numpy_blas_to_one_thread, numpy_greedy_policy, q_values
+from dqn_mlx.accel.numpy_actor import limit_numpy_blas_to_one_thread, numpy_greedy_policy, q_values
+from dqn_mlx.core.network import DEFINITION, QNetwork
 
 
 def _weights(network: QNetwork) -> dict[str, np.ndarray]:
@@ -23,7 +24,7 @@ def _weights(network: QNetwork) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("architecture", ["nips2013", "nature2015"])
 def test_q_values_equal_the_mlx_forward_pass(architecture: str) -> None:
     mx.random.seed(1)
-    network = QNetwork(6, architecture)
+    network = QNetwork(6, architecture, formulation=DEFINITION)
     # every parameter 3x its initial scale: ReLUs cut and the Q-values differ widely
     network.update(tree_map(lambda p: p * 3.0, network.parameters()))
     states = np.random.default_rng(1).integers(0, 256, (8, 4, 84, 84), dtype=np.uint8)
@@ -36,7 +37,7 @@ def test_q_values_equal_the_mlx_forward_pass(architecture: str) -> None:
 
 def test_policy_follows_replaced_weights() -> None:
     mx.random.seed(2)
-    network = QNetwork(4, "nature2015")
+    network = QNetwork(4, "nature2015", formulation=DEFINITION)
     act = numpy_greedy_policy(network)
     state = np.random.default_rng(2).integers(0, 256, (4, 84, 84), dtype=np.uint8)
     first = act(state)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dqn_mlx.plots import (
+from dqn_mlx.report.plots import (
     Q_VALUES_PLOT,
     REWARDS_PLOT,
     draw_plots,

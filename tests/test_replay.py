@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dqn_mlx.core.replay import BYTES_PER_TRANSITION, ReplayMemory, check_replay_fits
 from dqn_mlx.errors import UserError
-from dqn_mlx.replay import BYTES_PER_TRANSITION, ReplayMemory, check_replay_fits
 
 H = 4
 

@@ -15,9 +15,9 @@ import pytest
 from catch_env import CatchEnv
 
 from dqn_mlx.config import NIPS2013, with_overrides
-from dqn_mlx.metrics import read_metrics
-from dqn_mlx.resume import REPLAY_FILE, STATE_FILE, load_training_state
-from dqn_mlx.train import TrainingInterrupted, train
+from dqn_mlx.run.metrics import read_metrics
+from dqn_mlx.run.resume import REPLAY_FILE, STATE_FILE, load_training_state
+from dqn_mlx.run.train import TrainingInterrupted, train
 
 CONFIG = with_overrides(
     NIPS2013,
@@ -172,7 +172,7 @@ def test_ctrl_c_writes_a_resumable_checkpoint_and_resume_finishes(tmp_path: Path
 def test_kill_9_at_random_moments_always_leaves_a_loadable_resumable_run(tmp_path: Path) -> None:
     """SIGKILL can land anywhere, in the middle of a checkpoint write too: the newest files
     must always load, and the run must resume from them."""
-    from dqn_mlx.checkpoint import load_checkpoint
+    from dqn_mlx.run.checkpoint import load_checkpoint
 
     args = [
         sys.executable,

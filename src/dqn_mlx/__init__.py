@@ -1,17 +1,15 @@
 """dqn-mlx: DQN (Mnih et al. 2013, 2015) in MLX.
 
-Importing the package first brings a fast BLAS into the process on Linux (see ``blas.py``):
-it must happen before ``mlx.core`` is imported anywhere. It also lets MLX's CPU JIT vectorise
-the element-wise kernels it fuses (see ``cpu_kernels.py``), and keeps memory freed between
-updates mapped (see ``allocator.py``).
+Importing the package changes nothing in the process. Platform speed-ups live in
+``dqn_mlx.accel`` and are switched on by ``dqn_mlx.accel.enable()``, which the command line
+calls before MLX loads.
+
+Layout, in the order of the data flow:
+- ``config``: every hyperparameter, and the papers' presets;
+- ``core``: the algorithm (environment, replay memory, network, learner, policy, the loop);
+- ``run``: what a run leaves behind (epoch ends, checkpoints, resume, metrics, loggers);
+- ``evaluate`` and ``report``: the papers' protocols, the results table, plots and videos;
+- ``accel``: opt-in speed for a platform; ``cli`` and ``bench``: the command line.
 """
-
-from dqn_mlx.allocator import keep_freed_memory
-from dqn_mlx.blas import load_fast_blas
-from dqn_mlx.cpu_kernels import use_vectorizing_compiler
-
-BLAS_STATUS = load_fast_blas()
-KERNEL_STATUS = use_vectorizing_compiler()
-MALLOC_TUNED = keep_freed_memory()
 
 __version__ = "0.1.0"

@@ -23,14 +23,13 @@ import mlx.nn as nn
 import numpy as np
 
 from dqn_mlx.config import PRESETS, with_overrides
-from dqn_mlx.env import AtariEnv, make_atari_env
-from dqn_mlx.evaluate import greedy_policy
-from dqn_mlx.learner import Learner, minibatch_objective, td_loss, td_target
-from dqn_mlx.metrics import read_metrics
-from dqn_mlx.network import QNetwork
-from dqn_mlx.numpy_actor import numpy_greedy_policy
-from dqn_mlx.replay import BYTES_PER_TRANSITION, ReplayMemory
-from dqn_mlx.train import train
+from dqn_mlx.core.env import AtariEnv, make_atari_env
+from dqn_mlx.core.learner import Learner, minibatch_objective, td_loss, td_target
+from dqn_mlx.core.network import QNetwork
+from dqn_mlx.core.policy import compiled_greedy_policy, greedy_policy
+from dqn_mlx.core.replay import BYTES_PER_TRANSITION, ReplayMemory
+from dqn_mlx.run.metrics import read_metrics
+from dqn_mlx.run.train import train
 
 BENCH_ENV = "BreakoutNoFrameskip-v4"
 
@@ -63,10 +62,10 @@ def network_figures(preset: str, emit: Callable[[str, float | str, str], None]) 
     batch = random_batch(np.random.default_rng(0), 4)
     emit(f"update_ms_{preset}", _median_ms(lambda: learner.update(*batch), 20), "ms")
     update_part_figures(preset, learner, batch, emit)
-    act = greedy_policy(learner.online)
+    act = compiled_greedy_policy(learner.online)
     emit(f"act_ms_{preset}", _median_ms(lambda: act(batch[0][0]), 50), "ms")
-    if mx.default_device() == mx.cpu:  # how the training loop acts on the CPU
-        act_numpy = numpy_greedy_policy(learner.online)
+    if learner.online.formulation.greedy_policy is not None:  # how the loop acts on the CPU
+        act_numpy = greedy_policy(learner.online)
         emit(f"act_numpy_ms_{preset}", _median_ms(lambda: act_numpy(batch[0][0]), 50), "ms")
 
 
@@ -198,8 +197,8 @@ def peak_memory_mib() -> float:
 
 
 def run_benchmark(end_to_end_steps: int = 2_000) -> None:
-    import dqn_mlx
-    from dqn_mlx.blas import measure_gflops
+    from dqn_mlx import accel
+    from dqn_mlx.accel.blas import measure_gflops
 
     def emit(name: str, value: float | str, unit: str) -> None:
         text = (
@@ -210,9 +209,11 @@ def run_benchmark(end_to_end_steps: int = 2_000) -> None:
         print(f"{name} {text} {unit}", flush=True)
 
     emit("device", "gpu" if mx.default_device() == mx.gpu else "cpu", "-")
-    emit("blas", dqn_mlx.BLAS_STATUS.name.split(" ")[0], "-")
+    status = accel.status()
+    emit("accel", "on" if status is not None else "off", "-")
+    emit("blas", status.blas.name.split(" ")[0] if status else "default", "-")
     emit("blas_gflops", measure_gflops(), "GFLOP/s")
-    emit("cpu_kernels", "vectorised" if dqn_mlx.KERNEL_STATUS.vectorized else "plain", "-")
+    emit("cpu_kernels", "vectorised" if status and status.kernels.vectorized else "plain", "-")
     for preset in PRESETS:
         network_figures(preset, emit)
     emit("env_agent_steps_per_s", env_steps_per_s(), "agent_steps/s")

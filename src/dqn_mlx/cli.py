@@ -1,11 +1,14 @@
 """Command line: parse, check, dispatch. Heavy imports (MLX, ALE) happen inside the modes so
-``--help`` stays instant. Every UserError is one line on stderr and exit code 2."""
+``--help`` stays instant. Every UserError is one line on stderr and exit code 2.
+
+Speed-ups (``dqn_mlx.accel``) are switched on before MLX loads, unless ``--no-accel``."""
 
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -14,111 +17,130 @@ from dqn_mlx.config import DEFAULT_PRESET, PRESETS
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+    rich_markup_mode="rich",
     help="DQN (Mnih et al. 2013/2015) in MLX: train or evaluate on Atari games.",
 )
 
-MODES = ("train", "eval", "bench", "report")
+GENERAL, TRAIN, EVAL, OUTPUT, SPEED = "General", "Train", "Eval", "Output", "Speed"
+
+Mode = Literal["train", "eval", "report", "bench"]
+Device = Literal["auto", "cpu", "gpu"]
+ProtocolName = Literal["nips2013", "nature2015"]
+PresetName = Enum("PresetName", {name: name for name in PRESETS}, type=str)  # type: ignore[misc]
+"""The presets' names, taken from ``config.PRESETS``: a new preset is a new choice."""
 
 
-def _overrides(**values: object) -> dict[str, object]:
-    """CLI flags that were given, as config field names."""
-    return {name: value for name, value in values.items() if value is not None}
+def _option(panel: str, help: str, *names: str) -> Any:
+    """An option listed under ``panel`` in ``--help``."""
+    return typer.Option(*names, help=help, rich_help_panel=panel)
+
+
+ModeOpt = Annotated[
+    Mode,
+    _option(
+        GENERAL,
+        "train a new agent, eval(uate) a checkpoint, "
+        "report the results table, or bench(mark) speed",
+    ),
+]
+EnvOpt = Annotated[
+    str | None,
+    _option(
+        GENERAL,
+        "Gymnasium Atari id: <Game>NoFrameskip-v4 (the papers' setting) or ALE/<Game>-v5. "
+        "Train default: BreakoutNoFrameskip-v4; eval default: the checkpoint's.",
+    ),
+]
+PresetOpt = Annotated[
+    PresetName,
+    _option(
+        TRAIN,
+        "laptop learns fastest at laptop budgets; nips2013 and nature2015 are the papers' "
+        "settings.",
+    ),
+]
+SeedOpt = Annotated[int | None, _option(GENERAL, "Seed for numpy, MLX and the emulators.")]
+
+
+def _count(help: str) -> Any:
+    """A training count or rate; None keeps the preset's value."""
+    return _option(TRAIN, help)
 
 
 @app.command()
 def main(
-    mode: Annotated[str, typer.Option(help="train | eval | bench | report")] = "train",
-    env: Annotated[
-        str | None,
-        typer.Option(
-            help="Gymnasium Atari id: <Game>NoFrameskip-v4 (papers' setting) or ALE/<Game>-v5. "
-            "Train default: BreakoutNoFrameskip-v4; eval default: the checkpoint's."
-        ),
-    ] = None,
-    preset: Annotated[
-        str,
-        typer.Option(
-            help=f"{' | '.join(PRESETS)}: laptop learns fastest at laptop budgets, the others "
-            "are the papers' settings."
-        ),
-    ] = DEFAULT_PRESET,
-    steps: Annotated[int | None, typer.Option(help="Total training agent steps.")] = None,
-    epoch_updates: Annotated[int | None, typer.Option(help="Minibatch updates per epoch.")] = None,
-    replay_size: Annotated[
-        int | None, typer.Option(help="Replay capacity in transitions (agent steps).")
-    ] = None,
+    mode: ModeOpt = "train",
+    env: EnvOpt = None,
+    preset: PresetOpt = PresetName(DEFAULT_PRESET),  # noqa: B008
+    seed: SeedOpt = None,
+    steps: Annotated[int | None, _count("Total training agent steps (bench: loop steps).")] = None,
+    epoch_updates: Annotated[int | None, _count("Minibatch updates per epoch.")] = None,
+    replay_size: Annotated[int | None, _count("Replay capacity in transitions.")] = None,
     learning_starts: Annotated[
-        int | None, typer.Option(help="Agent steps of random play before the first update.")
+        int | None, _count("Agent steps of random play before the first update.")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for numpy, MLX and the emulators.")] = None,
-    weights_dir: Annotated[
-        Path, typer.Option(help="Output folder; runs go to <dir>/<env-id>/.")
-    ] = Path("weights"),
     eval_steps: Annotated[
-        int | None, typer.Option(help="Agent steps of epsilon=0.05 play per epoch evaluation.")
+        int | None, _count("Agent steps of epsilon=0.05 play per evaluation.")
     ] = None,
     held_out_states: Annotated[
-        int | None, typer.Option(help="Random-policy states on which average max-Q is tracked.")
+        int | None, _count("Random-policy states on which average max-Q is tracked.")
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Minibatch size (transitions).")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="Optimizer step size.")] = None,
-    update_period: Annotated[int | None, typer.Option(help="Agent steps per update.")] = None,
+    batch_size: Annotated[int | None, _count("Minibatch size (transitions).")] = None,
+    learning_rate: Annotated[float | None, _count("Optimizer step size.")] = None,
+    update_period: Annotated[int | None, _count("Agent steps per update.")] = None,
     target_update_agent_steps: Annotated[
-        int | None,
-        typer.Option(help="Agent steps between target syncs; 0 = no target network (2013)."),
+        int | None, _count("Agent steps between target syncs; 0 = no target network (2013).")
     ] = None,
     epsilon_decay_steps: Annotated[
-        int | None,
-        typer.Option(help="Agent steps over which epsilon anneals from 1 to its end value."),
+        int | None, _count("Agent steps over which epsilon anneals from 1 to its end value.")
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option(
-            "--set", help="Any other hyperparameter: --set name=value (repeatable; see README)."
-        ),
+        _option(TRAIN, "Any other hyperparameter: --set name=value (repeatable).", "--set"),
     ] = None,
-    load_path: Annotated[Path | None, typer.Option(help="eval: checkpoint to play.")] = None,
-    episodes: Annotated[int, typer.Option(help="eval: games to play.")] = 10,
-    epsilon: Annotated[float, typer.Option(help="eval: exploration rate.")] = 0.05,
-    device: Annotated[str, typer.Option(help="cpu | gpu | auto (the best available).")] = "auto",
+    resume: Annotated[
+        Path | None, _option(TRAIN, "Continue the run in this folder (or state file).")
+    ] = None,
+    load_path: Annotated[Path | None, _option(EVAL, "Checkpoint to play.")] = None,
+    episodes: Annotated[int, _option(EVAL, "Games to play.")] = 10,
+    epsilon: Annotated[float, _option(EVAL, "Exploration rate.")] = 0.05,
     protocol: Annotated[
-        str | None,
-        typer.Option(
-            help="eval: nips2013 (epsilon 0.05 for --eval-steps agent steps, default "
-            "10,000) or nature2015 (30 games of at most 5 minutes)"
+        ProtocolName | None,
+        _option(
+            EVAL,
+            "nips2013: epsilon 0.05 for --eval-steps agent steps (default 10,000); "
+            "nature2015: 30 games of at most 5 minutes.",
         ),
     ] = None,
+    weights_dir: Annotated[
+        Path, _option(OUTPUT, "Output folder; a run goes to <dir>/<env-id>/.")
+    ] = Path("weights"),
+    save_replay: Annotated[
+        bool, _option(OUTPUT, "Also save the replay memory (compressed) for --resume.")
+    ] = False,
     video: Annotated[
-        Path | None, typer.Option(help="eval: write one MP4 (or GIF) per game into this folder")
+        Path | None, _option(OUTPUT, "Eval: write one MP4 (or GIF) per game into this folder.")
     ] = None,
     value_trace: Annotated[
-        bool,
-        typer.Option("--value-trace", help="eval: plot max-Q over the first game (PNG)"),
+        bool, _option(OUTPUT, "Eval: plot max-Q over the first game (PNG).")
     ] = False,
-    resume: Annotated[
-        Path | None,
-        typer.Option(
-            help="train: continue the run in this folder (weights/<env-id>/) or state file."
-        ),
-    ] = None,
-    save_replay: Annotated[
+    device: Annotated[
+        Device, _option(SPEED, "Where MLX computes: the best available, or one.")
+    ] = "auto",
+    accel: Annotated[
         bool,
-        typer.Option(
-            "--save-replay", help="train: also save the replay memory (compressed) for --resume."
+        _option(
+            SPEED,
+            "Platform speed-ups (Linux CPU: OpenBLAS, vectorised kernels, "
+            "matrix-product convolutions); --no-accel runs the plain definition.",
         ),
-    ] = False,
+    ] = True,
 ) -> None:
     from dqn_mlx.errors import UserError
 
     try:
-        if mode not in MODES:
-            raise UserError(f"unknown --mode {mode!r}; choose one of: {', '.join(MODES)}")
-        _select_device(device)
+        _select_device(device, accel)
         if mode == "train":
-            from dqn_mlx.config import parse_assignments, with_overrides
-            from dqn_mlx.config import preset as get_preset
-
             flags = _overrides(
                 total_steps=steps,
                 epoch_updates=epoch_updates,
@@ -133,13 +155,7 @@ def main(
                 target_update_agent_steps=target_update_agent_steps,
                 epsilon_decay_steps=epsilon_decay_steps,
             )
-            if resume is not None:
-                _resume(resume, flags, bool(set_) or env is not None, save_replay)
-                return
-            config = with_overrides(
-                get_preset(preset), {**parse_assignments(set_ or []), **flags}
-            ).validate()
-            _train(config, env or "BreakoutNoFrameskip-v4", weights_dir, save_replay)
+            _train_mode(preset.value, flags, set_ or [], env, weights_dir, resume, save_replay)
         elif mode == "eval":
             from dqn_mlx.evaluate import evaluate_checkpoint
 
@@ -147,15 +163,11 @@ def main(
                 load_path, env, episodes, epsilon, seed, protocol, eval_steps, video, value_trace
             )
         elif mode == "report":
-            from dqn_mlx.report import write_report
+            from dqn_mlx.report.table import write_report
 
             print(f"results table written to {write_report(weights_dir)}")
         else:
-            from dqn_mlx.bench import run_benchmark
-
-            if steps is not None and steps <= 0:
-                raise UserError(f"--steps must be positive, got {steps}")
-            run_benchmark(steps or 2_000)
+            _bench_mode(steps)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -164,11 +176,19 @@ def main(
         raise typer.Exit(130) from None
 
 
-def _select_device(device: str) -> None:
+def _overrides(**values: object) -> dict[str, object]:
+    """CLI flags that were given, as config field names."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _select_device(device: str, accel: bool) -> None:
+    """Switch the speed-ups on (before MLX loads), then pick MLX's device."""
     from dqn_mlx.errors import UserError
 
-    if device not in ("cpu", "gpu", "auto"):
-        raise UserError(f"unknown --device {device!r}; choose cpu, gpu or auto")
+    if accel:
+        from dqn_mlx import accel as speedups
+
+        speedups.enable()
     try:
         import mlx.core as mx
     except ImportError as exc:  # e.g. the cuda group on a machine without an NVIDIA driver
@@ -183,12 +203,32 @@ def _select_device(device: str) -> None:
         mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)
 
 
+def _train_mode(
+    preset: str,
+    flags: dict[str, object],
+    assignments: list[str],
+    env: str | None,
+    weights_dir: Path,
+    resume: Path | None,
+    save_replay: bool,
+) -> None:
+    """``--mode train``: a new run from the preset and the flags, or ``--resume``."""
+    from dqn_mlx.config import parse_assignments, with_overrides
+    from dqn_mlx.config import preset as get_preset
+
+    if resume is not None:
+        _resume(resume, flags, bool(assignments) or env is not None, save_replay)
+        return
+    config = with_overrides(get_preset(preset), {**parse_assignments(assignments), **flags})
+    _train(config.validate(), env or "BreakoutNoFrameskip-v4", weights_dir, save_replay)
+
+
 def _resume(path: Path, flags: dict[str, object], other: bool, save_replay: bool) -> None:
     """Continue a run: its config comes from the state file; only --steps may change."""
     import dataclasses
 
     from dqn_mlx.errors import UserError
-    from dqn_mlx.resume import load_training_state
+    from dqn_mlx.run.resume import load_training_state
 
     changed = sorted(set(flags) - {"total_steps"})
     if changed or other:
@@ -215,14 +255,10 @@ def _train(
     save_replay: bool,
     resume: object = None,
 ) -> None:
-    import signal
-
-    import dqn_mlx
-    from dqn_mlx.blas import measure_gflops
     from dqn_mlx.config import DQNConfig
-    from dqn_mlx.env import AtariEnv, comparability_note, make_atari_env, resolve_game
-    from dqn_mlx.resume import LoadedState
-    from dqn_mlx.train import TrainingInterrupted, train
+    from dqn_mlx.core.env import AtariEnv, comparability_note, make_atari_env, resolve_game
+    from dqn_mlx.run.resume import LoadedState
+    from dqn_mlx.run.train import TrainingInterrupted, train
 
     assert isinstance(config, DQNConfig)
     assert resume is None or isinstance(resume, LoadedState)
@@ -231,25 +267,19 @@ def _train(
     note = comparability_note(game)
     if note:
         print(note)
-    _report_backend(dqn_mlx.BLAS_STATUS, measure_gflops, dqn_mlx.KERNEL_STATUS)
+    print(backend_line())
 
     def make_env(seed: int) -> AtariEnv:
-        return make_atari_env(env_id, frame_skip, config.noop_max, config.max_episode_frames, seed)
-
-    requested: list[int] = []
-
-    def request_stop(signum: int, frame: object) -> None:
-        if requested:  # a second Ctrl-C: leave now (every file is written atomically)
-            raise KeyboardInterrupt
-        requested.append(signum)
-        print(
-            "stopping: finishing this step and writing a resumable checkpoint "
-            "(press Ctrl-C again to quit at once)",
-            file=sys.stderr,
+        return make_atari_env(
+            env_id,
+            frame_skip,
+            config.noop_max,
+            config.max_episode_frames,
+            seed,
+            config.fire_after_life_loss,
         )
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    requested = _stop_on_signals()
     try:
         out = train(
             config,
@@ -270,30 +300,64 @@ def _train(
     print(f"done: checkpoints, metrics.jsonl and plots in {out}")
 
 
-def _report_backend(status: object, measure: object, kernels: object) -> None:
-    """One line on the backend (MLX, device, BLAS and its speed, how fused kernels are
-    compiled), and a warning when the slow reference BLAS is in use."""
+def _stop_on_signals() -> list[int]:
+    """Ctrl-C and SIGTERM ask the run to stop after the current step (the returned list
+    becomes non-empty); a second Ctrl-C quits at once (every file is written atomically)."""
+    import signal
+
+    requested: list[int] = []
+
+    def request_stop(signum: int, frame: object) -> None:
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signum)
+        print(
+            "stopping: finishing this step and writing a resumable checkpoint "
+            "(press Ctrl-C again to quit at once)",
+            file=sys.stderr,
+        )
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    return requested
+
+
+def backend_line() -> str:
+    """One line on the backend: MLX, device, and what ``dqn_mlx.accel`` switched on (with the
+    BLAS's measured speed); a warning follows on stderr when the slow reference BLAS is in use."""
     import mlx.core as mx
 
-    from dqn_mlx.checkpoint import mlx_version
+    from dqn_mlx import accel
+    from dqn_mlx.accel.blas import measure_gflops
+    from dqn_mlx.run.checkpoint import mlx_version
 
-    gflops = measure()  # type: ignore[operator]
-    name = getattr(status, "name", "?")
-    jit = "vectorised" if getattr(kernels, "vectorized", False) else "plain"
-    print(
-        f"MLX {mlx_version()} on {mx.default_device()}; BLAS: {name}, {gflops:.0f} GFLOP/s; "
-        f"fused CPU kernels: {jit} ({getattr(kernels, 'detail', '')})"
+    status = accel.status()
+    head = f"MLX {mlx_version()} on {mx.default_device()}; {measure_gflops():.0f} GFLOP/s"
+    if status is None:
+        return f"{head}; speed-ups off (--no-accel): the plain definition throughout"
+    if not status.blas.fast:
+        print(f"warning: slow reference BLAS in use: {status.blas.detail}", file=sys.stderr)
+    jit = "vectorised" if status.kernels.vectorized else "plain"
+    return (
+        f"{head} with BLAS {status.blas.name}; fused CPU kernels: {jit} "
+        f"({status.kernels.detail}); CPU network: {status.cpu_formulation}"
     )
-    if not getattr(status, "fast", True):
-        print(
-            f"warning: slow reference BLAS in use: {getattr(status, 'detail', '')}", file=sys.stderr
-        )
+
+
+def _bench_mode(steps: int | None) -> None:
+    from dqn_mlx.bench import run_benchmark
+    from dqn_mlx.errors import UserError
+
+    if steps is not None and steps <= 0:
+        raise UserError(f"--steps must be positive, got {steps}")
+    run_benchmark(steps or 2_000)
 
 
 def run() -> None:
-    """Entry point: the CLI parser's own errors (a bad type, an unknown flag) become one line
-    too. They are recognised by shape (``format_message``, ``exit_code``): typer vendors click's
-    exception classes in a private module, so naming them would be fragile."""
+    """Entry point: the CLI parser's own errors (a bad type, an unknown flag, a choice not in
+    the list) become one line too. They are recognised by shape (``format_message``,
+    ``exit_code``): typer vendors click's exception classes in a private module, so naming them
+    would be fragile."""
     try:
         code = app(standalone_mode=False)
     except KeyboardInterrupt:

@@ -47,7 +47,14 @@ class DQNConfig:
     history_length: int = 4
     """Preprocessed 84x84 frames stacked into one network input (both papers)."""
     noop_max: int = 30
-    """Up to this many no-op agent steps at the start of each episode (2015 Methods)."""
+    """No-op starts (2015 Methods: "up to 30 no-op actions"): every game starts after a number
+    of no-op *emulator frames* drawn uniformly from 0..noop_max-1 by ale-py's vector env (not
+    no-op agent steps of frame_skip frames each)."""
+    fire_after_life_loss: bool = True
+    """Press FIRE after a lost life (training and evaluation) in games whose second action is
+    FIRE, as ale-py presses it after a reset. A deviation from DeepMind's code, which presses
+    nothing: its agent must learn to relaunch, and can otherwise stall until the episode's
+    frame cap (Breakout). On by default in every preset, as in common Atari wrappers."""
     terminal_on_life_loss: bool = False
     """Whether a lost life ends the *training* episode for the TD target (2015 Methods).
     Evaluation always plays full games."""
@@ -99,14 +106,6 @@ class DQNConfig:
     ``numSteps % target_q == 1``, ``numSteps`` counting actions), which makes the 2015 setting
     a sync every 2,500 updates; Extended Data Table 1's wording says "parameter updates", but
     the published scores come from the code."""
-    overlap_acting: bool = False
-    """Act and step the emulator while an update computes, choosing actions with the weights
-    from before that update (one update behind: at most ``update_period`` agent steps). Off by
-    default: Algorithm 1's strict order, every action from the newest weights. On our 2-core
-    CPU overlap gave no steady gain (nine alternating pairs of the bench's end-to-end run:
-    0.77-1.18x, median 1.02x; docs/performance.md), since the game and the update then share the
-    cores. Either way a seed reproduces the run."""
-
     # --- exploration --------------------------------------------------------------------------
     epsilon_start: float = 1.0
     """Exploration rate at agent step 0 (both papers)."""

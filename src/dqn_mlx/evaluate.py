@@ -12,14 +12,12 @@ import datetime
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 
-from dqn_mlx.checkpoint import atomic_write_text, load_checkpoint
-from dqn_mlx.env import (
+from dqn_mlx.core.env import (
     GameSpec,
     PixelEnv,
     StackedFrames,
@@ -28,12 +26,14 @@ from dqn_mlx.env import (
     make_atari_env,
     resolve_game,
 )
+from dqn_mlx.core.network import QNetwork
+from dqn_mlx.core.policy import Policy
 from dqn_mlx.errors import UserError
-from dqn_mlx.network import QNetwork
-from dqn_mlx.plots import draw_value_trace
-from dqn_mlx.video import EpisodeVideos
+from dqn_mlx.files import atomic_write_text
+from dqn_mlx.report.plots import draw_value_trace
+from dqn_mlx.report.video import EpisodeVideos
+from dqn_mlx.run.checkpoint import load_checkpoint
 
-Policy = Callable[[np.ndarray], int]
 Observer = Callable[[int, Step], None]  # (episode index, step) after every agent step
 
 
@@ -69,36 +69,6 @@ PROTOCOLS: dict[str, Protocol] = {
         "with up to 30 no-op actions (2015 Methods)",
     ),
 }
-
-
-def greedy_policy(network: QNetwork, stream: mx.Stream | None = None) -> Policy:
-    """argmax_a Q(s, a) for one uint8 stack (history, 84, 84), computed on ``stream`` (default:
-    the default stream, where it waits for any update in flight)."""
-
-    # Compiled: one observation is too small a job for MLX's per-operation overhead. The
-    # network's parameters are the compiled function's state, so weight updates are seen.
-    @partial(mx.compile, inputs=network.state)
-    def best_action(frames: mx.array) -> mx.array:
-        return mx.argmax(network.predict(frames), axis=1)
-
-    def act(state: np.ndarray) -> int:
-        with mx.stream(stream if stream is not None else mx.default_stream(mx.default_device())):
-            return int(best_action(mx.array(state[None])).item())  # type: ignore[arg-type]
-
-    return act
-
-
-def epsilon_greedy(
-    policy: Policy, epsilon: float, num_actions: int, rng: np.random.Generator
-) -> Policy:
-    """With probability epsilon a uniformly random action, else the policy's."""
-
-    def act(state: np.ndarray) -> int:
-        if rng.random() < epsilon:
-            return int(rng.integers(num_actions))
-        return policy(state)
-
-    return act
 
 
 @dataclass
@@ -204,6 +174,22 @@ def average_max_q(network: QNetwork, states: np.ndarray, batch_size: int = 256) 
     return total / max(len(states), 1)
 
 
+def collect_held_out_states(
+    env: PixelEnv, count: int, history: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``count`` states (count, history, 84, 84) uint8 visited by a uniform random policy, on
+    which the average max-Q is tracked (2013 Sec. 5.1)."""
+    states = np.empty((count, history, 84, 84), dtype=np.uint8)
+    stack = StackedFrames(history)
+    state = stack.reset(env.reset())
+    for i in range(count):
+        states[i] = state
+        step = env.step(int(rng.integers(env.num_actions)))
+        done = step.game_over or step.truncated
+        state = stack.reset(step.frame) if done else stack.push(step.frame)
+    return states
+
+
 def evaluate_checkpoint(
     load_path: Path | None,
     env_override: str | None,
@@ -233,6 +219,7 @@ def evaluate_checkpoint(
         cfg.noop_max,
         protocol.max_episode_frames if protocol else cfg.max_episode_frames,
         seed,
+        cfg.fire_after_life_loss,
     )
     if env.action_meanings != ckpt.action_meanings:
         raise UserError(
@@ -250,31 +237,50 @@ def evaluate_checkpoint(
         f"protocol {protocol.name if protocol else 'episodes'}: {how}{budget}\n"
         f"game {env_id}, sticky actions {'yes' if game.sticky_actions else 'no'}, seed {seed}"
     )
-    stem = Path(load_path).stem
-    videos = EpisodeVideos(video, f"{game.rom}_{stem}") if video is not None else None
+    recording = _Recording(Path(load_path), env_id, game.rom, video, value_trace)
     recorder = ValueRecorder(ckpt.network, epsilon, env.num_actions, np.random.default_rng(seed))
-    first_game_rewards: list[float] = []
-
-    def observe(episode: int, step: Step) -> None:
-        if episode == 0:
-            first_game_rewards.append(step.reward)
-        if videos is not None:
-            videos(episode, step)
-
+    history = cfg.history_length
     if steps_budget:
-        result = play_steps(env, recorder, cfg.history_length, steps_budget, seed, observe)
+        result = play_steps(env, recorder, history, steps_budget, seed, recording.observe)
     else:
-        result = play_episodes(env, recorder, cfg.history_length, episodes, seed, observe)
+        result = play_episodes(env, recorder, history, episodes, seed, recording.observe)
     _report_scores(result)
     _write_results(Path(load_path), protocol, game, seed, epsilon, result, ckpt.metadata)
-    if videos is not None:
-        print(f"{len(videos.written)} videos in {video}")
-    if value_trace:
-        trace = Path(load_path).with_name(f"{stem}_value_trace.png")
-        first_game = recorder.max_q[: len(first_game_rewards)]
-        title = f"{env_id}, {stem}: value over one game"
-        draw_value_trace(trace, first_game, first_game_rewards, title)
-        print(f"value trace written to {trace}")
+    recording.finish(recorder.max_q)
+
+
+class _Recording:
+    """What ``--video`` and ``--value-trace`` keep of an evaluation: one video per game, and
+    the first game's rewards beside max-Q at each of its steps (2013 Figure 3)."""
+
+    def __init__(
+        self, load_path: Path, env_id: str, rom: str, video: Path | None, value_trace: bool
+    ):
+        self.load_path, self.env_id, self.video, self.value_trace = (
+            load_path,
+            env_id,
+            video,
+            value_trace,
+        )
+        self.videos = EpisodeVideos(video, f"{rom}_{load_path.stem}") if video else None
+        self.first_game_rewards: list[float] = []
+
+    def observe(self, episode: int, step: Step) -> None:
+        if episode == 0:
+            self.first_game_rewards.append(step.reward)
+        if self.videos is not None:
+            self.videos(episode, step)
+
+    def finish(self, max_q: list[float]) -> None:
+        if self.videos is not None:
+            print(f"{len(self.videos.written)} videos in {self.video}")
+        if self.value_trace:
+            stem = self.load_path.stem
+            trace = self.load_path.with_name(f"{stem}_value_trace.png")
+            first_game = max_q[: len(self.first_game_rewards)]
+            title = f"{self.env_id}, {stem}: value over one game"
+            draw_value_trace(trace, first_game, self.first_game_rewards, title)
+            print(f"value trace written to {trace}")
 
 
 def _report_scores(result: EvalResult) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dqn_mlx.env import Step
+from dqn_mlx.core.env import Step
 
 SCALE, FPS = 3, 15
 

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dqn_mlx.checkpoint import atomic_write_text
+from dqn_mlx.files import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
 

@@ -14,9 +14,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +22,9 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 from dqn_mlx.config import DQNConfig, with_overrides
+from dqn_mlx.core.network import ARCHITECTURES, QNetwork, parameter_shapes
 from dqn_mlx.errors import UserError
-from dqn_mlx.network import ARCHITECTURES, QNetwork, parameter_shapes
+from dqn_mlx.files import atomic_write
 
 FORMAT_VERSION = "1"
 
@@ -38,33 +36,6 @@ def mlx_version() -> str:
 def run_dir(weights_dir: Path, env_id: str) -> Path:
     """Folder of one game's run: ``weights/<env-id>/`` (``/`` in v5 ids becomes ``_``)."""
     return Path(weights_dir) / env_id.replace("/", "_")
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    def write(tmp: Path) -> None:
-        tmp.write_text(text)
-
-    atomic_write(path, write)
 
 
 @dataclass(frozen=True)

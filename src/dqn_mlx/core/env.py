@@ -3,16 +3,18 @@
 ale-py's ``AtariVectorEnv`` (C++) does the per-frame work the papers describe, and we use it
 rather than re-writing it: repeat each action for ``frame_skip`` emulator frames, take the
 pixel-wise max over the last two raw frames (sprite flicker, 2015 Methods), convert to
-grayscale, resize to 84x84, play a random number (0..30) of no-ops after each reset, and
-press FIRE after a reset in games that need it. We ask it for single frames (``stack_num=1``)
-and unclipped rewards, and add here only what it does not do:
+grayscale, resize to 84x84, play a random number of no-op emulator frames after each reset
+(0..noop_max-1, single frames), and press FIRE after a reset in games that need it. We ask it
+for single frames (``stack_num=1``) and unclipped rewards, and add here only what it does not
+do:
 
 - ``StackedFrames``: the agent's input, the last 4 frames, zero-padded at an episode start,
   the same rule the replay memory uses to rebuild stacks (so what is learnt from is what was
   seen).
 - a lost life is reported (``life_lost``) without ending the game; the training loop decides
   whether it is terminal for learning (2015) and evaluation never treats it as an end;
-- FIRE after a lost life for games that need it (otherwise the agent can stall forever);
+- FIRE after a lost life for games that need it (``fire_after_life_loss``; otherwise the agent
+  can stall until the frame cap): a deviation from DeepMind's code, which presses nothing;
 - raw rewards: clipping for learning happens in the training loop, scores stay raw.
 
 Accepted ids: ``<Game>NoFrameskip-v4`` (no sticky actions, our frame skip: the paper's
@@ -134,7 +136,13 @@ class AtariEnv:
     """One ALE game with the papers' preprocessing; see the module docstring."""
 
     def __init__(
-        self, game: GameSpec, frame_skip: int, noop_max: int, max_episode_frames: int, seed: int
+        self,
+        game: GameSpec,
+        frame_skip: int,
+        noop_max: int,
+        max_episode_frames: int,
+        seed: int,
+        fire_after_life_loss: bool = True,
     ):
         from ale_py.vector_env import AtariVectorEnv
 
@@ -169,7 +177,8 @@ class AtariEnv:
         self.action_meanings = [a.name for a in action_set]
         self.num_actions = len(action_set)
         # The "needs FIRE to start" rule used by ale-py and common Atari wrappers.
-        self.fire_action = 1 if len(action_set) >= 3 and self.action_meanings[1] == "FIRE" else None
+        needs_fire = len(action_set) >= 3 and self.action_meanings[1] == "FIRE"
+        self.fire_action = 1 if needs_fire and fire_after_life_loss else None
         self._seed: int | None = seed
         self._lives = 0
         self.reset_frame_number = 0
@@ -240,10 +249,15 @@ class AtariEnv:
 
 
 def make_atari_env(
-    env_id: str, frame_skip: int, noop_max: int, max_episode_frames: int, seed: int
+    env_id: str,
+    frame_skip: int,
+    noop_max: int,
+    max_episode_frames: int,
+    seed: int,
+    fire_after_life_loss: bool = True,
 ) -> AtariEnv:
     game = resolve_game(env_id)
-    return AtariEnv(game, frame_skip, noop_max, max_episode_frames, seed)
+    return AtariEnv(game, frame_skip, noop_max, max_episode_frames, seed, fire_after_life_loss)
 
 
 class StackedFrames:

@@ -1,4 +1,4 @@
-"""The learning rule: TD target, loss, centered RMSProp, the compiled update, epsilon.
+"""The learning rule: TD target, loss, centered RMSProp and the compiled update.
 
 Each equation lives in one function:
 - ``td_target``:  y_j = r_j                                   if s_{j+1} is terminal
@@ -8,7 +8,7 @@ Each equation lives in one function:
 - ``minibatch_objective``: the per-sample losses summed (DeepMind) or averaged (CleanRL).
 - ``CenteredRMSProp``: the RMSProp variant of DeepMind's 2015 code (2015 Table 1 constants);
   ``make_optimizer`` picks it or Adam.
-- ``linear_epsilon``: epsilon annealed linearly, then fixed (both papers).
+- ``Learner``: theta, theta^- and the optimizer, and the compiled update.
 
 theta^- is the target network's parameters (2015), synced every ``target_update_agent_steps``
 agent steps (``Learner.target_sync_due``), or, with that period 0, the online parameters
@@ -22,10 +22,6 @@ each sample's gradient; centered RMSProp divides out the gradient's scale, excep
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Callable
-from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
@@ -35,16 +31,7 @@ import mlx.optimizers as optim
 from mlx.utils import tree_map
 
 from dqn_mlx.config import DQNConfig
-from dqn_mlx.evaluate import Policy, greedy_policy
-from dqn_mlx.network import QNetwork
-from dqn_mlx.numpy_actor import numpy_greedy_policy
-
-
-def linear_epsilon(step: int, start: float, end: float, decay_steps: int) -> float:
-    """Exploration rate at an agent step: linear from ``start`` to ``end`` over ``decay_steps``."""
-    if decay_steps <= 0 or step >= decay_steps:
-        return end
-    return start + (end - start) * step / decay_steps
+from dqn_mlx.core.network import QNetwork
 
 
 def td_target(rewards: mx.array, terminals: mx.array, next_q: mx.array, gamma: float) -> mx.array:
@@ -116,39 +103,11 @@ def make_optimizer(config: DQNConfig) -> optim.Optimizer:
     )
 
 
-_update_jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
-_update_thread: threading.Thread | None = None
-
-
-def _serve_update_jobs() -> None:
-    while True:
-        job, future = _update_jobs.get()
-        try:
-            future.set_result(job())
-        except BaseException as exc:  # handed to the waiting thread by future.result()
-            future.set_exception(exc)
-
-
-def run_on_update_thread(job: Callable[[], Any]) -> Future[Any]:
-    """Run ``job`` on the process's one update thread; its result comes back as a Future.
-
-    An update overlaps acting only on another thread: MLX releases the GIL while it computes,
-    whereas its ``async_eval`` on the CPU returns only once at most ~10 tasks are left to run.
-    A daemon thread that lives as long as the process: MLX keeps per-thread stream state, and
-    a thread that ends while that state exists (as a ``ThreadPoolExecutor``'s workers do at
-    interpreter exit) can abort the process ("terminate called without an active exception").
-    """
-    global _update_thread
-    if _update_thread is None:
-        _update_thread = threading.Thread(target=_serve_update_jobs, name="dqn-update", daemon=True)
-        _update_thread.start()
-    future: Future[Any] = Future()
-    _update_jobs.put((job, future))
-    return future
-
-
 class Learner:
-    """Owns theta, theta^- and the optimizer, and applies compiled minibatch updates."""
+    """Owns theta, theta^- and the optimizer, and applies compiled minibatch updates.
+
+    ``update`` is synchronous: when it returns, theta holds the new weights, so the next
+    action is chosen with them (Algorithm 1's order)."""
 
     def __init__(self, config: DQNConfig, num_actions: int):
         self.config = config
@@ -161,13 +120,6 @@ class Learner:
         self.optimizer = make_optimizer(config)
         self.updates = 0
         self._step = self._build_step()
-        # The network that chooses actions (the behaviour policy): the online weights, or
-        # with ``overlap_acting`` the weights before the update in flight. ``behaviour_policy``
-        # evaluates it in numpy on the CPU, and on a GPU on its own stream (``act_stream``).
-        self.actor = QNetwork(num_actions, config.network, config.history_length)
-        self.actor.update(self.online.parameters())
-        self.act_stream = mx.new_stream(mx.default_device())
-        self._in_flight: Future[mx.array] | mx.array | None = None
 
     def _build_step(self) -> Any:
         config, online, target, optimizer = self.config, self.online, self.target, self.optimizer
@@ -218,71 +170,24 @@ class Learner:
         (a restored checkpoint), since the compiled step holds the old one as its state."""
         self._step = self._build_step()
 
-    def start_update(
+    def update(
         self, states: Any, actions: Any, rewards: Any, next_states: Any, terminals: Any
-    ) -> None:
-        """Begin one minibatch update; ``finish_update`` ends it and gives its loss.
+    ) -> float:
+        """One minibatch gradient step on the TD loss; returns the loss per sample.
 
         Inputs are numpy arrays from the replay: states and next_states (batch, history, 84,
         84) uint8, actions (batch,) int, rewards (batch,) float32 clipped, terminals (batch,).
-        With ``overlap_acting`` it computes on a worker thread while the caller acts with
-        ``actor`` (the weights before this update: ``behaviour_policy``); until
-        ``finish_update`` nothing else of the learner may be read. Otherwise it is done on
-        return.
         """
-        if self._in_flight is not None:
-            raise RuntimeError("finish_update() the update in flight before starting another")
-        inputs = (
+        loss = self._step(
             mx.array(states),
             mx.array(actions, dtype=mx.int32),
             mx.array(rewards, dtype=mx.float32),
             mx.array(next_states),
             mx.array(terminals, dtype=mx.float32),
         )
-        self.updates += 1
-        if self.config.overlap_acting:
-            self.actor.update(self.online.parameters())  # theta_{k-1}, already computed
-            # MLX streams belong to the thread that made them: the worker builds the graph
-            # too, not only waits for it.
-            self._in_flight = run_on_update_thread(partial(self._run_step, inputs))
-        else:
-            self._in_flight = self._run_step(inputs)
-
-    def behaviour_policy(self) -> Policy:
-        """argmax_a Q(s, a; ``actor``) for one uint8 stack, the loop's greedy action.
-
-        On the CPU it is computed in numpy (``numpy_actor``): with ``overlap_acting`` an MLX
-        forward pass would queue behind the update in flight (9 ms per action in the loop,
-        against 1.9 ms in numpy), and in the strict order the loop ran 8-28% faster with numpy
-        (docs/performance.md). On a GPU it is compiled MLX on ``act_stream``."""
-        if mx.default_device() == mx.cpu:
-            return numpy_greedy_policy(self.actor)
-        return greedy_policy(self.actor, self.act_stream)
-
-    def _run_step(self, inputs: tuple[mx.array, ...]) -> mx.array:
-        loss = self._step(*inputs)
         mx.eval(loss, self._state)
-        return loss
-
-    def finish_update(self) -> mx.array | None:
-        """Wait for the update in flight; its mean per-sample loss (computed), or None if
-        there is none."""
-        if self._in_flight is None:
-            return None
-        job, self._in_flight = self._in_flight, None
-        loss = job.result() if isinstance(job, Future) else job  # re-raises the worker's errors
-        if not self.config.overlap_acting:
-            self.actor.update(self.online.parameters())  # theta_k
-        return loss
-
-    def update(
-        self, states: Any, actions: Any, rewards: Any, next_states: Any, terminals: Any
-    ) -> mx.array:
-        """One whole minibatch update (start and finish); returns the mean per-sample loss."""
-        self.start_update(states, actions, rewards, next_states, terminals)
-        loss = self.finish_update()
-        assert loss is not None
-        return loss
+        self.updates += 1
+        return float(loss.item())
 
     def target_sync_due(self, agent_step: int) -> bool:
         """Whether theta^- <- theta is due after ``agent_step`` agent steps: every
@@ -298,7 +203,3 @@ class Learner:
         if self.target is not None:
             self.target.update(tree_map(lambda x: x, self.online.parameters()))
             mx.eval(self.target.parameters())
-
-    def q_values(self, states: Any) -> mx.array:
-        """Q(s, .; theta) for a batch of uint8 stacks: (batch, actions)."""
-        return self.online.predict(mx.array(states))

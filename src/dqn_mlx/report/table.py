@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dqn_mlx.checkpoint import atomic_write_text
 from dqn_mlx.errors import UserError
-from dqn_mlx.paper_scores import NATURE_2015, TABLE1_2013
+from dqn_mlx.files import atomic_write_text
+from dqn_mlx.report.paper_scores import NATURE_2015, TABLE1_2013
 
 RESULTS_FILE = "RESULTS.md"
 

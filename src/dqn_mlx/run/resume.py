@@ -1,26 +1,24 @@
 """Training state on disk: everything needed to continue a run exactly where it stopped.
 
 ``<run dir>/train_state.safetensors`` (rewritten atomically at every epoch end and on an
-interruption) holds, as arrays: the online, target and acting weights (the acting ones may be
-one update behind: ``DQNConfig.overlap_acting``), the optimizer state and the
+interruption) holds, as arrays: the online and target weights, the optimizer state and the
 held-out Q states; and as metadata (JSON): the config, the env id, the frame skip, the numpy
 generator's state (exploration, minibatches and game seeds all draw from it; MLX's generator
-only initialises the weights, which are restored) and ``RunState`` (agent step, epoch, the
-seed of the last seeded game start and the actions played since, the next such seed,
-scores, the epoch's loss so far). The game in progress is restored by replaying those actions
-from that seeded reset (``train.start_game``): ALE's vector env has no state snapshot, and
-what it plays is deterministic given the seed and the actions.
+only initialises the weights, which are restored) and ``RunState`` (agent step, epoch, scores,
+the epoch's loss so far, and the training game's ``GameRecord``: the seed of its last seeded
+start and the actions played since, from which ``TrainingGame.restore`` rebuilds it).
 
 ``<run dir>/replay.npz`` (only with ``--save-replay``): the replay memory, compressed, written
 at the same moments. Without it a resumed run first refills the replay by playing the current
-policy, and says so.
+policy, and says so (``refill_replay``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,34 +26,19 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from dqn_mlx.checkpoint import _read_safetensors, atomic_write
 from dqn_mlx.config import DQNConfig
+from dqn_mlx.core.env import PixelEnv, StackedFrames
+from dqn_mlx.core.game import new_game_seed
+from dqn_mlx.core.learner import Learner
+from dqn_mlx.core.loop import RunState, store_transition
+from dqn_mlx.core.policy import epsilon_greedy, exploration_rate, greedy_policy
+from dqn_mlx.core.replay import ReplayMemory
 from dqn_mlx.errors import UserError
-from dqn_mlx.learner import Learner
-from dqn_mlx.replay import ReplayMemory
+from dqn_mlx.files import atomic_write
+from dqn_mlx.run.checkpoint import _read_safetensors
 
 STATE_FILE = "train_state.safetensors"
 REPLAY_FILE = "replay.npz"
-
-
-@dataclass
-class RunState:
-    """Where a run is. Plain data: saved as JSON in the training state."""
-
-    step: int = 0  # agent steps taken
-    epoch: int = 0  # epochs completed
-    episode_seed: int = 0  # seed of the last seeded game start (train.start_game)
-    episode_actions: list[int] = field(default_factory=list)  # actions played since then
-    games_since_seed: int = 0  # games started since then from ale-py's automatic reset
-    next_seed: int | None = None  # seed of the next seeded start (drawn one ahead)
-    episode_start: bool = True  # the next stored frame is the first of a game
-    score: float = 0.0  # its raw score so far
-    recent_scores: list[float] = field(default_factory=list)  # last 10 finished games
-    epoch_scores: list[float] = field(default_factory=list)  # games finished this epoch
-    epoch_loss_sum: float = 0.0  # summed minibatch losses this epoch
-    epoch_loss_count: int = 0  # updates this epoch
-    epoch_start_step: int = 0  # agent step at which this epoch began
-    wall_time_s: float = 0.0  # training time before this process
 
 
 def _prefixed(prefix: str, tree: Any) -> dict[str, mx.array]:
@@ -77,7 +60,6 @@ def save_training_state(
     if learner.target is not None:
         arrays.update(_prefixed("target.", learner.target.parameters()))
     arrays.update(_prefixed("optimizer.", learner.optimizer.state))
-    arrays.update(_prefixed("actor.", learner.actor.parameters()))  # may lag one update
     arrays["held_out"] = mx.array(held_out)
     metadata = {
         "format": "dqn-mlx-train-state/1",
@@ -122,12 +104,12 @@ def find_state(path: Path) -> Path:
 
 
 def load_training_state(path: Path) -> LoadedState:
-    from dqn_mlx.checkpoint import config_from_json
+    from dqn_mlx.run.checkpoint import config_from_json
 
     state_path = find_state(path)
     try:
         arrays, metadata = _read_safetensors(state_path)
-        run = RunState(**json.loads(metadata["run"]))
+        run = RunState.from_json(json.loads(metadata["run"]))
         return LoadedState(
             config=config_from_json(metadata["config"]),
             env_id=metadata["env_id"],
@@ -158,11 +140,9 @@ def restore_learner(learner: Learner, loaded: LoadedState) -> None:
     if learner.target is not None:
         learner.target.update(subtree("target."))
     learner.optimizer.state = subtree("optimizer.")
-    has_actor = any(key.startswith("actor.") for key in loaded.arrays)
-    learner.actor.update(subtree("actor.") if has_actor else learner.online.parameters())
     learner.updates = loaded.updates
     learner.rebuild_step()
-    mx.eval(learner.online.parameters(), learner.actor.parameters(), learner.optimizer.state)
+    mx.eval(learner.online.parameters(), learner.optimizer.state)
 
 
 def save_replay(run_dir: Path, replay: ReplayMemory) -> Path:
@@ -202,3 +182,36 @@ def load_replay(run_dir: Path, replay: ReplayMemory) -> bool:
         replay.starts[:n] = data["starts"]
         replay.cursor, replay.size = int(data["cursor"]), n
     return True
+
+
+def refill_replay(
+    config: DQNConfig,
+    replay: ReplayMemory,
+    env: PixelEnv,
+    learner: Learner,
+    rng: np.random.Generator,
+    step: int,
+    log: Callable[[str], None],
+) -> None:
+    """Without a saved replay memory, refill it by playing the current policy (on the
+    evaluation env, so the training game stays as it was) before learning goes on."""
+    count = min(
+        max(config.learning_starts, config.batch_size + config.history_length), config.replay_size
+    )
+    log(
+        f"no saved replay memory (train with --save-replay to keep it): refilling {count:,} "
+        "transitions with the current policy before learning resumes"
+    )
+    act = epsilon_greedy(
+        greedy_policy(learner.online), exploration_rate(config, step), env.num_actions, rng
+    )
+    stack = StackedFrames(config.history_length)
+    state, start = stack.reset(env.reset(new_game_seed(rng))), True
+    for _ in range(count):
+        action = act(state)
+        result = env.step(action)
+        store_transition(config, replay, state, action, result, start)
+        if result.game_over or result.truncated:
+            state, start = stack.reset(env.reset(new_game_seed(rng))), True
+        else:
+            state, start = stack.push(result.frame), False

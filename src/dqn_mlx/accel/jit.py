@@ -33,7 +33,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from dqn_mlx.blas import cache_dir
+from dqn_mlx.accel.blas import cache_dir
 
 # -ffp-contract=off keeps a*b+c two roundings (no FMA), so results match the plain build.
 BASE_FLAGS = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dqn_mlx.checkpoint import atomic_write
+from dqn_mlx.files import atomic_write
 
 REWARDS_PLOT = "rewards_plot.png"
 Q_VALUES_PLOT = "q_values_plot.png"

@@ -1,27 +1,19 @@
-"""The Q-network: a stack of preprocessed frames in, one Q-value per action out.
+"""The Q-network's convolutions as matrix products: the Linux CPU formulation of ``QNetwork``.
 
-Input: ``(batch, history, 84, 84)`` uint8 pixels, exactly as the replay memory and the
-environment hand them over. The network converts them to float32 in [0, 1] itself; pixels are
-never cast to a signed 8-bit type (values above 127 would wrap negative).
+MLX's CPU backend computes the backward pass of a *strided* convolution on a slow direct path
+(the whole update is about 5x slower than with this formulation), while its matrix products
+run on the BLAS. A kxk stride-s convolution equals a (k/s)x(k/s) stride-1 convolution over
+space-to-depth blocks of sxs pixels, so every layer becomes space-to-depth + a stride-1
+convolution, computed as matrix products:
+- the input layer's blocks are cut straight from the uint8 frame planes;
+- passes that learn use im2col products with a hand-written backward pass
+  (``conv_for_gradient``: fewer copies than differentiating ``mx.conv2d``);
+- passes with no gradient (TD targets, evaluation) use a shifted-sum product for layers of
+  2x2 taps (faster forward), and im2col for the 3x3 layer.
 
-Shapes (2013 Sec. 4.1 / 2015 Methods), "conv C KxK/S" = C filters of KxK with stride S:
-- ``nips2013``:   conv 16 8x8/4 -> conv 32 4x4/2 -> fc 256 -> |A|
-- ``nature2015``: conv 32 8x8/4 -> conv 64 4x4/2 -> conv 64 3x3/1 -> fc 512 -> |A|
-ReLU after every hidden layer. Weights use MLX's layout (conv: out, kh, kw, in), the one format
-every checkpoint is written in, whichever formulation computes the forward pass.
-
-Two formulations of the same function, chosen by device:
-- ``conv``: ``nn.Conv2d`` layers. Metal has native convolution kernels: the fast path on Macs.
-- ``gemm``: convolutions as matrix products. MLX's CPU backend computes the backward pass of a
-  *strided* convolution on a slow direct path (the whole update is about 5x slower), while
-  its stride-1 convolutions run on the BLAS. A kxk stride-s convolution equals a (k/s)x(k/s)
-  stride-1 convolution over space-to-depth blocks of sxs pixels, so every layer becomes
-  space-to-depth + a stride-1 convolution. The input layer's blocks are cut straight from the
-  uint8 frame planes. Passes that learn (``__call__``) use im2col products with a hand-written
-  backward pass (``conv_for_gradient``: fewer copies than differentiating ``mx.conv2d``);
-  passes with no gradient (``predict``: acting, TD targets, evaluation) use a shifted-sum
-  product for layers of 2x2 taps, about 2x faster forward, and im2col for the 3x3 layer.
-  Equal to ``conv`` up to float rounding, gradients included (tested), with the same weights.
+It reads ``QNetwork``'s own layers (weights in MLX's layout: conv ``(out, kh, kw, in)``), so
+checkpoints are one format, and equals ``QNetwork.definition`` up to float rounding, gradients
+included (``tests/test_accel.py``). How each trick was measured: docs/linux-cpu.md.
 """
 
 from __future__ import annotations
@@ -31,13 +23,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-# (filters, kernel, stride) per conv layer, and the width of the fully connected layer.
-ARCHITECTURES: dict[str, tuple[tuple[tuple[int, int, int], ...], int]] = {
-    "nips2013": (((16, 8, 4), (32, 4, 2)), 256),
-    "nature2015": (((32, 8, 4), (64, 4, 2), (64, 3, 1)), 512),
-}
-
-FRAME_SIZE = 84
+from dqn_mlx.core.network import Formulation, QNetwork
 
 # Unsigned integer types by byte width: strided copies of uint8 data move runs of adjacent
 # bytes as one element of these (MLX's copy kernels cost per element, not per byte).
@@ -217,77 +203,30 @@ def conv_for_gradient(x: mx.array, weight: mx.array, stride: int) -> mx.array:
     return _CONV_FOR_GRADIENT[stride](x, weight)
 
 
-class QNetwork(nn.Module):
-    """Q(s, .; theta) for one architecture and action count."""
-
-    def __init__(
-        self,
-        num_actions: int,
-        architecture: str = "nips2013",
-        history: int = 4,
-        formulation: str | None = None,
-    ):
-        """``formulation``: ``conv`` or ``gemm``; None picks ``gemm`` on the CPU, else ``conv``."""
-        super().__init__()
-        if formulation is None:
-            formulation = "gemm" if mx.default_device() == mx.cpu else "conv"
-        self.formulation = formulation
-        self.strides = [stride for _, _, stride in ARCHITECTURES[architecture][0]]
-        convs, hidden = ARCHITECTURES[architecture]
-        self.convs = []
-        channels, size = history, FRAME_SIZE
-        for filters, kernel, stride in convs:
-            self.convs.append(nn.Conv2d(channels, filters, kernel, stride=stride))
-            channels, size = filters, (size - kernel) // stride + 1
-        self.hidden = nn.Linear(channels * size * size, hidden)
-        self.head = nn.Linear(hidden, num_actions)
-
-    def __call__(self, frames: mx.array) -> mx.array:
-        """Q-values, computed so that gradients are cheap: the pass that learns."""
-        return self._q_values(frames, for_gradient=True)
-
-    def predict(self, frames: mx.array) -> mx.array:
-        """The same Q-values, computed for passes no gradient flows through (acting, the TD
-        target, evaluation): on the CPU formulation, faster forward-only products."""
-        return self._q_values(frames, for_gradient=False)
-
-    def _q_values(self, frames: mx.array, for_gradient: bool) -> mx.array:
-        if self.formulation == "conv":
-            x = self._features_conv(frames.transpose(0, 2, 3, 1))  # NHWC for nn.Conv2d
-            x = nn.relu(self.hidden(x.reshape(x.shape[0], -1)))  # (batch, hidden)
-            return self.head(x)  # (batch, actions)
-        x = self._features_gemm(frames, for_gradient)
-        x = nn.relu(linear_weight_first(self.hidden, x.reshape(x.shape[0], -1)))
-        return linear_weight_first(self.head, x)  # (batch, actions)
-
-    def _features_conv(self, x: mx.array) -> mx.array:
-        x = x.astype(mx.float32) * (1.0 / 255.0)  # uint8 -> [0, 1]
-        for conv in self.convs:
-            x = nn.relu(conv(x))
-        return x  # (batch, h, w, filters)
-
-    def _features_gemm(self, frames: mx.array, for_gradient: bool) -> mx.array:
-        """Every kxk stride-s layer as a (k/s)x(k/s) stride-1 convolution over sxs blocks."""
-        first, *rest = zip(self.convs, self.strides, strict=True)
-        conv, stride = first
-        kernel = int(conv.weight.shape[1])
-        used = (frames.shape[2] - kernel) // stride * stride + kernel  # pixels the layer reads
-        x = planes_to_blocks(frames, stride, used)  # uint8 (batch, blocks, blocks, C*s*s)
-        weight = planes_weight(conv.weight, stride)
+def gemm_features(network: QNetwork, frames: mx.array, for_gradient: bool) -> mx.array:
+    """The conv layers' output (batch, h, w, filters): every kxk stride-s layer as a (k/s)x(k/s)
+    stride-1 convolution over sxs blocks. ``for_gradient``: im2col products with cheap
+    gradients; otherwise the faster forward-only shifted sums."""
+    first, *rest = zip(network.convs, network.strides, strict=True)
+    conv, stride = first
+    kernel = int(conv.weight.shape[1])
+    used = (frames.shape[2] - kernel) // stride * stride + kernel  # pixels the layer reads
+    x = planes_to_blocks(frames, stride, used)  # uint8 (batch, blocks, blocks, C*s*s)
+    weight = planes_weight(conv.weight, stride)
+    if for_gradient:
+        x = conv_by_im2col(x, weight)  # converts the uint8 windows to [0, 1] itself
+    else:
+        x = conv_by_shifted_sum(x.astype(mx.float32) * (1.0 / 255.0), weight)
+    x = nn.relu(x + conv.bias)
+    for conv, stride in rest:
         if for_gradient:
-            x = conv_by_im2col(x, weight)  # converts the uint8 windows to [0, 1] itself
+            y = conv_for_gradient(x, conv.weight, stride)
+        elif conv.weight.shape[1] // stride >= 3:  # many taps: the shifted sum's extra
+            y = conv_by_im2col(x, conv.weight, stride)  # products and passes cost more
         else:
-            x = conv_by_shifted_sum(x.astype(mx.float32) * (1.0 / 255.0), weight)
-        x = nn.relu(x + conv.bias)
-        for conv, stride in rest:
-            if for_gradient:
-                y = conv_for_gradient(x, conv.weight, stride)
-            elif conv.weight.shape[1] // stride >= 3:  # many taps: the shifted sum's extra
-                y = conv_by_im2col(x, conv.weight, stride)  # products and passes cost more
-            else:
-                y = conv_by_shifted_sum(space_to_depth(x, stride), s2d_weight(conv.weight, stride))
-            x = nn.relu(y + conv.bias)
-        return x  # (batch, h, w, filters)
+            y = conv_by_shifted_sum(space_to_depth(x, stride), s2d_weight(conv.weight, stride))
+        x = nn.relu(y + conv.bias)
+    return x  # (batch, h, w, filters)
 
 
 def linear_weight_first(layer: nn.Linear, x: mx.array) -> mx.array:
@@ -298,9 +237,24 @@ def linear_weight_first(layer: nn.Linear, x: mx.array) -> mx.array:
     return (layer.weight @ x.T).T + layer.bias
 
 
-def parameter_shapes(network: nn.Module) -> dict[str, tuple[int, ...]]:
-    """Flat ``name -> shape`` map, used to check a checkpoint against an architecture."""
-    from mlx.utils import tree_flatten
+def learning_pass(network: QNetwork, frames: mx.array) -> mx.array:
+    """Q-values through im2col products whose gradients are cheap."""
+    return _q_values(network, gemm_features(network, frames, for_gradient=True))
 
-    flat: list[tuple[str, mx.array]] = tree_flatten(network.parameters())  # type: ignore[assignment]
-    return {name: tuple(value.shape) for name, value in flat}
+
+def no_grad_pass(network: QNetwork, frames: mx.array) -> mx.array:
+    """Q-values through faster forward-only products."""
+    return _q_values(network, gemm_features(network, frames, for_gradient=False))
+
+
+def _q_values(network: QNetwork, features: mx.array) -> mx.array:
+    x = features.reshape(features.shape[0], -1)
+    x = nn.relu(linear_weight_first(network.hidden, x))
+    return linear_weight_first(network.head, x)  # (batch, actions)
+
+
+def cpu_formulation() -> Formulation:
+    """Matrix-product convolutions, and acting in numpy (``numpy_actor``)."""
+    from dqn_mlx.accel.numpy_actor import numpy_greedy_policy
+
+    return Formulation("gemm", learning_pass, no_grad_pass, numpy_greedy_policy)

@@ -1,19 +1,13 @@
-"""The behaviour policy's greedy action on the CPU, computed in numpy.
+"""The greedy action for one observation, computed in numpy (CPU formulation's acting).
 
-The training loop acts between updates (or, with ``overlap_acting``, while an update computes
-on another thread). With overlap, MLX lets at most 10 tasks run at once across all its
-streams (``MAX_ACTIVE_TASKS`` in its ``transforms.cpp``), so a greedy action evaluated by MLX
-during an update queues behind the update's tasks: about 9 ms per action in the loop, against
-0.85 ms alone (``benchmarks/loop_profile.py``). In the strict order, acting in numpy rather
-than MLX between updates gave 8-28% more agent steps/s (five alternating pairs of
-``loop_profile.py`` runs; README). The same forward pass in numpy, on numpy's own OpenBLAS
-limited to one thread, takes about 1 ms alone (``act_numpy_ms_*`` in the bench) and queues
-behind nothing.
+Acting takes one forward pass per agent step for a single observation: a job too small for
+MLX's per-operation overhead. The same pass in numpy, on numpy's own OpenBLAS limited to one
+thread, ran the training loop 8-28% faster than compiled MLX (docs/performance.md).
 
-``numpy_greedy_policy`` computes exactly ``QNetwork.predict``'s function (conv layers as im2col
-products, ReLU, the two linear layers; equal up to float rounding, tested), reading the
-network's current MLX weights without copying them. Used on the CPU only: on a GPU the
-forward pass runs on the device and nothing here applies.
+``q_values`` computes ``QNetwork.definition``'s function from the network's named weights
+(conv layers as im2col products, ReLU, the two linear layers); equal up to float rounding
+(``tests/test_accel.py``). ``numpy_greedy_policy`` reads the network's current MLX weights
+without copying them, so an action always comes from the newest weights.
 """
 
 from __future__ import annotations
@@ -28,7 +22,7 @@ import mlx.core as mx
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from dqn_mlx.network import QNetwork
+from dqn_mlx.core.network import QNetwork
 
 _SET_THREADS_SYMBOLS = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_")
 

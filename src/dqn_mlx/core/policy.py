@@ -1,0 +1,80 @@
+"""The behaviour policy: greedy with respect to Q, epsilon-greedy, and epsilon's schedule.
+
+- ``greedy_policy``: argmax_a Q(s, a; theta) for one observation, always with the network's
+  current weights;
+- ``epsilon_greedy``: a uniformly random action with probability epsilon, else the policy's
+  (2013 Algorithm 1);
+- ``exploration_rate``: epsilon is 1 during the random replay start, then annealed linearly
+  over ``epsilon_decay_steps`` agent steps and fixed (both papers; counted from the replay
+  start, as in DeepMind's code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import mlx.core as mx
+import numpy as np
+
+from dqn_mlx.config import DQNConfig
+from dqn_mlx.core.network import QNetwork
+
+Policy = Callable[[np.ndarray], int]  # one uint8 stack (history, 84, 84) -> an action
+
+
+def greedy_policy(network: QNetwork) -> Policy:
+    """argmax_a Q(s, a) for one uint8 stack, with ``network``'s weights at each call.
+
+    The network's formulation may bring its own (on a Linux CPU with ``dqn_mlx.accel``: numpy);
+    otherwise a compiled MLX pass: one observation is too small a job for MLX's per-operation
+    overhead. The parameters are the compiled function's state, so weight updates are seen."""
+    if network.formulation.greedy_policy is not None:
+        return network.formulation.greedy_policy(network)
+    return compiled_greedy_policy(network)
+
+
+def compiled_greedy_policy(network: QNetwork) -> Policy:
+    """argmax_a Q(s, a) as one compiled MLX function of the observation."""
+
+    @partial(mx.compile, inputs=network.state)
+    def best_action(frames: mx.array) -> mx.array:
+        return mx.argmax(network.predict(frames), axis=1)
+
+    def act(state: np.ndarray) -> int:
+        return int(best_action(mx.array(state[None])).item())  # type: ignore[arg-type]
+
+    return act
+
+
+def epsilon_greedy(
+    policy: Policy, epsilon: float, num_actions: int, rng: np.random.Generator
+) -> Policy:
+    """With probability epsilon a uniformly random action, else the policy's."""
+
+    def act(state: np.ndarray) -> int:
+        if rng.random() < epsilon:
+            return int(rng.integers(num_actions))
+        return policy(state)
+
+    return act
+
+
+def linear_epsilon(step: int, start: float, end: float, decay_steps: int) -> float:
+    """Exploration rate at an agent step: linear from ``start`` to ``end`` over ``decay_steps``."""
+    if decay_steps <= 0 or step >= decay_steps:
+        return end
+    return start + (end - start) * step / decay_steps
+
+
+def exploration_rate(config: DQNConfig, step: int) -> float:
+    """epsilon at an agent step: 1 during the random replay start, then annealed linearly over
+    ``epsilon_decay_steps`` (counted from the replay start, as in DeepMind's code)."""
+    if step < config.learning_starts:
+        return 1.0
+    return linear_epsilon(
+        step - config.learning_starts,
+        config.epsilon_start,
+        config.epsilon_end,
+        config.epsilon_decay_steps,
+    )

@@ -1,0 +1,1 @@
+"""Results for people: the papers' score tables, the results table, plots and videos."""

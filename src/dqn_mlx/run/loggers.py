@@ -1,0 +1,82 @@
+"""Where a run's numbers go: one seam, ``RunLogger``, that every output plugs into.
+
+- ``ConsoleProgress``: a progress line every few seconds (agent steps, emulator frames, rate,
+  ETA, epsilon, recent score, loss per sample);
+- ``MetricsFiles``: each epoch's record appended to ``metrics.jsonl`` and the two plots
+  redrawn.
+A new backend (CSV, TensorBoard, live metrics) is one more class with these two methods,
+added to the list ``run.train`` builds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from dqn_mlx.core.loop import RunState
+from dqn_mlx.report.plots import draw_plots
+from dqn_mlx.run.metrics import append_metrics
+
+
+class RunLogger(Protocol):
+    def after_step(self, run: RunState, epsilon: float) -> None:
+        """Called after every agent step: keep it cheap."""
+
+    def end_epoch(self, record: dict[str, Any]) -> None:
+        """Called with each epoch's record (keys: ``dqn_mlx.run.metrics``)."""
+
+
+class ConsoleProgress:
+    """A progress line every ``interval_s`` seconds."""
+
+    def __init__(
+        self, total_steps: int, frame_skip: int, log: Callable[[str], None], interval_s: float = 5.0
+    ):
+        self.total, self.frame_skip, self.log = total_steps, frame_skip, log
+        self.interval = interval_s
+        self.last_time, self.last_step = time.perf_counter(), 0
+
+    def after_step(self, run: RunState, epsilon: float, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self.last_time < self.interval:
+            return
+        step, recent = run.step, run.recent_scores
+        rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        score = f"{np.mean(recent):.1f}" if recent else "n/a"
+        count = run.epoch_loss_count
+        loss = f"{run.epoch_loss_sum / count:.4f}" if count else "n/a"
+        self.log(
+            f"agent step {step:,}/{self.total:,} ({step * self.frame_skip:,} emulator "
+            f"frames) | {rate:,.0f} agent steps/s | ETA {_duration(eta)} | "
+            f"epsilon {epsilon:.3f} | score (last {len(recent)} episodes) {score} | "
+            f"loss/sample {loss}"
+        )
+        self.last_time, self.last_step = now, step
+
+    def end_epoch(self, record: dict[str, Any]) -> None:
+        pass  # the epoch's own line is logged by the epoch end, with the checkpoint's path
+
+
+def _duration(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+class MetricsFiles:
+    """``metrics.jsonl`` and the rewards and average max-Q plots in the run folder."""
+
+    def __init__(self, out_dir: Path, env_id: str):
+        self.out_dir, self.env_id = out_dir, env_id
+
+    def after_step(self, run: RunState, epsilon: float) -> None:
+        pass
+
+    def end_epoch(self, record: dict[str, Any]) -> None:
+        draw_plots(self.out_dir, append_metrics(self.out_dir, record), self.env_id)

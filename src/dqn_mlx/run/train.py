@@ -1,0 +1,209 @@
+"""A training run: set up (or restore) Algorithm 1's state, run the loop, leave files behind.
+
+``train`` checks the run folder, builds the environments, learner and replay memory, restores
+a saved run if asked, and runs ``core.loop.run_loop`` with hooks that end epochs
+(``run/epoch.py``), print progress and stop cleanly on request. A failed write (disk full,
+folder removed) or a non-finite loss ends the run with one line, and the last complete files
+stay: every file is written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from dqn_mlx.config import DQNConfig
+from dqn_mlx.core.env import PixelEnv
+from dqn_mlx.core.game import TrainingGame
+from dqn_mlx.core.learner import Learner
+from dqn_mlx.core.loop import NonFiniteLoss, RunState, StopRequested, Training, run_loop
+from dqn_mlx.core.network import parameter_shapes
+from dqn_mlx.core.policy import exploration_rate
+from dqn_mlx.core.replay import ReplayMemory, check_replay_fits, replay_bytes
+from dqn_mlx.errors import UserError
+from dqn_mlx.evaluate import collect_held_out_states
+from dqn_mlx.run.checkpoint import run_dir
+from dqn_mlx.run.epoch import EpochEnd, RunOutput
+from dqn_mlx.run.loggers import ConsoleProgress, MetricsFiles, RunLogger
+from dqn_mlx.run.resume import LoadedState, load_replay, refill_replay, restore_learner
+
+EnvFactory = Callable[[int], PixelEnv]  # seed -> environment
+
+
+class TrainingInterrupted(Exception):
+    """Raised after a resumable training state was written on request (Ctrl-C, SIGTERM)."""
+
+    def __init__(self, out_dir: Path, step: int):
+        super().__init__(f"interrupted at agent step {step:,}")
+        self.out_dir, self.step = out_dir, step
+
+
+class _Hooks:
+    """``LoopHooks`` for a run: epoch ends, progress output, stop requests."""
+
+    def __init__(self, epoch_end: EpochEnd, should_stop: Callable[[], bool]):
+        self.epoch_end, self.should_stop = epoch_end, should_stop
+        self.out_dir = epoch_end.output.out_dir
+
+    def end_epoch(self) -> None:
+        with _stop_cleanly_on_write_errors(self.out_dir):
+            self.epoch_end()
+
+    def save_state(self) -> None:
+        with _stop_cleanly_on_write_errors(self.out_dir):
+            self.epoch_end.save_state()
+
+    def after_step(self, epsilon: float) -> None:
+        run = self.epoch_end.t.run
+        for logger in self.epoch_end.output.loggers:
+            logger.after_step(run, epsilon)
+
+    def stop_requested(self) -> bool:
+        return self.should_stop()
+
+
+def train(
+    config: DQNConfig,
+    env_id: str,
+    make_env: EnvFactory,
+    weights_dir: Path,
+    log: Callable[[str], None] = print,
+    frame_skip: int = 1,
+    *,
+    resume: LoadedState | None = None,
+    save_replay_memory: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> Path:
+    """Train from scratch, or continue ``resume``; returns the run folder.
+
+    ``should_stop`` is polled after every agent step: when it returns True the run writes a
+    resumable training state and raises ``TrainingInterrupted`` (the CLI wires Ctrl-C and
+    SIGTERM to it). A non-finite loss stops the run with a UserError before anything is saved.
+    """
+    config.validate()
+    check_replay_fits(config.replay_size)
+    out_dir = run_dir(weights_dir, env_id) if resume is None else resume.path.parent
+    check_writable(out_dir)
+    mx.random.seed(config.seed)
+    env, eval_env = make_env(config.seed), make_env(config.seed + 1)  # eval never touches env
+    run = resume.run if resume is not None else RunState()
+    t = Training(
+        config,
+        Learner(config, env.num_actions),
+        ReplayMemory(config.replay_size, config.history_length, config.batch_size),
+        TrainingGame(env, config.history_length, run.game),
+        np.random.default_rng(config.seed),
+        run,
+    )
+    check_disk_space(out_dir, config, t.learner, save_replay_memory)
+    log(
+        f"{env_id}: {env.num_actions} actions {env.action_meanings}; preset {config.preset}; "
+        f"{config.total_steps:,} agent steps ({config.total_steps * frame_skip:,} emulator "
+        f"frames); replay {config.replay_size:,} transitions"
+    )
+    held_out = _start_or_restore(t, eval_env, out_dir, resume, log)
+    progress = ConsoleProgress(config.total_steps, frame_skip, log)
+    loggers: list[RunLogger] = [progress, MetricsFiles(out_dir, env_id)]
+    output = RunOutput(
+        out_dir, env_id, frame_skip, env.action_meanings, save_replay_memory, log, loggers
+    )
+    epoch_end = EpochEnd(t, eval_env, held_out, output)
+    hooks = _Hooks(epoch_end, should_stop or (lambda: False))
+    _run_to_the_end(t, hooks, progress)
+    return out_dir
+
+
+def _run_to_the_end(t: Training, hooks: _Hooks, progress: ConsoleProgress) -> None:
+    """The loop, then a last, shorter epoch so that no update is left unsaved."""
+    try:
+        run_loop(t, hooks)
+    except StopRequested:
+        hooks.save_state()
+        raise TrainingInterrupted(hooks.out_dir, t.run.step) from None
+    except NonFiniteLoss as exc:
+        raise UserError(
+            f"the loss became {exc.args[0]} at update {t.learner.updates:,}; stopped at agent "
+            f"step {t.run.step:,} without saving it. The last good checkpoint is in "
+            f"{hooks.out_dir}; try a lower --learning-rate"
+        ) from None
+    progress.after_step(t.run, exploration_rate(t.config, t.run.step), force=True)
+    if t.run.epoch_loss_count > 0:
+        hooks.end_epoch()
+
+
+def _start_or_restore(
+    t: Training,
+    eval_env: PixelEnv,
+    out_dir: Path,
+    resume: LoadedState | None,
+    log: Callable[[str], None],
+) -> np.ndarray:
+    """Start the first game and collect the held-out states, or put back a saved run's
+    learner, generator, game in progress and replay memory; returns the held-out states."""
+    config = t.config
+    if resume is None:
+        held_out = collect_held_out_states(
+            eval_env, config.held_out_states, config.history_length, t.rng
+        )
+        t.game.start(t.rng)
+        return held_out
+    restore_learner(t.learner, resume)
+    t.rng.bit_generator.state = resume.rng_state
+    t.game.restore()
+    log(
+        f"resumed from {resume.path}: epoch {t.run.epoch}, agent step {t.run.step:,}, "
+        f"{t.learner.updates:,} updates; game in progress restored "
+        f"({len(t.run.game.episode_actions):,} agent steps replayed since its last seeded start)"
+    )
+    if load_replay(out_dir, t.replay):
+        log(f"replay memory restored: {t.replay.size:,} transitions")
+    else:
+        refill_replay(config, t.replay, eval_env, t.learner, t.rng, t.run.step, log)
+    return np.array(resume.arrays["held_out"])
+
+
+def check_writable(out_dir: Path) -> None:
+    """Fail before training if the run folder cannot be created or written."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"--weights-dir: cannot write to {out_dir} ({exc.strerror or exc}); choose a "
+            "writable folder"
+        ) from None
+
+
+def check_disk_space(out_dir: Path, config: DQNConfig, learner: Learner, replay: bool) -> None:
+    """Refuse to start when the planned checkpoints clearly cannot fit on the disk."""
+    weights = 4 * sum(int(np.prod(shape)) for shape in parameter_shapes(learner.online).values())
+    updates = max(0, config.total_steps - config.learning_starts) // config.update_period
+    epochs = -(-updates // config.epoch_updates) + 1
+    state = 4 * weights + config.held_out_states * config.history_length * 84 * 84
+    needed = epochs * weights + 2 * state + (replay_bytes(config.replay_size) if replay else 0)
+    free = shutil.disk_usage(out_dir).free
+    if needed > free:
+        raise UserError(
+            f"--weights-dir {out_dir}: the planned checkpoints need about {needed / 1e9:.2f} GB "
+            f"but only {free / 1e9:.2f} GB is free; free some space or choose another folder"
+        )
+
+
+@contextmanager
+def _stop_cleanly_on_write_errors(out_dir: Path) -> Iterator[None]:
+    """A failed write (disk full, folder removed) ends the run with one line; the previous
+    complete files stay, since every file is written to a temporary name and renamed."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(
+            f"could not write to {out_dir} ({exc.strerror or exc}); the run stopped and the "
+            "last complete checkpoint there is kept"
+        ) from None
