@@ -5,7 +5,7 @@
 Runs what ``main.py --mode bench`` measures as ``end_to_end_nature2015`` (default 2,000
 agent steps after the warm-up epoch) with timers around the environment's ``step`` and
 ``reset``, the replay's ``sample``, ``store_transition``, each greedy action and the
-learner's ``start_update`` and ``finish_update`` (the wait for the update in flight).
+learner's ``update``.
 Prints the rate, then per call: total seconds, count and milliseconds each. The totals cover
 the whole run (warm-up epoch and evaluation included): read the per-call times.
 """
@@ -18,8 +18,12 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
-import dqn_mlx  # noqa: F401  (brings in the fast BLAS before MLX loads)
-from dqn_mlx import bench, env, learner, replay, train
+from dqn_mlx import accel
+
+accel.enable()  # before MLX loads, as the command line does
+
+from dqn_mlx import bench  # noqa: E402
+from dqn_mlx.core import env, learner, loop, replay  # noqa: E402
 
 seconds: defaultdict[str, float] = defaultdict(float)
 calls: Counter[str] = Counter()
@@ -45,9 +49,9 @@ def timed(owner: Any, name: str, label: str) -> None:
 
 
 def timed_policies() -> None:
-    """Time each greedy action of the training loop (``Learner.behaviour_policy``'s)."""
-    make = learner.Learner.behaviour_policy
-    learner.Learner.behaviour_policy = lambda self: with_timer(make(self), "greedy action")  # type: ignore[method-assign]
+    """Time each greedy action of the training loop (the policy ``loop.greedy_policy`` makes)."""
+    make = loop.greedy_policy
+    loop.greedy_policy = lambda network: with_timer(make(network), "greedy action")
 
 
 def main() -> None:
@@ -55,9 +59,8 @@ def main() -> None:
     timed(env.AtariEnv, "step", "env.step")
     timed(env.AtariEnv, "reset", "env.reset")
     timed(replay.ReplayMemory, "sample", "replay.sample")
-    timed(train, "store_transition", "store_transition")
-    timed(learner.Learner, "start_update", "learner.start_update")
-    timed(learner.Learner, "finish_update", "learner.finish_update (wait)")
+    timed(loop, "store_transition", "store_transition")
+    timed(learner.Learner, "update", "learner.update")
     timed_policies()
     start = time.perf_counter()
     rate = bench.end_to_end_steps_per_s(steps)

@@ -5,8 +5,7 @@
 
 (The venv's python directly: under ``uv run``, perf missed most samples.)
 Arguments: the preset (default nature2015) and the number of timed updates (default 150).
-Updates run on the calling thread (``overlap_acting`` off) on one random batch of 32; the
-median and minimum times are printed at the end.
+Updates run on one random batch of 32; the median and minimum times are printed at the end.
 """
 
 from __future__ import annotations
@@ -17,16 +16,19 @@ import time
 
 import numpy as np
 
-import dqn_mlx  # noqa: F401  (brings in the fast BLAS before MLX loads)
-from dqn_mlx.bench import random_batch
-from dqn_mlx.config import PRESETS, with_overrides
-from dqn_mlx.core.learner import Learner
+from dqn_mlx import accel
+
+accel.enable()  # before MLX loads, as the command line does
+
+from dqn_mlx.bench import random_batch  # noqa: E402
+from dqn_mlx.config import PRESETS  # noqa: E402
+from dqn_mlx.core.learner import Learner  # noqa: E402
 
 
 def main() -> None:
     preset = sys.argv[1] if len(sys.argv) > 1 else "nature2015"
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 150
-    learner = Learner(with_overrides(PRESETS[preset], {"overlap_acting": False}), 4)
+    learner = Learner(PRESETS[preset], 4)
     batch = random_batch(np.random.default_rng(0), 4)
     for _ in range(5):  # compile and warm up
         learner.update(*batch)

@@ -11,6 +11,8 @@ from pathlib import Path
 import mlx.core as mx
 import pytest
 
+pytestmark = pytest.mark.slow  # trains or runs main.py end to end (-m 'not slow' skips)
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "--steps",

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from ale_py.vector_env import AtariVectorEnv
 
-from dqn_mlx.core.env import StackedFrames, comparability_note, make_atari_env, resolve_game
+from dqn_mlx.core.env import (
+    AtariEnv,
+    StackedFrames,
+    comparability_note,
+    make_atari_env,
+    resolve_game,
+)
 from dqn_mlx.errors import UserError
 
 
@@ -115,6 +121,17 @@ def test_fire_is_pressed_after_reset_and_after_each_lost_life() -> None:
             break
     assert step.game_over and lives_lost == 5
     assert step.frame.shape == (84, 84)  # the first frame of the next game
+
+
+def test_without_fire_after_a_lost_life_a_noop_agent_stalls_as_in_deepminds_code() -> None:
+    """``fire_after_life_loss=False``: only the reset launches the ball, so an agent that only
+    plays NOOP loses one life and then waits, and the game never ends."""
+    game = resolve_game("BreakoutNoFrameskip-v4")
+    env = AtariEnv(game, 4, 30, 108_000, seed=1, fire_after_life_loss=False)
+    env.reset()
+    steps = [env.step(0) for _ in range(2_000)]
+    assert sum(step.life_lost for step in steps) == 1
+    assert not any(step.game_over or step.truncated for step in steps)
 
 
 def test_our_stacks_equal_ale_pys_stacking_with_zero_padding_at_reset() -> None:

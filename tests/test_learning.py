@@ -35,6 +35,7 @@ CATCH = {
 }
 
 
+@pytest.mark.slow
 def test_dqn_learns_to_catch(tmp_path: Path) -> None:
     config = with_overrides(NIPS2013, {**CATCH, "total_steps": 4_500, "eval_steps": 1_000})
     out = train(config, "Catch", CatchEnv, tmp_path, log=lambda _: None)

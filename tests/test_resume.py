@@ -19,6 +19,8 @@ from dqn_mlx.run.metrics import read_metrics
 from dqn_mlx.run.resume import REPLAY_FILE, STATE_FILE, load_training_state
 from dqn_mlx.run.train import TrainingInterrupted, train
 
+pytestmark = pytest.mark.slow  # trains or runs main.py end to end (-m 'not slow' skips)
+
 CONFIG = with_overrides(
     NIPS2013,
     {

@@ -1,7 +1,7 @@
 """``main.py --mode bench``: speed and memory of every stage on this machine.
 
 Prints one figure per line, ``name value unit``, so a script can read it. Timings are medians
-of repeated runs. The end-to-end figure runs the real training loop (``train.train``, Nature
+of repeated runs. The end-to-end figure runs the real training loop (``run.train.train``, Nature
 preset: one update per 4 agent steps) and reads the rate of an epoch that starts after
 learning has begun, so neither the random replay start nor evaluation is counted.
 """

@@ -35,12 +35,18 @@ def _option(panel: str, help: str, *names: str) -> Any:
     return typer.Option(*names, help=help, rich_help_panel=panel)
 
 
+def _count(help: str) -> Any:
+    """A training count or rate: given, it replaces the preset's value."""
+    return typer.Option(help=help, rich_help_panel=TRAIN)
+
+
+# One alias per option, so that ``main`` reads as the list of options.
 ModeOpt = Annotated[
     Mode,
     _option(
         GENERAL,
-        "train a new agent, eval(uate) a checkpoint, "
-        "report the results table, or bench(mark) speed",
+        "train a new agent, eval(uate) a checkpoint, report "
+        "the results table, or bench(mark) speed",
     ),
 ]
 EnvOpt = Annotated[
@@ -51,6 +57,7 @@ EnvOpt = Annotated[
         "Train default: BreakoutNoFrameskip-v4; eval default: the checkpoint's.",
     ),
 ]
+SeedOpt = Annotated[int | None, _option(GENERAL, "Seed for numpy, MLX and the emulators.")]
 PresetOpt = Annotated[
     PresetName,
     _option(
@@ -59,82 +66,87 @@ PresetOpt = Annotated[
         "settings.",
     ),
 ]
-SeedOpt = Annotated[int | None, _option(GENERAL, "Seed for numpy, MLX and the emulators.")]
-
-
-def _count(help: str) -> Any:
-    """A training count or rate; None keeps the preset's value."""
-    return _option(TRAIN, help)
+Steps = Annotated[int | None, _count("Total training agent steps (bench: loop agent steps).")]
+EpochUpdates = Annotated[int | None, _count("Minibatch updates per epoch.")]
+ReplaySize = Annotated[int | None, _count("Replay capacity in transitions.")]
+LearningStarts = Annotated[int | None, _count("Agent steps of random play before learning.")]
+EvalSteps = Annotated[int | None, _count("Agent steps of epsilon=0.05 play per evaluation.")]
+HeldOut = Annotated[int | None, _count("Random-policy states on which avg max-Q is tracked.")]
+BatchSize = Annotated[int | None, _count("Minibatch size (transitions).")]
+LearningRate = Annotated[float | None, _count("Optimizer step size.")]
+UpdatePeriod = Annotated[int | None, _count("Agent steps per update.")]
+TargetPeriod = Annotated[
+    int | None, _count("Agent steps between target syncs; 0 = no target network (2013).")
+]
+EpsilonDecay = Annotated[
+    int | None, _count("Agent steps over which epsilon anneals from 1 to its end value.")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    _option(TRAIN, "Any other hyperparameter: --set name=value (repeatable).", "--set"),
+]
+ResumeOpt = Annotated[
+    Path | None, _option(TRAIN, "Continue the run in this folder (or state file).")
+]
+LoadPath = Annotated[Path | None, _option(EVAL, "Checkpoint to play.")]
+Episodes = Annotated[int, _option(EVAL, "Games to play.")]
+EvalEpsilon = Annotated[float, _option(EVAL, "Exploration rate.")]
+ProtocolOpt = Annotated[
+    ProtocolName | None,
+    _option(
+        EVAL,
+        "nips2013: epsilon 0.05 for --eval-steps agent steps (default 10,000); nature2015: "
+        "30 games of at most 5 minutes.",
+    ),
+]
+WeightsDir = Annotated[Path, _option(OUTPUT, "Output folder; a run goes to <dir>/<env-id>/.")]
+SaveReplay = Annotated[
+    bool, _option(OUTPUT, "Also save the replay memory (compressed) for --resume.")
+]
+Video = Annotated[
+    Path | None, _option(OUTPUT, "Eval: write one MP4 (or GIF) per game into this folder.")
+]
+ValueTrace = Annotated[bool, _option(OUTPUT, "Eval: plot max-Q over the first game (PNG).")]
+DeviceOpt = Annotated[Device, _option(SPEED, "Where MLX computes: the best available, or one.")]
+AccelOpt = Annotated[
+    bool,
+    _option(
+        SPEED,
+        "Platform speed-ups (Linux CPU: OpenBLAS, vectorised kernels, matrix-product "
+        "convolutions, numpy acting); --no-accel computes with the plain definition only.",
+    ),
+]
 
 
 @app.command()
 def main(
     mode: ModeOpt = "train",
     env: EnvOpt = None,
-    preset: PresetOpt = PresetName(DEFAULT_PRESET),  # noqa: B008
     seed: SeedOpt = None,
-    steps: Annotated[int | None, _count("Total training agent steps (bench: loop steps).")] = None,
-    epoch_updates: Annotated[int | None, _count("Minibatch updates per epoch.")] = None,
-    replay_size: Annotated[int | None, _count("Replay capacity in transitions.")] = None,
-    learning_starts: Annotated[
-        int | None, _count("Agent steps of random play before the first update.")
-    ] = None,
-    eval_steps: Annotated[
-        int | None, _count("Agent steps of epsilon=0.05 play per evaluation.")
-    ] = None,
-    held_out_states: Annotated[
-        int | None, _count("Random-policy states on which average max-Q is tracked.")
-    ] = None,
-    batch_size: Annotated[int | None, _count("Minibatch size (transitions).")] = None,
-    learning_rate: Annotated[float | None, _count("Optimizer step size.")] = None,
-    update_period: Annotated[int | None, _count("Agent steps per update.")] = None,
-    target_update_agent_steps: Annotated[
-        int | None, _count("Agent steps between target syncs; 0 = no target network (2013).")
-    ] = None,
-    epsilon_decay_steps: Annotated[
-        int | None, _count("Agent steps over which epsilon anneals from 1 to its end value.")
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        _option(TRAIN, "Any other hyperparameter: --set name=value (repeatable).", "--set"),
-    ] = None,
-    resume: Annotated[
-        Path | None, _option(TRAIN, "Continue the run in this folder (or state file).")
-    ] = None,
-    load_path: Annotated[Path | None, _option(EVAL, "Checkpoint to play.")] = None,
-    episodes: Annotated[int, _option(EVAL, "Games to play.")] = 10,
-    epsilon: Annotated[float, _option(EVAL, "Exploration rate.")] = 0.05,
-    protocol: Annotated[
-        ProtocolName | None,
-        _option(
-            EVAL,
-            "nips2013: epsilon 0.05 for --eval-steps agent steps (default 10,000); "
-            "nature2015: 30 games of at most 5 minutes.",
-        ),
-    ] = None,
-    weights_dir: Annotated[
-        Path, _option(OUTPUT, "Output folder; a run goes to <dir>/<env-id>/.")
-    ] = Path("weights"),
-    save_replay: Annotated[
-        bool, _option(OUTPUT, "Also save the replay memory (compressed) for --resume.")
-    ] = False,
-    video: Annotated[
-        Path | None, _option(OUTPUT, "Eval: write one MP4 (or GIF) per game into this folder.")
-    ] = None,
-    value_trace: Annotated[
-        bool, _option(OUTPUT, "Eval: plot max-Q over the first game (PNG).")
-    ] = False,
-    device: Annotated[
-        Device, _option(SPEED, "Where MLX computes: the best available, or one.")
-    ] = "auto",
-    accel: Annotated[
-        bool,
-        _option(
-            SPEED,
-            "Platform speed-ups (Linux CPU: OpenBLAS, vectorised kernels, "
-            "matrix-product convolutions); --no-accel runs the plain definition.",
-        ),
-    ] = True,
+    preset: PresetOpt = PresetName(DEFAULT_PRESET),  # noqa: B008
+    steps: Steps = None,
+    epoch_updates: EpochUpdates = None,
+    replay_size: ReplaySize = None,
+    learning_starts: LearningStarts = None,
+    eval_steps: EvalSteps = None,
+    held_out_states: HeldOut = None,
+    batch_size: BatchSize = None,
+    learning_rate: LearningRate = None,
+    update_period: UpdatePeriod = None,
+    target_update_agent_steps: TargetPeriod = None,
+    epsilon_decay_steps: EpsilonDecay = None,
+    set_: SetOpt = None,
+    resume: ResumeOpt = None,
+    load_path: LoadPath = None,
+    episodes: Episodes = 10,
+    epsilon: EvalEpsilon = 0.05,
+    protocol: ProtocolOpt = None,
+    weights_dir: WeightsDir = Path("weights"),
+    save_replay: SaveReplay = False,
+    video: Video = None,
+    value_trace: ValueTrace = False,
+    device: DeviceOpt = "auto",
+    accel: AccelOpt = True,
 ) -> None:
     from dqn_mlx.errors import UserError
 
@@ -142,19 +154,13 @@ def main(
         _select_device(device, accel)
         if mode == "train":
             flags = _overrides(
-                total_steps=steps,
-                epoch_updates=epoch_updates,
-                replay_size=replay_size,
-                learning_starts=learning_starts,
-                seed=seed,
-                eval_steps=eval_steps,
-                held_out_states=held_out_states,
-                batch_size=batch_size,
-                learning_rate=learning_rate,
-                update_period=update_period,
+                total_steps=steps, epoch_updates=epoch_updates, replay_size=replay_size,
+                learning_starts=learning_starts, seed=seed, eval_steps=eval_steps,
+                held_out_states=held_out_states, batch_size=batch_size,
+                learning_rate=learning_rate, update_period=update_period,
                 target_update_agent_steps=target_update_agent_steps,
                 epsilon_decay_steps=epsilon_decay_steps,
-            )
+            )  # fmt: skip
             _train_mode(preset.value, flags, set_ or [], env, weights_dir, resume, save_replay)
         elif mode == "eval":
             from dqn_mlx.evaluate import evaluate_checkpoint

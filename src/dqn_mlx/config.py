@@ -1,10 +1,10 @@
-"""Every hyperparameter in one frozen, typed config, with the two papers as named presets.
+"""Every hyperparameter in one frozen, typed config, with named presets (the papers', laptop).
 
 Units: an *agent step* is one action chosen by the agent, one stored transition, and
 ``frame_skip`` emulator frames. The papers' "frames" (replay size, epsilon schedule, replay
 start, training length) are agent steps. An *update* is one minibatch gradient step.
 
-Sources (see ``shared/reference/dqn-paper.md`` and the README):
+Sources (the papers, and the README's presets table):
 - ``nips2013``: Mnih et al. 2013, "Playing Atari with Deep Reinforcement Learning", Sec. 4-5.
 - ``nature2015``: Mnih et al. 2015, "Human-level control ...", Methods and Extended Data Table 1,
   with the target sync counted as DeepMind's released code counts it (google-deepmind/dqn).

@@ -66,7 +66,7 @@ PROTOCOLS: dict[str, Protocol] = {
         None,
         18_000,
         "30 games of at most 18,000 emulator frames (5 minutes), epsilon 0.05, each started "
-        "with up to 30 no-op actions (2015 Methods)",
+        "after 0..29 no-op emulator frames (2015 Methods: up to 30 no-op actions)",
     ),
 }
 

@@ -1,22 +1,16 @@
-"""Keep freed heap memory in the process between updates (Linux with glibc only).
+"""Keep heap memory freed between updates mapped in the process (Linux with glibc only).
 
-Every update allocates and frees the same buffers again: the minibatch's frames (0.9 MB per
-stack array), im2col patches (up to 13 MB), activations and gradients. glibc's default
-thresholds are "dynamic": the mmap threshold rises to the size of the largest block freed
-(at most 32 MB), and the heap's free top is handed back to the kernel once it exceeds twice
-that. The next update then touches fresh pages, which the kernel zeroes one 4 KB page fault
-at a time: 200-570 minor faults per Nature update in ``benchmarks/update_loop.py`` (counted
-with ``/usr/bin/time -f %R``).
+Every update allocates and frees the same buffers again (the minibatch, im2col patches,
+activations, gradients). With glibc's dynamic thresholds the heap's free top is handed back to
+the kernel between updates, and the next update touches fresh pages that the kernel zeroes one
+page fault at a time (hundreds per Nature update).
 
 ``keep_freed_memory`` fixes the mmap threshold at 32 MB (glibc's largest) and the trim
 threshold at 256 MB, so blocks below 32 MB come from the heap and up to 256 MB of freed heap
-stays mapped: the process may hold up to 256 MB it no longer uses (the bench's peak process
-memory was 895-903 MiB with this, 821-896 MiB before, in five rounds each). The replay memory's
-arrays (gigabytes) are still mapped and unmapped on their own. In eight alternating pairs of
-``benchmarks/loop_profile.py`` runs (glibc's environment variables in six, this function in
-two), the training loop ran 0.97-1.10x as many agent steps/s (median 1.05x), with 60,000 minor
-page faults per run against 145,000-341,000. Set ``DQN_MLX_MALLOC=default`` to keep glibc's
-defaults. Elsewhere (macOS, musl) nothing runs.
+stays mapped: the process may hold that much it no longer uses. The replay memory's arrays
+(gigabytes) are still mapped and unmapped on their own. Measured effect on the training loop:
+docs/linux-cpu.md. Set ``DQN_MLX_MALLOC=default`` to keep glibc's defaults. Elsewhere (macOS,
+musl) nothing runs.
 """
 
 from __future__ import annotations

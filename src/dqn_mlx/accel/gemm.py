@@ -38,7 +38,7 @@ def planes_to_blocks(frames: mx.array, stride: int, used: int) -> mx.array:
 
     The s pixels of one block row are adjacent bytes, so the copy moves them as one wider
     integer (4 bytes for the input layer's stride 4): MLX's strided copy costs per element,
-    and this makes it about 4x faster."""
+    and this makes it several times faster."""
     batch, channels = frames.shape[0], frames.shape[1]
     blocks = used // stride
     wide = _UINT_OF_BYTES.get(stride) if frames.dtype == mx.uint8 else None
@@ -95,8 +95,8 @@ def _windows(x: mx.array, kernel: int, count: int, step: int) -> mx.array:
     of NHWC ``x`` at (step*i, step*j), taps ordered (row, col, C) like a conv weight.
 
     One overlapping strided view of ``x`` copied once: each window row (k pixels of C
-    channels) is a contiguous run of ``x``. About 7% off the Nature update against
-    concatenating the k*k window slices (one copy per tap into a strided output).
+    channels) is a contiguous run of ``x``. Cheaper than concatenating the k*k window slices
+    (one copy per tap into a strided output).
     ``mx.as_strided`` reads ``x`` in row-major order (it copies a non-contiguous input first),
     so the strides below are those of a contiguous NHWC array."""
     wide = _as_wide(x)
@@ -135,7 +135,7 @@ def conv_by_im2col(x: mx.array, weight: mx.array, stride: int = 1) -> mx.array:
 def conv_by_shifted_sum(x: mx.array, weight: mx.array) -> mx.array:
     """Stride-1 valid convolution of NHWC ``x`` with no window copies: one product of every
     position with all nxn kernel taps at once, then the nxn shifted output slices summed.
-    About 2x faster than im2col forward, but slow to differentiate (its backward scatters),
+    Faster than im2col forward, but slow to differentiate (its backward scatters),
     so it serves the passes that need no gradient: acting and the TD target."""
     batch, size, _, depth = x.shape
     filters, n = weight.shape[0], weight.shape[1]
@@ -232,7 +232,7 @@ def gemm_features(network: QNetwork, frames: mx.array, for_gradient: bool) -> mx
 def linear_weight_first(layer: nn.Linear, x: mx.array) -> mx.array:
     """``layer(x)`` computed as ``(W @ x^T)^T + b``. The same numbers as ``x @ W^T + b``, but
     the weight's gradient comes out of the backward pass as a contiguous (out, in) array
-    rather than a transposed view; MLX's CPU optimizer kernels run about 2x slower on the
+    rather than a transposed view; MLX's CPU optimizer kernels run much slower on the
     strided view of the largest weight matrix (1.6M of the Nature network's 1.7M numbers)."""
     return (layer.weight @ x.T).T + layer.bias
 

@@ -6,8 +6,8 @@ Two defaults keep g++ from vectorising those loops:
 - ``sqrt`` must set ``errno`` for a negative argument, so each element takes a branch;
 - a loop is vectorised only after run-time checks that its pointers do not overlap, and g++
   gives up past 10 pointer pairs. Centered RMSProp reads 5 arrays and writes 3 (24 pairs).
-So the optimizer, 1.7M parameters per Nature update, ran one float at a time: 6-8 ms of the
-update, against 2.1-2.9 ms vectorised (``update_optimizer_ms_nature2015``, alternating runs).
+So the optimizer, 1.7M parameters per Nature update, ran one float at a time, about 3x
+slower than vectorised (``update_optimizer_ms_nature2015``; docs/linux-cpu.md).
 
 We put a wrapper named ``g++`` first on the ``PATH`` of this process. It calls the real g++
 with ``-fno-math-errno`` (MLX never reads errno), a higher alias-check limit,

@@ -2,7 +2,7 @@
 
 Acting takes one forward pass per agent step for a single observation: a job too small for
 MLX's per-operation overhead. The same pass in numpy, on numpy's own OpenBLAS limited to one
-thread, ran the training loop 8-28% faster than compiled MLX (docs/performance.md).
+thread, made the training loop faster than acting with compiled MLX (docs/linux-cpu.md).
 
 ``q_values`` computes ``QNetwork.definition``'s function from the network's named weights
 (conv layers as im2col products, ReLU, the two linear layers); equal up to float rounding
@@ -77,7 +77,8 @@ def numpy_greedy_policy(network: QNetwork) -> Callable[[np.ndarray], int]:
 
     The weights are read as numpy views of the MLX arrays (no copy) and kept, with the arrays
     they view, until the network's parameters are replaced (``network.update``). The check
-    reads the layers' attributes directly: walking ``parameters()`` cost 48 us per action."""
+    reads the layers' attributes directly: walking ``parameters()`` at every action cost more
+    than the check itself."""
     limit_numpy_blas_to_one_thread()
     layers = _named_layers(network)
     held: list[mx.array] = []  # the MLX arrays the views below read: kept alive while in use

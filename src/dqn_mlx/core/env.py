@@ -207,7 +207,7 @@ class AtariEnv:
 
         A seeded start reloads the ROM in ale-py (about 130 ms, against 11 ms for an unseeded
         reset); the training loop seeds one game in ten so that resume can replay the game in
-        progress exactly (``train.start_game``). Loading the ROM releases the GIL, so it
+        progress exactly (``core/game.py``). Loading the ROM releases the GIL, so it
         overlaps with the current game; the spare emulator loaded with the same seed is in the
         same state as this one would be."""
         if self._preparer is None:

@@ -1,6 +1,6 @@
 """The papers' score tables, for the results report (``--mode report``).
 
-Sources (copied into ``shared/reference/dqn-paper.md`` from the papers):
+Sources, the papers themselves:
 - ``TABLE1_2013``: Mnih et al. 2013, "Playing Atari with Deep Reinforcement Learning", Table 1
   (rows Random, DQN, Human, DQN Best; average total reward of an epsilon=0.05 policy for a
   fixed number of steps; "Best" is the best single episode).
