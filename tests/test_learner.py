@@ -112,11 +112,11 @@ def test_compiled_update_uses_the_current_target_network() -> None:
     learner.target.update(tree_map(lambda p: p * 1.5 + 0.01, learner.target.parameters()))
     batch = _batch(rng)
     expected = _expected_loss(learner, learner.target, batch)
-    assert float(learner.update(*batch)) == pytest.approx(expected, rel=1e-4)
+    assert learner.update(*batch).loss == pytest.approx(expected, rel=1e-4)
     batch = _batch(rng)
     learner.sync_target()
     expected = _expected_loss(learner, learner.online, batch)
-    assert float(learner.update(*batch)) == pytest.approx(expected, rel=1e-4)
+    assert learner.update(*batch).loss == pytest.approx(expected, rel=1e-4)
 
 
 def test_without_target_network_the_previous_parameters_give_the_target() -> None:
@@ -127,7 +127,7 @@ def test_without_target_network_the_previous_parameters_give_the_target() -> Non
     for _ in range(2):
         batch = _batch(rng)
         expected = _expected_loss(learner, learner.online, batch)  # theta_{i-1}
-        assert float(learner.update(*batch)) == pytest.approx(expected, rel=1e-4)
+        assert learner.update(*batch).loss == pytest.approx(expected, rel=1e-4)
 
 
 def test_target_sync_is_due_every_period_agent_steps_not_updates() -> None:
@@ -166,9 +166,9 @@ def test_updates_descend_the_loss_on_a_fixed_batch() -> None:
     cfg = dataclasses.replace(NATURE2015, network="nips2013", learning_rate=1e-3)
     learner = Learner(cfg, 3)
     batch = _batch(np.random.default_rng(3))
-    first = float(learner.update(*batch))
+    first = learner.update(*batch).loss
     for _ in range(30):
-        last = float(learner.update(*batch))
+        last = learner.update(*batch).loss
     assert last < 0.5 * first
 
 
@@ -216,8 +216,8 @@ def test_laptop_update_descends_the_mean_loss() -> None:
     learner = Learner(dataclasses.replace(LAPTOP, network="nips2013", learning_rate=1e-3), 3)
     batch = _batch(np.random.default_rng(4))
     expected = _expected_loss(learner, learner.target, batch)
-    first = float(learner.update(*batch))
+    first = learner.update(*batch).loss
     assert first == pytest.approx(expected, rel=1e-4)
     for _ in range(30):
-        last = float(learner.update(*batch))
+        last = learner.update(*batch).loss
     assert last < 0.5 * first

@@ -19,6 +19,7 @@ reproducible only from the last ROM load, and resume would replay the whole run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,6 +39,14 @@ class GameRecord:
     next_seed: int | None = None  # seed of the next seeded start (drawn one ahead)
     episode_start: bool = True  # the current state is the first of a game
     score: float = 0.0  # the game's raw score so far
+    length: int = 0  # the game's agent steps so far
+
+
+class FinishedGame(NamedTuple):
+    """A training game that ended: its raw score and length."""
+
+    score: float
+    length: int  # agent steps
 
 
 def new_game_seed(rng: np.random.Generator) -> int:
@@ -67,17 +76,19 @@ class TrainingGame:
         result = self.env.step(action)
         self.record.episode_actions.append(action)
         self.record.score += result.reward
+        self.record.length += 1
         return result
 
-    def advance(self, result: Step, rng: np.random.Generator) -> float | None:
+    def advance(self, result: Step, rng: np.random.Generator) -> FinishedGame | None:
         """Move to s_{t+1}. When the game ended, start the next one and return the finished
-        game's raw score; otherwise None."""
+        game; otherwise None."""
         record = self.record
         if not (result.game_over or result.truncated):
             self.stack.push(result.frame)
             record.episode_start = False
             return None
-        finished, record.score, record.episode_start = record.score, 0.0, True
+        finished = FinishedGame(record.score, record.length)
+        record.score, record.length, record.episode_start = 0.0, 0, True
         self.stack.reset(self._next_game_frame(rng, ended=result))
         return finished
 

@@ -23,7 +23,7 @@ each sample's gradient; centered RMSProp divides out the gradient's scale, excep
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -103,6 +103,15 @@ def make_optimizer(config: DQNConfig) -> optim.Optimizer:
     )
 
 
+class UpdateStats(NamedTuple):
+    """What one update reports: its loss per sample, the minibatch's mean max_a Q(s, a) (before
+    the step; a cheap running view of the values being learnt), and the updates made so far."""
+
+    loss: float
+    mean_max_q: float
+    updates: int
+
+
 class Learner:
     """Owns theta, theta^- and the optimizer, and applies compiled minibatch updates.
 
@@ -131,16 +140,17 @@ class Learner:
             rewards: mx.array,
             next_states: mx.array,
             terminals: mx.array,
-        ) -> mx.array:
+        ) -> tuple[mx.array, mx.array]:
             next_q = mx.stop_gradient(
                 (target if target is not None else model).predict(next_states)
             )
             targets = td_target(rewards, terminals, next_q, config.gamma)  # (batch,)
             q = model(states)  # (batch, actions)
             q_taken = mx.take_along_axis(q, actions[:, None], axis=1).squeeze(1)  # (batch,)
-            return minibatch_objective(
+            objective = minibatch_objective(
                 td_loss(q_taken, targets, config.loss), config.loss_reduction
             )
+            return objective, mx.mean(mx.max(q, axis=1))  # the gradient is the objective's
 
         loss_and_grad = nn.value_and_grad(online, loss_fn)
         # Everything the step reads or writes is compile state, the target network included:
@@ -156,11 +166,13 @@ class Learner:
             rewards: mx.array,
             next_states: mx.array,
             terminals: mx.array,
-        ) -> mx.array:
-            loss, grads = loss_and_grad(online, states, actions, rewards, next_states, terminals)
+        ) -> tuple[mx.array, mx.array]:
+            (loss, max_q), grads = loss_and_grad(
+                online, states, actions, rewards, next_states, terminals
+            )
             optimizer.update(online, grads)
             # Reported per sample whatever the reduction, so logs compare across presets.
-            return loss / states.shape[0] if config.loss_reduction == "sum" else loss
+            return (loss / states.shape[0] if config.loss_reduction == "sum" else loss), max_q
 
         self._state = state
         return step
@@ -172,22 +184,23 @@ class Learner:
 
     def update(
         self, states: Any, actions: Any, rewards: Any, next_states: Any, terminals: Any
-    ) -> float:
-        """One minibatch gradient step on the TD loss; returns the loss per sample.
+    ) -> UpdateStats:
+        """One minibatch gradient step on the TD loss; returns its loss per sample and the
+        minibatch's mean max-Q.
 
         Inputs are numpy arrays from the replay: states and next_states (batch, history, 84,
         84) uint8, actions (batch,) int, rewards (batch,) float32 clipped, terminals (batch,).
         """
-        loss = self._step(
+        loss, max_q = self._step(
             mx.array(states),
             mx.array(actions, dtype=mx.int32),
             mx.array(rewards, dtype=mx.float32),
             mx.array(next_states),
             mx.array(terminals, dtype=mx.float32),
         )
-        mx.eval(loss, self._state)
+        mx.eval(loss, max_q, self._state)
         self.updates += 1
-        return float(loss.item())
+        return UpdateStats(float(loss.item()), float(max_q.item()), self.updates)
 
     def target_sync_due(self, agent_step: int) -> bool:
         """Whether theta^- <- theta is due after ``agent_step`` agent steps: every

@@ -26,8 +26,8 @@ import numpy as np
 
 from dqn_mlx.config import DQNConfig
 from dqn_mlx.core.env import Step
-from dqn_mlx.core.game import GameRecord, TrainingGame
-from dqn_mlx.core.learner import Learner
+from dqn_mlx.core.game import FinishedGame, GameRecord, TrainingGame
+from dqn_mlx.core.learner import Learner, UpdateStats
 from dqn_mlx.core.policy import exploration_rate, greedy_policy
 from dqn_mlx.core.replay import ReplayMemory
 
@@ -97,8 +97,11 @@ class LoopHooks(Protocol):
     def end_epoch(self) -> None:
         """``epoch_updates`` updates are done: evaluate, save, log."""
 
-    def after_step(self, epsilon: float) -> None:
-        """An agent step is done (progress output)."""
+    def after_step(
+        self, epsilon: float, finished: FinishedGame | None, update: UpdateStats | None
+    ) -> None:
+        """An agent step is done, with the game it finished and the update it made, if any
+        (progress output, live metrics)."""
 
     def stop_requested(self) -> bool:
         """True to stop after this agent step (Ctrl-C)."""
@@ -117,17 +120,18 @@ def run_loop(t: Training, hooks: LoopHooks) -> None:
         store_transition(config, t.replay, state, action, result, game.record.episode_start)
         finished = game.advance(result, rng)  # s_{t+1}, or the first state of the next game
         if finished is not None:
-            run.game_finished(finished)
+            run.game_finished(finished.score)
         run.step += 1
 
-        updating = learning_due(config, run.step)
-        if updating:
-            run.add_loss(learner.update(*t.replay.sample(config.batch_size, rng)))
+        update = None
+        if learning_due(config, run.step):
+            update = learner.update(*t.replay.sample(config.batch_size, rng))
+            run.add_loss(update.loss)
         if learner.target_sync_due(run.step):
             learner.sync_target()
-        if updating and learner.updates % config.epoch_updates == 0:
+        if update is not None and learner.updates % config.epoch_updates == 0:
             hooks.end_epoch()  # after this step's sync, so that the state it saves has it
-        hooks.after_step(epsilon)
+        hooks.after_step(epsilon, finished, update)
         if hooks.stop_requested():
             raise StopRequested
 

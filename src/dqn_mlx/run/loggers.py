@@ -3,9 +3,10 @@
 - ``ConsoleProgress``: a progress line every few seconds (agent steps, emulator frames, rate,
   ETA, epsilon, recent score, loss per sample);
 - ``MetricsFiles``: each epoch's record appended to ``metrics.jsonl`` and the two plots
-  redrawn.
-A new backend (CSV, TensorBoard, live metrics) is one more class with these two methods,
-added to the list ``run.train`` builds.
+  redrawn;
+- ``LiveMetrics`` (``run/live.py``): every finished game and every few hundred updates, as CSV
+  files and TensorBoard event files, from the first minute of a run.
+A new backend is one more class with these methods, added to the list ``run.train`` builds.
 """
 
 from __future__ import annotations
@@ -17,17 +18,29 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from dqn_mlx.core.game import FinishedGame
+from dqn_mlx.core.learner import UpdateStats
 from dqn_mlx.core.loop import RunState
 from dqn_mlx.report.plots import draw_plots
 from dqn_mlx.run.metrics import append_metrics
 
 
 class RunLogger(Protocol):
-    def after_step(self, run: RunState, epsilon: float) -> None:
-        """Called after every agent step: keep it cheap."""
+    def after_step(
+        self,
+        run: RunState,
+        epsilon: float,
+        finished: FinishedGame | None,
+        update: UpdateStats | None,
+    ) -> None:
+        """Called after every agent step, with the game it finished and the update it made,
+        if any: keep it cheap."""
 
     def end_epoch(self, record: dict[str, Any]) -> None:
         """Called with each epoch's record (keys: ``dqn_mlx.run.metrics``)."""
+
+    def close(self) -> None:
+        """The run ended (finished, interrupted or failed): flush and close files."""
 
 
 class ConsoleProgress:
@@ -40,7 +53,14 @@ class ConsoleProgress:
         self.interval = interval_s
         self.last_time, self.last_step = time.perf_counter(), 0
 
-    def after_step(self, run: RunState, epsilon: float, force: bool = False) -> None:
+    def after_step(
+        self,
+        run: RunState,
+        epsilon: float,
+        finished: FinishedGame | None = None,
+        update: UpdateStats | None = None,
+        force: bool = False,
+    ) -> None:
         now = time.perf_counter()
         if not force and now - self.last_time < self.interval:
             return
@@ -61,6 +81,9 @@ class ConsoleProgress:
     def end_epoch(self, record: dict[str, Any]) -> None:
         pass  # the epoch's own line is logged by the epoch end, with the checkpoint's path
 
+    def close(self) -> None:
+        pass
+
 
 def _duration(seconds: float) -> str:
     if not np.isfinite(seconds):
@@ -75,8 +98,17 @@ class MetricsFiles:
     def __init__(self, out_dir: Path, env_id: str):
         self.out_dir, self.env_id = out_dir, env_id
 
-    def after_step(self, run: RunState, epsilon: float) -> None:
+    def after_step(
+        self,
+        run: RunState,
+        epsilon: float,
+        finished: FinishedGame | None,
+        update: UpdateStats | None,
+    ) -> None:
         pass
 
     def end_epoch(self, record: dict[str, Any]) -> None:
         draw_plots(self.out_dir, append_metrics(self.out_dir, record), self.env_id)
+
+    def close(self) -> None:
+        pass

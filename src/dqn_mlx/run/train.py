@@ -19,8 +19,8 @@ import numpy as np
 
 from dqn_mlx.config import DQNConfig
 from dqn_mlx.core.env import PixelEnv
-from dqn_mlx.core.game import TrainingGame
-from dqn_mlx.core.learner import Learner
+from dqn_mlx.core.game import FinishedGame, TrainingGame
+from dqn_mlx.core.learner import Learner, UpdateStats
 from dqn_mlx.core.loop import NonFiniteLoss, RunState, StopRequested, Training, run_loop
 from dqn_mlx.core.network import parameter_shapes
 from dqn_mlx.core.policy import exploration_rate
@@ -29,6 +29,7 @@ from dqn_mlx.errors import UserError
 from dqn_mlx.evaluate import collect_held_out_states
 from dqn_mlx.run.checkpoint import run_dir
 from dqn_mlx.run.epoch import EpochEnd, RunOutput
+from dqn_mlx.run.live import LiveMetrics
 from dqn_mlx.run.loggers import ConsoleProgress, MetricsFiles, RunLogger
 from dqn_mlx.run.resume import LoadedState, load_replay, refill_replay, restore_learner
 
@@ -58,10 +59,17 @@ class _Hooks:
         with _stop_cleanly_on_write_errors(self.out_dir):
             self.epoch_end.save_state()
 
-    def after_step(self, epsilon: float) -> None:
+    def after_step(
+        self, epsilon: float, finished: FinishedGame | None, update: UpdateStats | None
+    ) -> None:
         run = self.epoch_end.t.run
+        with _stop_cleanly_on_write_errors(self.out_dir):
+            for logger in self.epoch_end.output.loggers:
+                logger.after_step(run, epsilon, finished, update)
+
+    def close(self) -> None:
         for logger in self.epoch_end.output.loggers:
-            logger.after_step(run, epsilon)
+            logger.close()
 
     def stop_requested(self) -> bool:
         return self.should_stop()
@@ -108,13 +116,20 @@ def train(
     )
     held_out = _start_or_restore(t, eval_env, out_dir, resume, log)
     progress = ConsoleProgress(config.total_steps, frame_skip, log)
-    loggers: list[RunLogger] = [progress, MetricsFiles(out_dir, env_id)]
+    loggers: list[RunLogger] = [
+        progress,
+        MetricsFiles(out_dir, env_id),
+        LiveMetrics(out_dir, t.run.step),
+    ]
     output = RunOutput(
         out_dir, env_id, frame_skip, env.action_meanings, save_replay_memory, log, loggers
     )
     epoch_end = EpochEnd(t, eval_env, held_out, output)
     hooks = _Hooks(epoch_end, should_stop or (lambda: False))
-    _run_to_the_end(t, hooks, progress)
+    try:
+        _run_to_the_end(t, hooks, progress)
+    finally:
+        hooks.close()
     return out_dir
 
 
