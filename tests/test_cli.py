@@ -53,10 +53,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "3",
         "--weights-dir",
         str(weights),
+        "--run-name",
+        "tiny",
         *TINY,
     )
     assert result.returncode == 0, result.stderr
-    return weights / "BreakoutNoFrameskip-v4"
+    return weights / "BreakoutNoFrameskip-v4" / "tiny"
 
 
 def test_train_writes_checkpoints_metrics_and_plots(trained: Path) -> None:
@@ -131,7 +133,10 @@ BAD_INPUTS = [
     (["--set", "loss=l1"], "choose one of squared, huber"),
     (["--weights-dir", "{text}/sub"], "cannot write to"),
     (["--resume", "nowhere"], "no train_state.safetensors there"),
-    (["--resume", "{trained}", "--replay-size", "100"], "drop --replay-size"),
+    (["--resume", "{trained}", "--replay-size", "100"], "--replay-size: saved 3,000, given 100"),
+    (["--resume", "{trained}", "--preset", "nips2013"], "--preset: saved laptop, given nips2013"),
+    (["--resume", "{trained}", "--set", "gamma=0.9"], "--set gamma: saved 0.99, given 0.9"),
+    (["--weights-dir", "{weights}", "--run-name", "tiny"], "already holds a run; continue it"),
     (["--resume", "{trained}", "--steps", "10"], "already took 2,000 agent steps"),
     (["--resume", "{text}"], "not a readable training state"),
     (["--mode", "eval"], "needs --load-path"),
@@ -157,6 +162,7 @@ def test_bad_input_is_one_line_nonzero_and_touches_nothing(
     paths = {
         **_bad_files(tmp_path, trained),
         "trained": trained,
+        "weights": trained.parent.parent,
         "good": trained / "epoch_1.safetensors",
     }
     args = [a.format(**{k: str(v) for k, v in paths.items()}) for a in args]
@@ -318,9 +324,58 @@ def test_the_default_preset_keeps_breakouts_values_bounded(tmp_path: Path) -> No
         "0",
         "--weights-dir",
         str(tmp_path),
+        "--run-name",
+        "bounded",
     )
     assert result.returncode == 0, result.stderr
-    lines = (tmp_path / "BreakoutNoFrameskip-v4" / "metrics.jsonl").read_text().splitlines()
+    run = tmp_path / "BreakoutNoFrameskip-v4" / "bounded"
+    lines = (run / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     assert [r["updates"] for r in records] == [500, 1000, 1500]
     assert all(0 < r["avg_max_q"] < 5 for r in records), [r["avg_max_q"] for r in records]
+
+
+def _train_tiny(weights: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    args = ["--mode", "train", "--env", "BreakoutNoFrameskip-v4", "--weights-dir", str(weights)]
+    return run_main(*args, *TINY, *extra)
+
+
+def test_every_run_gets_its_own_folder_and_none_is_overwritten(tmp_path: Path) -> None:
+    for extra in (["--seed", "1"], ["--seed", "2"], ["--run-name", "mine"]):
+        result = _train_tiny(tmp_path, *extra)
+        assert result.returncode == 0, result.stderr
+        assert "evaluate it: uv run main.py --mode eval --load-path" in result.stdout
+    runs = sorted((tmp_path / "BreakoutNoFrameskip-v4").iterdir())
+    names = [run.name for run in runs]
+    assert len(runs) == 3 and "mine" in names, names
+    assert {n.split("-")[1] for n in names if n != "mine"} == {"seed1", "seed2"}
+    for run in runs:  # every run's two epochs are intact (updates at agent steps 1501, 1505..)
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line)["agent_steps"] for line in lines] == [1797, 2000], run
+    before = _digest(tmp_path / "BreakoutNoFrameskip-v4" / "mine")
+    refused = _train_tiny(tmp_path, "--run-name", "mine")
+    assert refused.returncode == 2 and "already holds a run" in refused.stderr
+    assert "--resume" in refused.stderr and "--run-name" in refused.stderr
+    assert _digest(tmp_path / "BreakoutNoFrameskip-v4" / "mine") == before
+
+
+def test_the_starting_command_plus_resume_continues_the_run(tmp_path: Path) -> None:
+    first = _train_tiny(tmp_path, "--run-name", "r", "--seed", "5")
+    assert first.returncode == 0, first.stderr
+    folder = tmp_path / "BreakoutNoFrameskip-v4" / "r"
+    again = _train_tiny(tmp_path, "--run-name", "r", "--seed", "5", "--resume", str(folder))
+    assert again.returncode == 2 and "already took 2,000 agent steps" in again.stderr
+    longer = ["--run-name", "r", "--seed", "5", "--resume", str(folder), "--steps", "2300"]
+    resumed = run_main(*_tiny_command(tmp_path), *longer)
+    assert resumed.returncode == 0, resumed.stderr
+    records = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["agent_steps"] == 2300
+    changed = run_main(*_tiny_command(tmp_path), "--seed", "6", "--resume", str(folder))
+    assert changed.returncode == 2 and "--seed: saved 5, given 6" in changed.stderr
+
+
+def _tiny_command(weights: Path) -> list[str]:
+    """The tiny training command, without --steps (the resumed run extends it)."""
+    args = ["--mode", "train", "--env", "BreakoutNoFrameskip-v4", "--weights-dir", str(weights)]
+    tiny = [a for i, a in enumerate(TINY) if TINY[i] != "--steps" and TINY[i - 1] != "--steps"]
+    return args + tiny

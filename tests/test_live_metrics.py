@@ -90,7 +90,7 @@ def test_a_resumed_run_continues_the_live_files_without_duplicates(tmp_path: Pat
             save_replay_memory=True,
             should_stop=stop_at_555,
         )
-    cut = tmp_path / "cut" / "Catch"
+    cut = tmp_path / "cut"
     train(CONFIG, "Catch", CatchEnv, tmp_path, log=lambda _: None, resume=load_training_state(cut))
     assert _rows(cut / GAMES_FILE) == _rows(full / GAMES_FILE)
     assert [r["agent_step"] for r in _rows(cut / UPDATES_FILE)] == ["350", "600"]

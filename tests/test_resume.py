@@ -65,7 +65,7 @@ def test_resumed_run_matches_the_uninterrupted_run(tmp_path: Path, stop_step: in
             save_replay_memory=True,
             should_stop=_stop_after(stop_step),
         )
-    cut = tmp_path / "cut" / "Catch"
+    cut = tmp_path / "cut"
     assert (cut / STATE_FILE).exists() and (cut / REPLAY_FILE).exists()
     loaded = load_training_state(cut)
     assert loaded.run.step == stop_step
@@ -102,7 +102,7 @@ def test_a_run_extended_from_its_last_epoch_matches_the_longer_run(tmp_path: Pat
 def test_resume_without_saved_replay_refills_it_and_says_so(tmp_path: Path) -> None:
     with pytest.raises(TrainingInterrupted):
         train(CONFIG, "Catch", CatchEnv, tmp_path, log=_quiet, should_stop=_stop_after(220))
-    run_dir = tmp_path / "Catch"
+    run_dir = tmp_path
     assert not (run_dir / REPLAY_FILE).exists()
     logs: list[str] = []
     loaded = load_training_state(run_dir)
@@ -138,6 +138,8 @@ def test_ctrl_c_writes_a_resumable_checkpoint_and_resume_finishes(tmp_path: Path
         "train",
         "--weights-dir",
         str(tmp_path),
+        "--run-name",
+        "run",
         "--steps",
         "4000",
         "--learning-starts",
@@ -154,7 +156,7 @@ def test_ctrl_c_writes_a_resumable_checkpoint_and_resume_finishes(tmp_path: Path
     proc = subprocess.Popen(
         args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    run_dir = tmp_path / "BreakoutNoFrameskip-v4"
+    run_dir = tmp_path / "BreakoutNoFrameskip-v4" / "run"
     deadline = time.time() + 120
     while not (run_dir / "epoch_1.safetensors").exists() and time.time() < deadline:
         time.sleep(0.2)
@@ -183,6 +185,8 @@ def test_kill_9_at_random_moments_always_leaves_a_loadable_resumable_run(tmp_pat
         "train",
         "--weights-dir",
         str(tmp_path),
+        "--run-name",
+        "run",
         "--steps",
         "100000",
         "--learning-starts",
@@ -196,7 +200,7 @@ def test_kill_9_at_random_moments_always_leaves_a_loadable_resumable_run(tmp_pat
         "--held-out-states",
         "8",
     ]
-    run_dir = tmp_path / "BreakoutNoFrameskip-v4"
+    run_dir = tmp_path / "BreakoutNoFrameskip-v4" / "run"
     rng = np.random.default_rng(0)
     resume = [
         sys.executable,

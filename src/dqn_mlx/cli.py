@@ -59,11 +59,11 @@ EnvOpt = Annotated[
 ]
 SeedOpt = Annotated[int | None, _option(GENERAL, "Seed for numpy, MLX and the emulators.")]
 PresetOpt = Annotated[
-    PresetName,
+    PresetName | None,
     _option(
         TRAIN,
-        "laptop learns fastest at laptop budgets; nips2013 and nature2015 are the papers' "
-        "settings.",
+        f"laptop learns fastest at laptop budgets; nips2013 and nature2015 are the papers' "
+        f"settings. Default: {DEFAULT_PRESET}.",
     ),
 ]
 Steps = Annotated[int | None, _count("Total training agent steps (bench: loop agent steps).")]
@@ -99,7 +99,17 @@ ProtocolOpt = Annotated[
         "30 games of at most 5 minutes.",
     ),
 ]
-WeightsDir = Annotated[Path, _option(OUTPUT, "Output folder; a run goes to <dir>/<env-id>/.")]
+RunName = Annotated[
+    str | None,
+    _option(
+        OUTPUT,
+        "Train: the run's folder name under <weights-dir>/<env-id>/ (default: preset, seed "
+        "and start time).",
+    ),
+]
+WeightsDir = Annotated[
+    Path, _option(OUTPUT, "Output folder; a run goes to <dir>/<env-id>/<run-name>/.")
+]
 SaveReplay = Annotated[
     bool, _option(OUTPUT, "Also save the replay memory (compressed) for --resume.")
 ]
@@ -123,7 +133,7 @@ def main(
     mode: ModeOpt = "train",
     env: EnvOpt = None,
     seed: SeedOpt = None,
-    preset: PresetOpt = PresetName(DEFAULT_PRESET),  # noqa: B008
+    preset: PresetOpt = None,
     steps: Steps = None,
     epoch_updates: EpochUpdates = None,
     replay_size: ReplaySize = None,
@@ -142,6 +152,7 @@ def main(
     epsilon: EvalEpsilon = 0.05,
     protocol: ProtocolOpt = None,
     weights_dir: WeightsDir = Path("weights"),
+    run_name: RunName = None,
     save_replay: SaveReplay = False,
     video: Video = None,
     value_trace: ValueTrace = False,
@@ -161,7 +172,8 @@ def main(
                 target_update_agent_steps=target_update_agent_steps,
                 epsilon_decay_steps=epsilon_decay_steps,
             )  # fmt: skip
-            _train_mode(preset.value, flags, set_ or [], env, weights_dir, resume, save_replay)
+            output = (weights_dir, run_name, save_replay)
+            _train_mode(preset and preset.value, flags, set_ or [], env, output, resume)
         elif mode == "eval":
             from dqn_mlx.evaluate import evaluate_checkpoint
 
@@ -210,41 +222,51 @@ def _select_device(device: str, accel: bool) -> None:
 
 
 def _train_mode(
-    preset: str,
+    preset: str | None,
     flags: dict[str, object],
     assignments: list[str],
     env: str | None,
-    weights_dir: Path,
+    output: tuple[Path, str | None, bool],
     resume: Path | None,
-    save_replay: bool,
 ) -> None:
-    """``--mode train``: a new run from the preset and the flags, or ``--resume``."""
+    """``--mode train``: a new run from the preset and the flags, or ``--resume`` a run."""
     from dqn_mlx.config import parse_assignments, with_overrides
     from dqn_mlx.config import preset as get_preset
+    from dqn_mlx.run.checkpoint import default_run_name, run_folder
 
+    weights_dir, run_name, save_replay = output
+    given = {**parse_assignments(assignments), **flags}
     if resume is not None:
-        _resume(resume, flags, bool(assignments) or env is not None, save_replay)
+        _resume(resume, given, preset, env, save_replay)
         return
-    config = with_overrides(get_preset(preset), {**parse_assignments(assignments), **flags})
-    _train(config.validate(), env or "BreakoutNoFrameskip-v4", weights_dir, save_replay)
+    config = with_overrides(get_preset(preset or DEFAULT_PRESET), given).validate()
+    env_id = env or "BreakoutNoFrameskip-v4"
+    folder = run_folder(weights_dir, env_id, run_name or default_run_name(config))
+    if run_name is None:  # a default name is never refused: two runs in one second differ
+        base, n = folder, 2
+        while folder.exists():
+            folder, n = base.with_name(f"{base.name}-{n}"), n + 1
+    _train(config, env_id, folder, save_replay)
 
 
-def _resume(path: Path, flags: dict[str, object], other: bool, save_replay: bool) -> None:
-    """Continue a run: its config comes from the state file; only --steps may change."""
+def _resume(
+    path: Path, given: dict[str, object], preset: str | None, env: str | None, save_replay: bool
+) -> None:
+    """Continue a run with its saved settings. The command that started it may be given again:
+    every setting it names must equal the saved one; only --steps may change, to extend it."""
     import dataclasses
 
     from dqn_mlx.errors import UserError
-    from dqn_mlx.run.resume import load_training_state
+    from dqn_mlx.run.resume import differing_settings, load_training_state
 
-    changed = sorted(set(flags) - {"total_steps"})
-    if changed or other:
-        names = ", ".join("--" + n.replace("_", "-") for n in changed) or "--env/--set"
-        raise UserError(
-            f"--resume continues a run with its own settings; drop {names} (only --steps may "
-            "change, to extend the run)"
-        )
     loaded = load_training_state(path)
-    steps = int(flags.get("total_steps", loaded.config.total_steps))  # type: ignore[call-overload]
+    differ = differing_settings(loaded, given, preset, env)
+    if differ:
+        raise UserError(
+            f"--resume continues a run with its saved settings, and these differ: {differ}; "
+            "drop them or give the saved values (only --steps may change, to extend the run)"
+        )
+    steps = int(given.get("total_steps", loaded.config.total_steps))  # type: ignore[call-overload]
     if steps <= loaded.run.step:
         raise UserError(
             f"--steps {steps:,}: the run already took {loaded.run.step:,} agent steps; give a "
@@ -257,7 +279,7 @@ def _resume(path: Path, flags: dict[str, object], other: bool, save_replay: bool
 def _train(
     config: object,
     env_id: str,
-    weights_dir: Path,
+    folder: Path,
     save_replay: bool,
     resume: object = None,
 ) -> None:
@@ -274,6 +296,7 @@ def _train(
     if note:
         print(note)
     print(backend_line())
+    print(f"run folder: {folder}")
 
     def make_env(seed: int) -> AtariEnv:
         return make_atari_env(
@@ -291,7 +314,7 @@ def _train(
             config,
             env_id,
             make_env,
-            weights_dir,
+            folder,
             frame_skip=frame_skip,
             resume=resume,
             save_replay_memory=save_replay,
@@ -303,7 +326,9 @@ def _train(
             file=sys.stderr,
         )
         raise typer.Exit(130) from None
-    print(f"done: checkpoints, metrics.jsonl and plots in {out}")
+    print(f"done: checkpoints, metrics and plots in {out}")
+    newest = max(out.glob("epoch_*.safetensors"), key=lambda p: int(p.stem.split("_")[1]))
+    print(f"evaluate it: uv run main.py --mode eval --load-path {newest}")
 
 
 def _stop_on_signals() -> list[int]:

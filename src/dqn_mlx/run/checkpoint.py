@@ -12,6 +12,7 @@ so a crash leaves either the previous complete file or the new complete file, ne
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import importlib.metadata
 import json
 from dataclasses import dataclass
@@ -33,9 +34,17 @@ def mlx_version() -> str:
     return importlib.metadata.version("mlx")
 
 
-def run_dir(weights_dir: Path, env_id: str) -> Path:
-    """Folder of one game's run: ``weights/<env-id>/`` (``/`` in v5 ids becomes ``_``)."""
-    return Path(weights_dir) / env_id.replace("/", "_")
+def run_folder(weights_dir: Path, env_id: str, run_name: str) -> Path:
+    """Folder of one run: ``<weights dir>/<env-id>/<run name>/`` (``/`` in v5 ids becomes
+    ``_``)."""
+    return Path(weights_dir) / env_id.replace("/", "_") / run_name
+
+
+def default_run_name(config: DQNConfig, now: datetime.datetime | None = None) -> str:
+    """Short, readable and unique: the preset, the seed and the start time to the second,
+    e.g. ``laptop-seed0-20261126-171500``."""
+    stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return f"{config.preset}-seed{config.seed}-{stamp}"
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,43 @@ def load_training_state(path: Path) -> LoadedState:
         ) from None
 
 
+def differing_settings(
+    loaded: LoadedState, given: dict[str, object], preset: str | None, env: str | None
+) -> str:
+    """The settings a resuming command gives that differ from the saved run's, as
+    ``--replay-size: saved 200,000, given 100,000``; empty when all agree. ``given`` maps config
+    field names to values (flags, ``--set``); ``--steps`` may differ (it extends the run)."""
+    from dqn_mlx.config import with_overrides
+
+    saved, differ = loaded.config, []
+    wanted = with_overrides(saved, given)
+    for name in sorted(set(given) - {"total_steps"}):
+        if getattr(wanted, name) != getattr(saved, name):
+            differ.append((_flag(name), getattr(saved, name), getattr(wanted, name)))
+    if preset is not None and preset != saved.preset:
+        differ.append(("--preset", saved.preset, preset))
+    if env is not None and env != loaded.env_id:
+        differ.append(("--env", loaded.env_id, env))
+    return "; ".join(f"{flag}: saved {_shown(a)}, given {_shown(b)}" for flag, a, b in differ)
+
+
+def _flag(name: str) -> str:
+    """The command-line spelling of a config field."""
+    flags = {"total_steps": "steps"}
+    cli_fields = {
+        "epoch_updates", "replay_size", "learning_starts", "seed", "eval_steps",
+        "held_out_states", "batch_size", "learning_rate", "update_period",
+        "target_update_agent_steps", "epsilon_decay_steps",
+    }  # fmt: skip
+    if name in flags or name in cli_fields:
+        return "--" + flags.get(name, name).replace("_", "-")
+    return f"--set {name}"
+
+
+def _shown(value: object) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
 def restore_learner(learner: Learner, loaded: LoadedState) -> None:
     """Put the saved weights, target and optimizer state into a freshly built learner."""
 

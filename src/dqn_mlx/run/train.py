@@ -27,7 +27,6 @@ from dqn_mlx.core.policy import exploration_rate
 from dqn_mlx.core.replay import ReplayMemory, check_replay_fits, replay_bytes
 from dqn_mlx.errors import UserError
 from dqn_mlx.evaluate import collect_held_out_states
-from dqn_mlx.run.checkpoint import run_dir
 from dqn_mlx.run.epoch import EpochEnd, RunOutput
 from dqn_mlx.run.live import LiveMetrics
 from dqn_mlx.run.loggers import ConsoleProgress, MetricsFiles, RunLogger
@@ -79,7 +78,7 @@ def train(
     config: DQNConfig,
     env_id: str,
     make_env: EnvFactory,
-    weights_dir: Path,
+    out_dir: Path,
     log: Callable[[str], None] = print,
     frame_skip: int = 1,
     *,
@@ -87,7 +86,8 @@ def train(
     save_replay_memory: bool = False,
     should_stop: Callable[[], bool] | None = None,
 ) -> Path:
-    """Train from scratch, or continue ``resume``; returns the run folder.
+    """Train from scratch in the run folder ``out_dir``, which must not hold another run, or
+    continue ``resume`` in its own folder; returns the run folder.
 
     ``should_stop`` is polled after every agent step: when it returns True the run writes a
     resumable training state and raises ``TrainingInterrupted`` (the CLI wires Ctrl-C and
@@ -95,7 +95,9 @@ def train(
     """
     config.validate()
     check_replay_fits(config.replay_size)
-    out_dir = run_dir(weights_dir, env_id) if resume is None else resume.path.parent
+    out_dir = Path(out_dir) if resume is None else resume.path.parent
+    if resume is None:
+        check_no_other_run(out_dir)
     check_writable(out_dir)
     mx.random.seed(config.seed)
     env, eval_env = make_env(config.seed), make_env(config.seed + 1)  # eval never touches env
@@ -180,6 +182,18 @@ def _start_or_restore(
     else:
         refill_replay(config, t.replay, eval_env, t.learner, t.rng, t.run.step, log)
     return np.array(resume.arrays["held_out"])
+
+
+RUN_FILES = ("train_state.safetensors", "metrics.jsonl", "games.csv", "epoch_1.safetensors")
+
+
+def check_no_other_run(out_dir: Path) -> None:
+    """A new run never writes into a folder that holds another run's files."""
+    if any((out_dir / name).exists() for name in RUN_FILES):
+        raise UserError(
+            f"{out_dir} already holds a run; continue it with --resume {out_dir}, or start a "
+            "new one under another --run-name"
+        )
 
 
 def check_writable(out_dir: Path) -> None:
