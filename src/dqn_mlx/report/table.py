@@ -1,8 +1,9 @@
 """``--mode report``: every game's evaluation results next to the papers' numbers.
 
 Reads the ``*.eval_<protocol>.json`` files that ``--mode eval`` writes beside each checkpoint,
-keeps the newest result per game and protocol (the one trained longest), and writes
-``<weights dir>/RESULTS.md``. The papers' numbers come from ``paper_scores.py``.
+keeps per run folder and protocol the result of the checkpoint trained longest, and writes
+``<weights dir>/RESULTS.md``: per game and protocol the mean ± std over runs beside the
+papers' numbers, then every run. The papers' numbers come from ``paper_scores.py``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from dqn_mlx.errors import UserError
 from dqn_mlx.files import atomic_write_text
@@ -19,47 +22,69 @@ RESULTS_FILE = "RESULTS.md"
 
 
 def collect_results(weights_dir: Path) -> list[dict[str, Any]]:
-    """The newest result per (env id, protocol) found under ``weights_dir``."""
+    """Per run folder and protocol, the result of the longest-trained checkpoint evaluated."""
     best: dict[tuple[str, str], dict[str, Any]] = {}
     for path in sorted(Path(weights_dir).glob("**/*.eval_*.json")):
         try:
             result = json.loads(path.read_text())
-            key = (result["env_id"], result["protocol"])
+            key = (str(path.parent), result["protocol"])
             trained = int(result.get("agent_steps_trained", 0))
         except (ValueError, KeyError, TypeError):
             continue  # not one of ours
         if key not in best or trained >= int(best[key].get("agent_steps_trained", 0)):
-            best[key] = {**result, "file": str(path)}
-    return [best[k] for k in sorted(best)]
+            best[key] = {**result, "file": str(path), "run": path.parent.name}
+    return sorted(best.values(), key=lambda r: (r["env_id"], r["protocol"], r["run"]))
 
 
 def _cell(value: float | None) -> str:
     return "—" if value is None else f"{value:g}"
 
 
+def _paper_cells(rom: str) -> str:
+    t13 = TABLE1_2013.get(rom, {})
+    n15 = NATURE_2015.get(rom)
+    nature = f"{n15['dqn']:g} ± {n15['dqn_std']:g}" if n15 else "—"
+    cells = [t13.get(k) for k in ("random", "dqn", "human", "dqn_best")]
+    return " | ".join(_cell(c) for c in cells) + f" | {nature}"
+
+
 def render_table(results: list[dict[str, Any]]) -> str:
     lines = [
         "# dqn-mlx results",
         "",
-        "Our scores are raw game scores of `--mode eval --protocol ...` runs (files named in the "
-        "last column). Paper columns: Mnih et al. 2013, Table 1 (Random, DQN, Human, DQN "
-        "Best) and Mnih et al. 2015, Extended Data Table 2 (DQN mean ± std). Sticky-action "
-        "(`ALE/...-v5`) results are not comparable with the papers'.",
+        "Raw game scores of `--mode eval --protocol ...` runs. Paper columns: Mnih et al. 2013, "
+        "Table 1 (Random, DQN, Human, DQN Best) and Mnih et al. 2015, Extended Data Table 2 "
+        "(DQN mean ± std). Sticky-action (`ALE/...-v5`) results are not comparable with the "
+        "papers'.",
         "",
-        "| game | protocol | ours: mean ± std (best) | games | agent steps trained | sticky | "
-        "date | Random 2013 | DQN 2013 | Human 2013 | DQN Best 2013 | DQN Nature 2015 | file |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "## Per game and protocol, over runs",
+        "",
+        "| game | protocol | runs | ours: mean ± std over runs | Random 2013 | DQN 2013 | "
+        "Human 2013 | DQN Best 2013 | DQN Nature 2015 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["env_id"], r["protocol"]), []).append(r)
+    for (env_id, protocol), runs in groups.items():
+        means = np.array([r["mean"] for r in runs])
+        lines.append(
+            f"| {env_id} | {protocol} | {len(runs)} | {means.mean():.1f} ± {means.std():.1f} | "
+            f"{_paper_cells(runs[0]['rom'])} |"
+        )
+    lines += [
+        "",
+        "## Every run",
+        "",
+        "| game | run | protocol | mean ± std (best) | games | agent steps trained | sticky | "
+        "date | file |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        t13 = TABLE1_2013.get(r["rom"], {})
-        n15 = NATURE_2015.get(r["rom"])
-        nature = f"{n15['dqn']:g} ± {n15['dqn_std']:g}" if n15 else "—"
         lines.append(
-            f"| {r['env_id']} | {r['protocol']} | {r['mean']:.1f} ± {r['std']:.1f} "
+            f"| {r['env_id']} | {r['run']} | {r['protocol']} | {r['mean']:.1f} ± {r['std']:.1f} "
             f"({_cell(r['max'])}) | {len(r['scores'])} | {int(r['agent_steps_trained']):,} | "
-            f"{'yes' if r['sticky_actions'] else 'no'} | {r['date']} | "
-            f"{_cell(t13.get('random'))} | {_cell(t13.get('dqn'))} | {_cell(t13.get('human'))} | "
-            f"{_cell(t13.get('dqn_best'))} | {nature} | {Path(r['file']).name} |"
+            f"{'yes' if r['sticky_actions'] else 'no'} | {r['date']} | {Path(r['file']).name} |"
         )
     return "\n".join(lines) + "\n"
 
