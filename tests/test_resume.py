@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
@@ -15,6 +16,8 @@ import pytest
 from catch_env import CatchEnv
 
 from dqn_mlx.config import NIPS2013, with_overrides
+from dqn_mlx.core.replay import ReplayMemory
+from dqn_mlx.run import train as run_train
 from dqn_mlx.run.metrics import read_metrics
 from dqn_mlx.run.resume import REPLAY_FILE, STATE_FILE, load_training_state
 from dqn_mlx.run.train import TrainingInterrupted, train
@@ -109,6 +112,44 @@ def test_resume_without_saved_replay_refills_it_and_says_so(tmp_path: Path) -> N
     train(loaded.config, "Catch", CatchEnv, tmp_path, log=logs.append, resume=loaded)
     assert any("refilling" in line for line in logs)
     assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 2, 3, 4]
+
+
+def test_after_a_refill_no_sampled_transition_mixes_two_games(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refill plays its own games on the evaluation env; the resumed training game goes on
+    mid-game. No transition that can be sampled may take frames from both (its state or its
+    next state reaching across the boundary, or bootstrapping into the other game)."""
+    with pytest.raises(TrainingInterrupted):
+        train(CONFIG, "Catch", CatchEnv, tmp_path, log=_quiet, should_stop=_stop_after(223))
+    source = {"now": "training"}
+    slots: dict[int, str] = {}
+    memories: list[ReplayMemory] = []
+    add, refill = ReplayMemory.add, run_train.refill_replay
+
+    def tagged_add(self: ReplayMemory, *args: Any) -> None:
+        slots[self.cursor] = source["now"]
+        memories[:] = [self]
+        add(self, *args)
+
+    def tagged_refill(*args: Any) -> None:
+        source["now"] = "refill"
+        refill(*args)
+        source["now"] = "training"
+
+    monkeypatch.setattr(ReplayMemory, "add", tagged_add)
+    monkeypatch.setattr(run_train, "refill_replay", tagged_refill)
+    resumed = dataclasses.replace(CONFIG, total_steps=400)
+    train(resumed, "Catch", CatchEnv, tmp_path, log=_quiet, resume=load_training_state(tmp_path))
+    (replay,) = memories
+    assert set(slots.values()) == {"refill", "training"}
+    valid = np.flatnonzero(replay.is_valid(np.arange(replay.size)))
+    for index in valid:  # the state's frames, and the next state's where it bootstraps
+        bootstraps = not replay.terminals[index]
+        newest = np.array([index, (index + 1) % replay.capacity][: 1 + bootstraps])
+        idx, keep = replay.stack_indices(newest)
+        used = {slots[int(i)] for i in idx[keep]}
+        assert len(used) == 1, (int(index), used)
 
 
 ROOT = Path(__file__).resolve().parents[1]

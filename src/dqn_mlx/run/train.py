@@ -181,6 +181,10 @@ def _start_or_restore(
         log(f"replay memory restored: {t.replay.size:,} transitions")
     else:
         refill_replay(config, t.replay, eval_env, t.learner, t.rng, t.run.step, log)
+        # The refill's frames come from other games: the next stored frame starts a new stack
+        # (zero-padded before it), so no stored stack reaches back into the refill, and the
+        # refill's last transition is never sampled (replay invariant 4).
+        t.game.record.episode_start = True
     return np.array(resume.arrays["held_out"])
 
 
