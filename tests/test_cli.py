@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import mlx.core as mx
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow  # trains or runs main.py end to end (-m 'not slow' skips)
@@ -383,3 +386,38 @@ def _tiny_command(weights: Path) -> list[str]:
     args = ["--mode", "train", "--env", "BreakoutNoFrameskip-v4", "--weights-dir", str(weights)]
     tiny = [a for i, a in enumerate(TINY) if TINY[i] != "--steps" and TINY[i - 1] != "--steps"]
     return args + tiny
+
+
+def _limit_file_size() -> None:
+    """In the child: files may grow to 12 MB, and a longer write fails (EFBIG) instead of
+    killing the process (SIGXFSZ ignored), as on a full disk."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (12 << 20, 12 << 20))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_a_write_that_fails_mid_run_stops_it_with_one_line_and_intact_files(
+    tmp_path: Path,
+) -> None:
+    """The first checkpoint (6.7 MB) fits; the training state (28 MB) does not: MLX's
+    save_safetensors raises RuntimeError. One line, exit 2, no temporary file, and the
+    checkpoint written before stays loadable."""
+    args = ["--mode", "train", "--weights-dir", str(tmp_path), "--run-name", "full", *TINY]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
+        preexec_fn=_limit_file_size,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: could not write to"), lines
+    assert "MB free" in lines[0] and "the last complete checkpoint there is kept" in lines[0]
+    folder = tmp_path / "BreakoutNoFrameskip-v4" / "full"
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no temporaries
+    assert not (folder / "train_state.safetensors").exists()
+    arrays = mx.load(str(folder / "epoch_1.safetensors"))
+    assert len(arrays) == 10 and all(np.isfinite(np.array(a)).all() for a in arrays.values())

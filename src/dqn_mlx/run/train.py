@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import mlx.core as mx
@@ -46,16 +46,16 @@ class TrainingInterrupted(Exception):
 class _Hooks:
     """``LoopHooks`` for a run: epoch ends, progress output, stop requests."""
 
-    def __init__(self, epoch_end: EpochEnd, should_stop: Callable[[], bool]):
+    def __init__(self, epoch_end: EpochEnd, should_stop: Callable[[], bool], epoch_bytes: int):
         self.epoch_end, self.should_stop = epoch_end, should_stop
-        self.out_dir = epoch_end.output.out_dir
+        self.out_dir, self.epoch_bytes = epoch_end.output.out_dir, epoch_bytes
 
     def end_epoch(self) -> None:
-        with _stop_cleanly_on_write_errors(self.out_dir):
+        with _stop_cleanly_on_write_errors(self.out_dir, self.epoch_bytes):
             self.epoch_end()
 
     def save_state(self) -> None:
-        with _stop_cleanly_on_write_errors(self.out_dir):
+        with _stop_cleanly_on_write_errors(self.out_dir, self.epoch_bytes):
             self.epoch_end.save_state()
 
     def after_step(
@@ -68,7 +68,8 @@ class _Hooks:
 
     def close(self) -> None:
         for logger in self.epoch_end.output.loggers:
-            logger.close()
+            with suppress(OSError, RuntimeError):  # a full disk: the run's own error says so
+                logger.close()
 
     def stop_requested(self) -> bool:
         return self.should_stop()
@@ -110,7 +111,7 @@ def train(
         np.random.default_rng(config.seed),
         run,
     )
-    check_disk_space(out_dir, config, t.learner, save_replay_memory)
+    epoch_bytes = check_disk_space(out_dir, config, t.learner, save_replay_memory)
     log(
         f"{env_id}: {env.num_actions} actions {env.action_meanings}; preset {config.preset}; "
         f"{config.total_steps:,} agent steps ({config.total_steps * frame_skip:,} emulator "
@@ -127,7 +128,7 @@ def train(
         out_dir, env_id, frame_skip, env.action_meanings, save_replay_memory, log, loggers
     )
     epoch_end = EpochEnd(t, eval_env, held_out, output)
-    hooks = _Hooks(epoch_end, should_stop or (lambda: False))
+    hooks = _Hooks(epoch_end, should_stop or (lambda: False), epoch_bytes)
     try:
         _run_to_the_end(t, hooks, progress)
     finally:
@@ -214,8 +215,9 @@ def check_writable(out_dir: Path) -> None:
         ) from None
 
 
-def check_disk_space(out_dir: Path, config: DQNConfig, learner: Learner, replay: bool) -> None:
-    """Refuse to start when the planned checkpoints clearly cannot fit on the disk."""
+def check_disk_space(out_dir: Path, config: DQNConfig, learner: Learner, replay: bool) -> int:
+    """Refuse to start when the planned checkpoints clearly cannot fit on the disk; returns
+    what one epoch end writes at most, in bytes (checkpoint, training state, replay)."""
     weights = 4 * sum(int(np.prod(shape)) for shape in parameter_shapes(learner.online).values())
     updates = max(0, config.total_steps - config.learning_starts) // config.update_period
     epochs = -(-updates // config.epoch_updates) + 1
@@ -227,16 +229,24 @@ def check_disk_space(out_dir: Path, config: DQNConfig, learner: Learner, replay:
             f"--weights-dir {out_dir}: the planned checkpoints need about {needed / 1e9:.2f} GB "
             f"but only {free / 1e9:.2f} GB is free; free some space or choose another folder"
         )
+    return weights + state + (replay_bytes(config.replay_size) if replay else 0)
 
 
 @contextmanager
-def _stop_cleanly_on_write_errors(out_dir: Path) -> Iterator[None]:
-    """A failed write (disk full, folder removed) ends the run with one line; the previous
-    complete files stay, since every file is written to a temporary name and renamed."""
+def _stop_cleanly_on_write_errors(out_dir: Path, needed_bytes: int = 0) -> Iterator[None]:
+    """A failed write (disk full, folder removed, a file size limit) ends the run with one line;
+    the previous complete files stay, since every file is written to a temporary name and
+    renamed. Python and numpy raise OSError; MLX's ``save_safetensors`` raises RuntimeError
+    ("[write] Unable to write ...")."""
     try:
         yield
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "write" not in str(exc).lower():
+            raise
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc).strip()
+        free = shutil.disk_usage(out_dir).free if out_dir.exists() else 0
+        need = f", an epoch end writes about {needed_bytes / 1e6:,.0f} MB" if needed_bytes else ""
         raise UserError(
-            f"could not write to {out_dir} ({exc.strerror or exc}); the run stopped and the "
-            "last complete checkpoint there is kept"
+            f"could not write to {out_dir} ({reason}; {free / 1e6:,.0f} MB free{need}); the run "
+            "stopped and the last complete checkpoint there is kept"
         ) from None
