@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pytest
 
@@ -126,4 +128,41 @@ def test_storage_is_one_frame_per_transition() -> None:
 
 def test_a_replay_that_cannot_fit_is_refused_with_the_largest_that_fits() -> None:
     with pytest.raises(UserError, match=r"--replay-size [\d,]+ or less"):
-        check_replay_fits(10**9)  # 7 TB
+        check_replay_fits(10**9)  # 7 TB, on this machine
+
+
+class Memory(NamedTuple):
+    total: int
+    available: int
+
+
+GIB = 1 << 30
+
+
+@pytest.mark.parametrize(
+    ("machine", "memory", "refused", "warned"),
+    [
+        # psutil on a 16 GB Mac with a browser open: available = free + inactive pages only
+        ("16 GB Mac, busy", Memory(16 * GIB, int(3.9 * GIB)), False, True),
+        ("16 GB Mac, idle", Memory(16 * GIB, int(9.5 * GIB)), False, False),
+        ("8 GB Mac", Memory(8 * GIB, int(2.6 * GIB)), True, False),
+        ("Linux, 23 GB", Memory(int(23.4 * GIB), int(22.6 * GIB)), False, False),
+    ],
+)
+def test_the_default_replay_is_judged_against_the_machine_not_what_is_free_now(
+    machine: str, memory: Memory, refused: bool, warned: bool
+) -> None:
+    """1M transitions (7.06 GB) fit a 16 GB Mac even when little is free right now (a warning,
+    not a refusal); an 8 GB Mac is refused with the largest size that fits."""
+    if refused:
+        with pytest.raises(UserError, match=r"use --replay-size ([\d,]+) or less") as info:
+            check_replay_fits(1_000_000, memory)
+        largest = int(info.value.args[0].split("use --replay-size ")[1].split()[0].replace(",", ""))
+        assert check_replay_fits(largest, Memory(memory.total, memory.total)) is None
+        with pytest.raises(UserError):
+            check_replay_fits(largest + 1, memory)
+        return
+    warning = check_replay_fits(1_000_000, memory)
+    assert (warning is not None) == warned, machine
+    if warned:
+        assert warning is not None and "exceeds the memory free right now" in warning

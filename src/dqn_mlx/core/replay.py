@@ -21,7 +21,7 @@ Invariants (why an index may or may not be sampled):
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import psutil
@@ -46,18 +46,41 @@ def replay_bytes(capacity: int) -> int:
     return capacity * BYTES_PER_TRANSITION
 
 
-def check_replay_fits(capacity: int, reserve_bytes: int = 1 << 30) -> None:
-    """Refuse a replay memory that would not fit in available RAM (minus a reserve), naming
-    the largest capacity that would, instead of letting the OS kill the run halfway."""
-    available = psutil.virtual_memory().available - reserve_bytes
+MEMORY_RESERVE_BYTES = 3 << 30
+"""Physical memory kept for everything but the replay memory: the system, and this process's
+own network, optimizer and buffers (about 1 GB at peak)."""
+
+
+class MemoryFigures(Protocol):
+    """What ``psutil.virtual_memory()`` reports (bytes)."""
+
+    total: int  # physical memory
+    available: int  # free right now without swapping (on macOS: free + inactive pages)
+
+
+def check_replay_fits(capacity: int, memory: MemoryFigures | None = None) -> str | None:
+    """Refuse a replay memory that cannot fit in physical memory less ``MEMORY_RESERVE_BYTES``,
+    naming the largest capacity that would, instead of letting the OS kill the run halfway.
+    Returns a warning when it fits the machine but not what is free right now (other programs
+    will be paged out as the replay fills; macOS counts only free and inactive pages as
+    available, so a laptop with a browser open reports little), else None."""
+    memory = memory or psutil.virtual_memory()
+    usable = memory.total - MEMORY_RESERVE_BYTES
     needed = replay_bytes(capacity)
-    if needed > available:
-        largest = max(0, available // BYTES_PER_TRANSITION)
+    if needed > usable:
+        largest = max(0, usable // BYTES_PER_TRANSITION)
         raise UserError(
-            f"--replay-size {capacity:,} needs {needed / 1e9:.2f} GB but only "
-            f"{max(available, 0) / 1e9:.2f} GB is available; use --replay-size {largest:,} "
-            "or less"
+            f"--replay-size {capacity:,} needs {needed / 1e9:.2f} GB but this machine has "
+            f"{memory.total / 1e9:.1f} GB of memory ({MEMORY_RESERVE_BYTES / 1e9:.1f} GB kept "
+            f"for the rest); use --replay-size {largest:,} or less"
         )
+    if needed > memory.available:
+        return (
+            f"warning: the replay memory ({needed / 1e9:.2f} GB when full) exceeds the memory "
+            f"free right now ({memory.available / 1e9:.2f} GB); other programs may be paged "
+            "out as it fills"
+        )
+    return None
 
 
 class ReplayMemory:

@@ -95,7 +95,7 @@ def train(
     SIGTERM to it). A non-finite loss stops the run with a UserError before anything is saved.
     """
     config.validate()
-    check_replay_fits(config.replay_size)
+    memory_warning = check_replay_fits(config.replay_size)
     out_dir = Path(out_dir) if resume is None else resume.path.parent
     if resume is None:
         check_no_other_run(out_dir)
@@ -117,6 +117,8 @@ def train(
         f"{config.total_steps:,} agent steps ({config.total_steps * frame_skip:,} emulator "
         f"frames); replay {config.replay_size:,} transitions"
     )
+    if memory_warning:
+        log(memory_warning)
     held_out = _start_or_restore(t, eval_env, out_dir, resume, log)
     progress = ConsoleProgress(config.total_steps, frame_skip, log)
     loggers: list[RunLogger] = [
