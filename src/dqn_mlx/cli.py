@@ -354,16 +354,26 @@ def _stop_on_signals() -> list[int]:
 
 
 def backend_line() -> str:
-    """One line on the backend: MLX, device, and what ``dqn_mlx.accel`` switched on (with the
-    BLAS's measured speed); a warning follows on stderr when the slow reference BLAS is in use."""
+    """One line on the backend: MLX and the device; on the CPU also what ``dqn_mlx.accel``
+    switched on, with the BLAS's measured speed (a warning follows on stderr when the slow
+    reference BLAS is in use)."""
     import mlx.core as mx
 
     from dqn_mlx import accel
     from dqn_mlx.accel.blas import measure_gflops
     from dqn_mlx.run.checkpoint import mlx_version
 
+    device = mx.default_device()
+    try:
+        info = mx.device_info()
+        name = str(info.get("device_name") or info.get("architecture") or "")
+    except (AttributeError, RuntimeError):
+        name = ""
+    head = f"MLX {mlx_version()} on {device}" + (f" ({name})" if name else "")
+    if device != mx.cpu:
+        return head
+    head += f"; {measure_gflops():.0f} GFLOP/s"
     status = accel.status()
-    head = f"MLX {mlx_version()} on {mx.default_device()}; {measure_gflops():.0f} GFLOP/s"
     if status is None:
         return f"{head}; speed-ups off (--no-accel): the plain definition throughout"
     if not status.blas.fast:
