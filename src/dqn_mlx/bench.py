@@ -13,7 +13,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -156,7 +156,7 @@ def replay_figures(emit: Callable[[str, float | str, str], None], capacity: int 
     emit("replay_bytes_1m_transitions", BYTES_PER_TRANSITION * 1_000_000 / 1e9, "GB")
 
 
-def end_to_end_steps_per_s(steps: int) -> float:
+def end_to_end_steps_per_s(steps: int, extra_loggers: Sequence[Any] = ()) -> float:
     """Agent steps/s of ``train`` (Nature preset) once learning has started: epoch 1 is the
     random replay start plus ``steps`` steps of warm-up, epoch 2 is the ``steps`` measured.
     Epsilon is its final 0.1 from the start, so 90% of the steps act greedily (one forward
@@ -187,6 +187,7 @@ def end_to_end_steps_per_s(steps: int) -> float:
             Path(tmp),
             log=lambda _: None,
             frame_skip=4,
+            extra_loggers=extra_loggers,
         )
         return float(read_metrics(out)[1]["agent_steps_per_s"])
 
@@ -196,7 +197,9 @@ def peak_memory_mib() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes vs KiB
 
 
-def run_benchmark(end_to_end_steps: int = 2_000) -> None:
+def run_benchmark(end_to_end_steps: int = 2_000, extra_loggers: Sequence[Any] = ()) -> None:
+    """Every figure, one per line. ``extra_loggers`` go to the end-to-end run (the CLI passes
+    the BLAS thread share, so that benchmarks side by side split the cores)."""
     from dqn_mlx import accel
     from dqn_mlx.accel.blas import measure_gflops
 
@@ -218,5 +221,6 @@ def run_benchmark(end_to_end_steps: int = 2_000) -> None:
         network_figures(preset, emit)
     emit("env_agent_steps_per_s", env_steps_per_s(), "agent_steps/s")
     replay_figures(emit)
-    emit("end_to_end_nature2015", end_to_end_steps_per_s(end_to_end_steps), "agent_steps/s")
+    rate = end_to_end_steps_per_s(end_to_end_steps, extra_loggers)
+    emit("end_to_end_nature2015", rate, "agent_steps/s")
     emit("peak_memory", peak_memory_mib(), "MiB")

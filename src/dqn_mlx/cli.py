@@ -6,6 +6,8 @@ Speed-ups (``dqn_mlx.accel``) are switched on before MLX loads, unless ``--no-ac
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -118,6 +120,15 @@ Video = Annotated[
 ]
 ValueTrace = Annotated[bool, _option(OUTPUT, "Eval: plot max-Q over the first game (PNG).")]
 DeviceOpt = Annotated[Device, _option(SPEED, "Where MLX computes: the best available, or one.")]
+ThreadsOpt = Annotated[
+    int | None,
+    _option(
+        SPEED,
+        "OpenBLAS threads for MLX's products (Linux CPU). Default: this process's share of "
+        "its cores among the dqn-mlx trainings and benchmarks running, checked every few "
+        "seconds.",
+    ),
+]
 AccelOpt = Annotated[
     bool,
     _option(
@@ -157,12 +168,15 @@ def main(
     video: Video = None,
     value_trace: ValueTrace = False,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     accel: AccelOpt = True,
 ) -> None:
     from dqn_mlx.errors import UserError
 
     try:
         _select_device(device, accel)
+        if threads is not None and threads <= 0:
+            raise UserError(f"--threads must be positive, got {threads}")
         if mode == "train":
             flags = _overrides(
                 total_steps=steps, epoch_updates=epoch_updates, replay_size=replay_size,
@@ -173,7 +187,8 @@ def main(
                 epsilon_decay_steps=epsilon_decay_steps,
             )  # fmt: skip
             output = (weights_dir, run_name, save_replay)
-            _train_mode(preset and preset.value, flags, set_ or [], env, output, resume)
+            with _share_the_machine(threads) as extra:
+                _train_mode(preset and preset.value, flags, set_ or [], env, output, resume, extra)
         elif mode == "eval":
             from dqn_mlx.evaluate import evaluate_checkpoint
 
@@ -185,7 +200,8 @@ def main(
 
             print(f"results table written to {write_report(weights_dir)}")
         else:
-            _bench_mode(steps)
+            with _share_the_machine(threads) as extra:
+                _bench_mode(steps, extra)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -228,6 +244,7 @@ def _train_mode(
     env: str | None,
     output: tuple[Path, str | None, bool],
     resume: Path | None,
+    extra: list[Any],
 ) -> None:
     """``--mode train``: a new run from the preset and the flags, or ``--resume`` a run."""
     from dqn_mlx.config import parse_assignments, with_overrides
@@ -237,7 +254,7 @@ def _train_mode(
     weights_dir, run_name, save_replay = output
     given = {**parse_assignments(assignments), **flags}
     if resume is not None:
-        _resume(resume, given, preset, env, save_replay)
+        _resume(resume, given, preset, env, save_replay, extra)
         return
     config = with_overrides(get_preset(preset or DEFAULT_PRESET), given).validate()
     env_id = env or "BreakoutNoFrameskip-v4"
@@ -246,11 +263,16 @@ def _train_mode(
         base, n = folder, 2
         while folder.exists():
             folder, n = base.with_name(f"{base.name}-{n}"), n + 1
-    _train(config, env_id, folder, save_replay)
+    _train(config, env_id, folder, save_replay, extra)
 
 
 def _resume(
-    path: Path, given: dict[str, object], preset: str | None, env: str | None, save_replay: bool
+    path: Path,
+    given: dict[str, object],
+    preset: str | None,
+    env: str | None,
+    save_replay: bool,
+    extra: list[Any],
 ) -> None:
     """Continue a run with its saved settings. The command that started it may be given again:
     every setting it names must equal the saved one; only --steps may change, to extend it."""
@@ -273,7 +295,7 @@ def _resume(
             "larger --steps to train further"
         )
     config = dataclasses.replace(loaded.config, total_steps=steps).validate()
-    _train(config, loaded.env_id, loaded.path.parent, save_replay, resume=loaded)
+    _train(config, loaded.env_id, loaded.path.parent, save_replay, extra, resume=loaded)
 
 
 def _train(
@@ -281,6 +303,7 @@ def _train(
     env_id: str,
     folder: Path,
     save_replay: bool,
+    extra: list[Any],
     resume: object = None,
 ) -> None:
     from dqn_mlx.config import DQNConfig
@@ -319,6 +342,7 @@ def _train(
             resume=resume,
             save_replay_memory=save_replay,
             should_stop=lambda: bool(requested),
+            extra_loggers=extra,
         )
     except TrainingInterrupted as stop:
         print(
@@ -385,13 +409,31 @@ def backend_line() -> str:
     )
 
 
-def _bench_mode(steps: int | None) -> None:
+def _bench_mode(steps: int | None, extra: list[Any]) -> None:
     from dqn_mlx.bench import run_benchmark
     from dqn_mlx.errors import UserError
 
     if steps is not None and steps <= 0:
         raise UserError(f"--steps must be positive, got {steps}")
-    run_benchmark(steps or 2_000)
+    run_benchmark(steps or 2_000, extra)
+
+
+@contextmanager
+def _share_the_machine(threads: int | None) -> Iterator[list[Any]]:
+    """With the speed-ups on, this process's BLAS threads follow its share of the machine
+    (``accel/threads.py``) while the mode runs; yields the run loggers that keep it so."""
+    from dqn_mlx import accel
+
+    if accel.status() is None:
+        yield []
+        return
+    from dqn_mlx.accel.threads import ThreadShare
+
+    share = ThreadShare(threads).start()
+    try:
+        yield [share]
+    finally:
+        share.close()
 
 
 def run() -> None:

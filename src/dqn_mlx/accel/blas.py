@@ -62,6 +62,7 @@ class BlasStatus:
 
 
 _status: BlasStatus | None = None
+_openblas: ctypes.CDLL | None = None  # the library MLX's products run on, once loaded
 
 
 def cache_dir() -> Path:
@@ -128,12 +129,28 @@ def _try_openblas() -> BlasStatus:
         import scipy_openblas32
 
         openblas = Path(scipy_openblas32.get_lib_dir()) / f"lib{scipy_openblas32.get_library()}.so"
-        ctypes.CDLL(str(openblas), mode=os.RTLD_GLOBAL)
+        library = ctypes.CDLL(str(openblas), mode=os.RTLD_GLOBAL)
         shim = _build_shim(openblas)
         ctypes.CDLL(str(shim), mode=os.RTLD_GLOBAL)
     except Exception as exc:  # any failure: keep MLX's own BLAS, explain once
         return BlasStatus("reference", f"could not load OpenBLAS ({exc})", False)
+    global _openblas
+    _openblas = library
     return BlasStatus("OpenBLAS (scipy-openblas32)", str(openblas), True)
+
+
+def set_threads(count: int) -> bool:
+    """Let OpenBLAS use ``count`` threads for MLX's products from now on; False when MLX does
+    not compute on our OpenBLAS (macOS, or it could not be loaded)."""
+    if _openblas is None:
+        return False
+    _openblas.scipy_openblas_set_num_threads(count)
+    return True
+
+
+def threads() -> int | None:
+    """OpenBLAS's thread count for MLX's products, or None where it does not apply."""
+    return None if _openblas is None else int(_openblas.scipy_openblas_get_num_threads())
 
 
 def measure_gflops(size: int = 512, repeats: int = 5) -> float:

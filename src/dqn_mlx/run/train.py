@@ -10,7 +10,7 @@ stay: every file is written to a temporary name and renamed.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -86,6 +86,7 @@ def train(
     resume: LoadedState | None = None,
     save_replay_memory: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    extra_loggers: Sequence[RunLogger] = (),
 ) -> Path:
     """Train from scratch in the run folder ``out_dir``, which must not hold another run, or
     continue ``resume`` in its own folder; returns the run folder.
@@ -93,6 +94,7 @@ def train(
     ``should_stop`` is polled after every agent step: when it returns True the run writes a
     resumable training state and raises ``TrainingInterrupted`` (the CLI wires Ctrl-C and
     SIGTERM to it). A non-finite loss stops the run with a UserError before anything is saved.
+    ``extra_loggers`` join the run's own (console, metrics files, live metrics).
     """
     config.validate()
     memory_warning = check_replay_fits(config.replay_size)
@@ -125,6 +127,7 @@ def train(
         progress,
         MetricsFiles(out_dir, env_id),
         LiveMetrics(out_dir, t.run.step),
+        *extra_loggers,
     ]
     output = RunOutput(
         out_dir, env_id, frame_skip, env.action_meanings, save_replay_memory, log, loggers

@@ -1,0 +1,47 @@
+"""accel/threads.py: dqn-mlx processes on one machine split its cores between their BLAS
+threads, and a process alone gets them all back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dqn_mlx.accel import blas
+from dqn_mlx.accel.threads import ThreadShare, usable_cores
+
+pytestmark = pytest.mark.skipif(blas.threads() is None, reason="MLX is not on our OpenBLAS here")
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads() -> object:
+    before = blas.threads()
+    yield
+    assert before is not None
+    blas.set_threads(before)
+
+
+def test_processes_running_split_the_cores_and_a_lone_one_gets_them_back(tmp_path: Path) -> None:
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / str(other.pid)).write_text("")  # another dqn-mlx process, alive
+        (tmp_path / "999999999").write_text("")  # a stale entry: no such process
+        share = ThreadShare(folder=tmp_path).start()
+        assert share.running() == 2 and not (tmp_path / "999999999").exists()
+        assert blas.threads() == max(1, usable_cores() // 2)
+    finally:
+        other.kill()
+        other.wait()
+    share.rebalance()  # the other one ended
+    assert blas.threads() == usable_cores()
+    share.close()
+    assert not (tmp_path / str(os.getpid())).exists()
+
+
+def test_a_fixed_thread_count_is_kept(tmp_path: Path) -> None:
+    share = ThreadShare(fixed=1, folder=tmp_path).start()
+    assert blas.threads() == 1 and share.rebalance() == 1
+    share.close()
