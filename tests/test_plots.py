@@ -43,3 +43,14 @@ def test_epochs_whose_evaluation_ended_no_game_are_marked(tmp_path):
     assert unfinished_eval_epochs([_record(1)]) == []  # metrics written before the field
     draw_plots(tmp_path, records, "PongNoFrameskip-v4")
     assert (tmp_path / REWARDS_PLOT).read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_epoch_axis_ticks_whole_epochs_only() -> None:
+    from dqn_mlx.report.plots import _figure
+
+    plt, fig, ax = _figure("t", "y")
+    ax.plot([1, 2], [0.0, 1.0])
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if 1 <= t <= 2]
+    plt.close(fig)
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks

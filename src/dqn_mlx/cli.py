@@ -343,6 +343,7 @@ def _train(
             save_replay_memory=save_replay,
             should_stop=lambda: bool(requested),
             extra_loggers=extra,
+            progress_bar=sys.stdout.isatty(),
         )
     except TrainingInterrupted as stop:
         print(

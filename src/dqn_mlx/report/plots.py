@@ -16,8 +16,10 @@ def _figure(title: str, ylabel: str, xlabel: str = "training epoch") -> Any:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -1,7 +1,8 @@
 """Where a run's numbers go: one seam, ``RunLogger``, that every output plugs into.
 
 - ``ConsoleProgress``: a progress line every few seconds (agent steps, emulator frames, rate,
-  ETA, epsilon, recent score, loss per sample);
+  ETA, epsilon, recent score, loss per sample), for logs and CI; ``TerminalProgress``: the same
+  as a live progress bar, on a terminal;
 - ``MetricsFiles``: each epoch's record appended to ``metrics.jsonl`` and the two plots
   redrawn;
 - ``LiveMetrics`` (``run/live.py``): every finished game and every few hundred updates, as CSV
@@ -83,6 +84,56 @@ class ConsoleProgress:
 
     def close(self) -> None:
         pass
+
+
+class TerminalProgress(ConsoleProgress):
+    """The progress line as a live display on a terminal (rich comes with typer): a bar of
+    agent steps with the ETA, and below it the rate, epsilon, recent score and loss. Log lines
+    (epoch ends) print above it."""
+
+    def __init__(self, total_steps: int, frame_skip: int, start_step: int, console: Any = None):
+        from rich.console import Group
+        from rich.live import Live
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.text import Text
+
+        super().__init__(total_steps, frame_skip, log=lambda _: None, interval_s=0.5)
+        self.last_step = start_step
+        self.bar = Progress(
+            TextColumn("agent step {task.completed:,.0f}/{task.total:,.0f}"),
+            BarColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = self.bar.add_task("train", total=total_steps, completed=start_step)
+        self.info = Text("")
+        self.live = Live(Group(self.bar, self.info), console=console, refresh_per_second=4)
+        self.live.start()
+
+    def after_step(
+        self,
+        run: RunState,
+        epsilon: float,
+        finished: FinishedGame | None = None,
+        update: UpdateStats | None = None,
+        force: bool = False,
+    ) -> None:
+        now = time.perf_counter()
+        if not force and now - self.last_time < self.interval:
+            return
+        rate = (run.step - self.last_step) / max(now - self.last_time, 1e-9)
+        recent, count = run.recent_scores, run.epoch_loss_count
+        score = f"{np.mean(recent):.1f}" if recent else "n/a"
+        loss = f"{run.epoch_loss_sum / count:.4f}" if count else "n/a"
+        self.info.plain = (
+            f"{run.step * self.frame_skip:,} emulator frames | {rate:,.0f} agent steps/s | "
+            f"epsilon {epsilon:.3f} | score (last {len(recent)}) {score} | loss/sample {loss}"
+        )
+        self.bar.update(self.task, completed=run.step)
+        self.last_time, self.last_step = now, run.step
+
+    def close(self) -> None:
+        self.live.stop()
 
 
 def _duration(seconds: float) -> str:

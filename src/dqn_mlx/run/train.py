@@ -29,7 +29,7 @@ from dqn_mlx.errors import UserError
 from dqn_mlx.evaluate import collect_held_out_states
 from dqn_mlx.run.epoch import EpochEnd, RunOutput
 from dqn_mlx.run.live import LiveMetrics
-from dqn_mlx.run.loggers import ConsoleProgress, MetricsFiles, RunLogger
+from dqn_mlx.run.loggers import ConsoleProgress, MetricsFiles, RunLogger, TerminalProgress
 from dqn_mlx.run.resume import LoadedState, load_replay, refill_replay, restore_learner
 
 EnvFactory = Callable[[int], PixelEnv]  # seed -> environment
@@ -87,6 +87,7 @@ def train(
     save_replay_memory: bool = False,
     should_stop: Callable[[], bool] | None = None,
     extra_loggers: Sequence[RunLogger] = (),
+    progress_bar: bool = False,
 ) -> Path:
     """Train from scratch in the run folder ``out_dir``, which must not hold another run, or
     continue ``resume`` in its own folder; returns the run folder.
@@ -95,6 +96,7 @@ def train(
     resumable training state and raises ``TrainingInterrupted`` (the CLI wires Ctrl-C and
     SIGTERM to it). A non-finite loss stops the run with a UserError before anything is saved.
     ``extra_loggers`` join the run's own (console, metrics files, live metrics).
+    ``progress_bar``: a live bar (for a terminal) instead of a progress line every 5 seconds.
     """
     config.validate()
     memory_warning = check_replay_fits(config.replay_size)
@@ -122,7 +124,11 @@ def train(
     if memory_warning:
         log(memory_warning)
     held_out = _start_or_restore(t, eval_env, out_dir, resume, log)
-    progress = ConsoleProgress(config.total_steps, frame_skip, log)
+    progress = (
+        TerminalProgress(config.total_steps, frame_skip, t.run.step)
+        if progress_bar
+        else ConsoleProgress(config.total_steps, frame_skip, log)
+    )
     loggers: list[RunLogger] = [
         progress,
         MetricsFiles(out_dir, env_id),
