@@ -22,15 +22,26 @@ from dqn_mlx.core.network import DEFINITION, QNetwork, default_formulation
 PACKAGE = Path(__file__).parents[1] / "src" / "dqn_mlx"
 
 
-def _imports(path: Path) -> set[str]:
+def _imports(path: Path, text: str | None = None) -> set[str]:
+    """Every module a package file imports (``text``: its source, if not read from ``path``),
+    relative imports resolved to absolute names."""
+    package = ["dqn_mlx", *path.relative_to(PACKAGE).parent.parts]
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(text if text is not None else path.read_text())):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
     return names
+
+
+def test_the_import_check_resolves_relative_imports() -> None:
+    text = "from ..accel import gemm\nfrom . import replay\nimport dqn_mlx.accel.jit\n"
+    names = _imports(PACKAGE / "core" / "loop.py", text)
+    assert {"dqn_mlx.accel.gemm", "dqn_mlx.core.replay", "dqn_mlx.accel.jit"} <= names
 
 
 def test_the_algorithm_never_imports_the_acceleration() -> None:

@@ -140,6 +140,7 @@ BAD_INPUTS = [
     (["--resume", "{trained}", "--preset", "nips2013"], "--preset: saved laptop, given nips2013"),
     (["--resume", "{trained}", "--set", "gamma=0.9"], "--set gamma: saved 0.99, given 0.9"),
     (["--weights-dir", "{weights}", "--run-name", "tiny"], "already holds a run; continue it"),
+    (["--resume", "{trained}", "--run-name", "other"], "--run-name other: --resume continues"),
     (["--resume", "{trained}", "--steps", "10"], "already took 2,000 agent steps"),
     (["--resume", "{text}"], "not a readable training state"),
     (["--mode", "eval"], "needs --load-path"),
@@ -372,7 +373,8 @@ def test_the_starting_command_plus_resume_continues_the_run(tmp_path: Path) -> N
     folder = tmp_path / "BreakoutNoFrameskip-v4" / "r"
     again = _train_tiny(tmp_path, "--run-name", "r", "--seed", "5", "--resume", str(folder))
     assert again.returncode == 2 and "already took 2,000 agent steps" in again.stderr
-    longer = ["--run-name", "r", "--seed", "5", "--resume", str(folder), "--steps", "2300"]
+    longer = ["--run-name", "r", "--seed", "5", "--set", "gamma=0.99", "--set", "loss=squared"]
+    longer += ["--resume", str(folder), "--steps", "2300"]  # saved values, given again: fine
     resumed = run_main(*_tiny_command(tmp_path), *longer)
     assert resumed.returncode == 0, resumed.stderr
     records = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]

@@ -39,14 +39,17 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar in the folder's TensorBoard event files (TFRecord framing: length, its
-    CRC, the serialised Event, its CRC)."""
+    CRC, the serialised Event, its CRC), read as TensorBoard reads them: a session start with a
+    step purges the events at that step and after from the files before."""
     found: dict[str, list[tuple[int, float]]] = {}
-    for path in sorted(folder.glob("events.out.tfevents.*")):
+    for path in sorted(folder.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
         data, offset = path.read_bytes(), 0
         while offset < len(data):
             (length,) = struct.unpack("<Q", data[offset : offset + 8])
             event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
             offset += 12 + length + 4
+            if event.session_log.status == event_pb2.SessionLog.START and event.step:
+                found = {k: [(s, v) for s, v in vs if s < event.step] for k, vs in found.items()}
             for value in event.summary.value:
                 found.setdefault(value.tag, []).append((event.step, value.simple_value))
     return found
@@ -76,9 +79,9 @@ def test_a_resumed_run_continues_the_live_files_without_duplicates(tmp_path: Pat
     full = train(CONFIG, "Catch", CatchEnv, tmp_path / "full", log=lambda _: None)
     calls = {"n": 0}
 
-    def stop_at_555() -> bool:
+    def stop_at_560() -> bool:  # a game ends at agent step 560 (Catch games last 10)
         calls["n"] += 1
-        return calls["n"] >= 555
+        return calls["n"] >= 560
 
     with pytest.raises(TrainingInterrupted):
         train(
@@ -88,9 +91,13 @@ def test_a_resumed_run_continues_the_live_files_without_duplicates(tmp_path: Pat
             tmp_path / "cut",
             log=lambda _: None,
             save_replay_memory=True,
-            should_stop=stop_at_555,
+            should_stop=stop_at_560,
         )
     cut = tmp_path / "cut"
     train(CONFIG, "Catch", CatchEnv, tmp_path, log=lambda _: None, resume=load_training_state(cut))
     assert _rows(cut / GAMES_FILE) == _rows(full / GAMES_FILE)
     assert [r["agent_step"] for r in _rows(cut / UPDATES_FILE)] == ["350", "600"]
+    board_full, board_cut = _scalars(full), _scalars(cut)
+    for tag in ("game/score", "game/length_agent_steps", "eval/score", "eval/avg_max_q"):
+        assert board_cut[tag] == board_full[tag], tag
+    assert [s for s, _ in board_cut["train/loss"]] == [350, 600]

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from dqn_mlx.core.network import DEFINITION, QNetwork, default_formulation
+from dqn_mlx.core import network
+from dqn_mlx.core.network import (
+    DEFINITION,
+    Formulation,
+    QNetwork,
+    _definition,
+    default_formulation,
+)
 
 
 def test_pixels_are_read_as_unsigned_bytes_in_0_1() -> None:
@@ -30,9 +37,15 @@ def test_q_values_have_one_column_per_action() -> None:
         assert net(frames).shape == net.predict(frames).shape == (2, 5)
 
 
-def test_without_a_registered_formulation_the_definition_computes() -> None:
-    if mx.default_device() != mx.cpu:  # the conftest registered one for the CPU only
-        assert default_formulation() is DEFINITION
+def test_a_network_computes_with_its_device_formulation_or_the_definition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(network, "_REGISTERED", {})
+    assert default_formulation() is DEFINITION and QNetwork(4).formulation is DEFINITION
+    other = Formulation("other", _definition, _definition)
+    device = "cpu" if mx.default_device() == mx.cpu else "gpu"
+    network.register_formulation(device, other)
+    assert QNetwork(4).formulation is other
 
 
 @pytest.mark.parametrize(

@@ -114,6 +114,42 @@ def test_resume_without_saved_replay_refills_it_and_says_so(tmp_path: Path) -> N
     assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 2, 3, 4]
 
 
+def test_a_replay_memory_saved_at_another_step_is_not_loaded(tmp_path: Path) -> None:
+    """A ``replay.npz`` left from an earlier save (a resume without --save-replay, or a write
+    that failed) never joins a newer training state: the run refills and says why."""
+    with pytest.raises(TrainingInterrupted):
+        train(
+            CONFIG,
+            "Catch",
+            CatchEnv,
+            tmp_path,
+            log=_quiet,
+            save_replay_memory=True,
+            should_stop=_stop_after(220),
+        )
+    old_replay = (tmp_path / REPLAY_FILE).read_bytes()
+    with pytest.raises(TrainingInterrupted):
+        train(
+            CONFIG,
+            "Catch",
+            CatchEnv,
+            tmp_path,
+            log=_quiet,
+            resume=load_training_state(tmp_path),
+            save_replay_memory=True,
+            should_stop=_stop_after(37),
+        )
+    (tmp_path / REPLAY_FILE).write_bytes(old_replay)
+    logs: list[str] = []
+    train(
+        CONFIG, "Catch", CatchEnv, tmp_path, log=logs.append, resume=load_training_state(tmp_path)
+    )
+    assert any(
+        "replay.npz is from agent step 220, the training state from 257: refilling" in line
+        for line in logs
+    ), logs
+
+
 def test_after_a_refill_no_sampled_transition_mixes_two_games(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

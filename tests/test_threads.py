@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from dqn_mlx.accel import blas
@@ -27,10 +28,13 @@ def _restore_threads() -> object:
 def test_processes_running_split_the_cores_and_a_lone_one_gets_them_back(tmp_path: Path) -> None:
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (tmp_path / str(other.pid)).write_text("")  # another dqn-mlx process, alive
-        (tmp_path / "999999999").write_text("")  # a stale entry: no such process
+        started = psutil.Process(other.pid).create_time()
+        (tmp_path / str(other.pid)).write_text(str(started))  # another dqn-mlx process, alive
+        (tmp_path / "999999999").write_text("1.0")  # a stale entry: no such process
+        (tmp_path / str(os.getppid())).write_text("1.0")  # a reused id: started at another time
         share = ThreadShare(folder=tmp_path).start()
         assert share.running() == 2 and not (tmp_path / "999999999").exists()
+        assert not (tmp_path / str(os.getppid())).exists()
         assert blas.threads() == max(1, usable_cores() // 2)
     finally:
         other.kill()
@@ -44,4 +48,12 @@ def test_processes_running_split_the_cores_and_a_lone_one_gets_them_back(tmp_pat
 def test_a_fixed_thread_count_is_kept(tmp_path: Path) -> None:
     share = ThreadShare(fixed=1, folder=tmp_path).start()
     assert blas.threads() == 1 and share.rebalance() == 1
+    share.close()
+
+
+def test_a_cache_folder_that_cannot_be_written_leaves_the_process_alone(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the folder should be: mkdir and iterdir fail
+    share = ThreadShare(folder=blocked / "running").start()
+    assert share.running() == 1 and blas.threads() == usable_cores()
     share.close()

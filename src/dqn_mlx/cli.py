@@ -175,8 +175,6 @@ def main(
 
     try:
         _select_device(device, accel)
-        if threads is not None and threads <= 0:
-            raise UserError(f"--threads must be positive, got {threads}")
         if mode == "train":
             flags = _overrides(
                 total_steps=steps, epoch_updates=epoch_updates, replay_size=replay_size,
@@ -249,21 +247,53 @@ def _train_mode(
     """``--mode train``: a new run from the preset and the flags, or ``--resume`` a run."""
     from dqn_mlx.config import parse_assignments, with_overrides
     from dqn_mlx.config import preset as get_preset
+    from dqn_mlx.errors import UserError
     from dqn_mlx.run.checkpoint import default_run_name, run_folder
 
     weights_dir, run_name, save_replay = output
     given = {**parse_assignments(assignments), **flags}
     if resume is not None:
+        if run_name is not None and run_name != _run_folder_of(resume).name:
+            raise UserError(
+                f"--run-name {run_name}: --resume continues the run in "
+                f"{_run_folder_of(resume)}; drop --run-name or give that run's name"
+            )
         _resume(resume, given, preset, env, save_replay, extra)
         return
     config = with_overrides(get_preset(preset or DEFAULT_PRESET), given).validate()
     env_id = env or "BreakoutNoFrameskip-v4"
     folder = run_folder(weights_dir, env_id, run_name or default_run_name(config))
-    if run_name is None:  # a default name is never refused: two runs in one second differ
-        base, n = folder, 2
-        while folder.exists():
+    if run_name is None:  # a default name is never refused: claim a free one, -2, -3, ...
+        folder = _claim(folder)
+    try:
+        _train(config, env_id, folder, save_replay, extra)
+    except UserError:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # refused before training: leave nothing behind
+        raise
+
+
+def _run_folder_of(resume: Path) -> Path:
+    """``--resume`` names the run folder or its state file."""
+    return resume.parent if resume.suffix == ".safetensors" else resume
+
+
+def _claim(folder: Path) -> Path:
+    """Create ``folder``, or the first free ``folder-2``, ``folder-3``...: ``mkdir`` fails when
+    another process took the name first, even one started in the same second."""
+    from dqn_mlx.errors import UserError
+
+    base, n = folder, 2
+    while True:
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
             folder, n = base.with_name(f"{base.name}-{n}"), n + 1
-    _train(config, env_id, folder, save_replay, extra)
+        except OSError as exc:
+            raise UserError(
+                f"cannot write to {folder} ({exc.strerror or exc}); choose a writable --weights-dir"
+            ) from None
 
 
 def _resume(
@@ -424,7 +454,10 @@ def _share_the_machine(threads: int | None) -> Iterator[list[Any]]:
     """With the speed-ups on, this process's BLAS threads follow its share of the machine
     (``accel/threads.py``) while the mode runs; yields the run loggers that keep it so."""
     from dqn_mlx import accel
+    from dqn_mlx.errors import UserError
 
+    if threads is not None and threads <= 0:
+        raise UserError(f"--threads must be positive, got {threads}")
     if accel.status() is None:
         yield []
         return

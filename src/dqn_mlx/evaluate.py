@@ -350,7 +350,9 @@ def _check_eval_flags(
     eval_steps: int | None,
 ) -> None:
     if load_path is None:
-        raise UserError("--mode eval needs --load-path weights/<env-id>/epoch_<N>.safetensors")
+        raise UserError(
+            "--mode eval needs --load-path weights/<env-id>/<run-name>/epoch_<N>.safetensors"
+        )
     if protocol_name is not None and protocol_name not in PROTOCOLS:
         raise UserError(
             f"unknown --protocol {protocol_name!r}; choose one of: {', '.join(PROTOCOLS)}"

@@ -70,7 +70,7 @@ def _write_wrapper(real: str, flags: tuple[str, ...]) -> Path:
     """A ``g++`` script that runs ``real`` with ``flags`` first; written once, atomically."""
     script = (
         "#!/bin/sh\n"
-        "# dqn-mlx (cpu_kernels.py): MLX's JIT compiler, with flags that let it vectorise\n"
+        "# dqn-mlx (accel/jit.py): MLX's JIT compiler, with flags that let it vectorise\n"
         f'exec {shlex.quote(real)} {" ".join(flags)} "$@"\n'
     )
     key = hashlib.sha256(script.encode()).hexdigest()[:16]

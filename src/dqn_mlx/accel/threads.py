@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -47,19 +48,22 @@ class ThreadShare:
         self.last_check, self.count = 0.0, 0
 
     def start(self) -> ThreadShare:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.entry.write_text("")
+        """Register (the entry holds this process's start time, so that a reused process id
+        is not mistaken for it) and take this process's share. Where the folder cannot be
+        written, the process counts itself alone."""
+        with suppress(OSError):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.entry.write_text(str(psutil.Process().create_time()))
         self.rebalance()
         return self
 
     def running(self) -> int:
         """dqn-mlx processes registered and alive (this one included); stale entries go."""
-        alive = 0
-        for entry in self.folder.iterdir():
-            if entry.name.isdigit() and psutil.pid_exists(int(entry.name)):
-                alive += 1
-            else:
-                entry.unlink(missing_ok=True)
+        try:
+            entries = list(self.folder.iterdir())
+        except OSError:
+            return 1
+        alive = sum(1 for entry in entries if _alive(entry))
         return max(alive, 1)
 
     def rebalance(self) -> int:
@@ -78,4 +82,18 @@ class ThreadShare:
         pass
 
     def close(self) -> None:
-        self.entry.unlink(missing_ok=True)
+        with suppress(OSError):
+            self.entry.unlink(missing_ok=True)
+
+
+def _alive(entry: Path) -> bool:
+    """Whether the registered process still runs; a stale entry (a killed process, or its id
+    now taken by another process) is removed."""
+    try:
+        started = float(entry.read_text() or "nan")
+        alive = abs(psutil.Process(int(entry.name)).create_time() - started) < 1.0
+    except (ValueError, OSError, psutil.Error):
+        alive = False
+    if not alive:
+        entry.unlink(missing_ok=True)
+    return alive

@@ -1,9 +1,9 @@
 """Checkpoints: one self-describing safetensors file per epoch, written atomically.
 
-``weights/<env-id>/epoch_<N>.safetensors`` holds the online network's weights (MLX layout,
-whatever formulation computed them) and string metadata: the env id, the preset and the full
-config (JSON), the number and meaning of the actions, the epoch, agent steps, emulator frames,
-updates, and the versions of dqn-mlx and MLX. Evaluation needs nothing else.
+``<weights dir>/<env-id>/<run-name>/epoch_<N>.safetensors`` holds the online network's weights
+(MLX layout, whatever formulation computed them) and string metadata: the env id, the preset
+and the full config (JSON), the number and meaning of the actions, the epoch, agent steps,
+emulator frames, updates, and the versions of dqn-mlx and MLX. Evaluation needs nothing else.
 
 Every file is written under a temporary name in the same folder and renamed over the target,
 so a crash leaves either the previous complete file or the new complete file, never half.

@@ -126,6 +126,9 @@ class EpochEnd:
     def save_state(self) -> None:
         """Write the resumable training state (and, if asked, the replay memory)."""
         t, output = self.t, self.output
+        if output.save_replay_memory:  # first: a state never points at a replay not written
+            path = save_replay(output.out_dir, t.replay, t.run.step)
+            output.log(f"replay memory saved: {path} ({path.stat().st_size / 1e6:,.1f} MB)")
         snapshot = dataclasses.replace(t.run, wall_time_s=self.wall_time_s())
         save_training_state(
             output.out_dir,
@@ -136,6 +139,3 @@ class EpochEnd:
             output.env_id,
             output.frame_skip,
         )
-        if output.save_replay_memory:
-            path = save_replay(output.out_dir, t.replay)
-            output.log(f"replay memory saved: {path} ({path.stat().st_size / 1e6:,.1f} MB)")

@@ -40,7 +40,11 @@ class LiveMetrics:
         self.games = _open_csv(out_dir / GAMES_FILE, GAMES_COLUMNS, start_step)
         self.updates = _open_csv(out_dir / UPDATES_FILE, UPDATES_COLUMNS, start_step)
         self.board = SummaryWriter(
-            str(out_dir), purge_step=start_step or None, flush_secs=10, filename_suffix=".dqn"
+            # events after the resumed step are hidden: they are about to be played again
+            str(out_dir),
+            purge_step=start_step + 1 if start_step else None,
+            flush_secs=10,
+            filename_suffix=".dqn",
         )
         self.window_loss = self.window_max_q = 0.0
         self.window_count = 0
@@ -106,12 +110,18 @@ class _Table:
         self.handle, self.writer = handle, writer
 
 
+def _complete(row: dict[str, str], columns: tuple[str, ...]) -> bool:
+    """False for a row cut short (a write that failed mid-line)."""
+    return all(row.get(c) not in (None, "") for c in columns) and row["agent_step"].isdigit()
+
+
 def _open_csv(path: Path, columns: tuple[str, ...], start_step: int) -> _Table:
     """Open a live CSV for appending, keeping only the rows up to ``start_step`` of an
     earlier part of the run (rewritten atomically)."""
     if path.exists():
         with open(path, newline="") as handle:
-            kept = [r for r in csv.DictReader(handle) if int(r["agent_step"]) <= start_step]
+            rows = list(csv.DictReader(handle))
+        kept = [r for r in rows if _complete(r, columns) and int(r["agent_step"]) <= start_step]
         lines = [",".join(columns)] + [",".join(r[c] for c in columns) for r in kept]
         atomic_write_text(path, "\n".join(lines) + "\n")
     else:

@@ -48,11 +48,16 @@ class ConsoleProgress:
     """A progress line every ``interval_s`` seconds."""
 
     def __init__(
-        self, total_steps: int, frame_skip: int, log: Callable[[str], None], interval_s: float = 5.0
+        self,
+        total_steps: int,
+        frame_skip: int,
+        log: Callable[[str], None],
+        interval_s: float = 5.0,
+        start_step: int = 0,
     ):
         self.total, self.frame_skip, self.log = total_steps, frame_skip, log
         self.interval = interval_s
-        self.last_time, self.last_step = time.perf_counter(), 0
+        self.last_time, self.last_step = time.perf_counter(), start_step
 
     def after_step(
         self,
@@ -97,8 +102,7 @@ class TerminalProgress(ConsoleProgress):
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
         from rich.text import Text
 
-        super().__init__(total_steps, frame_skip, log=lambda _: None, interval_s=0.5)
-        self.last_step = start_step
+        super().__init__(total_steps, frame_skip, lambda _: None, 0.5, start_step)
         self.bar = Progress(
             TextColumn("agent step {task.completed:,.0f}/{task.total:,.0f}"),
             BarColumn(),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,8 +98,8 @@ def find_state(path: Path) -> Path:
     candidate = path / STATE_FILE if path.is_dir() else path
     if not candidate.exists():
         raise UserError(
-            f"--resume {path}: no {STATE_FILE} there; give the run folder "
-            "(weights/<env-id>/) of a run that finished at least one epoch"
+            f"--resume {path}: no {STATE_FILE} there; give the folder of a run "
+            "(weights/<env-id>/<run-name>/) that finished an epoch or was stopped with Ctrl-C"
         )
     return candidate
 
@@ -182,7 +183,9 @@ def restore_learner(learner: Learner, loaded: LoadedState) -> None:
     mx.eval(learner.online.parameters(), learner.optimizer.state)
 
 
-def save_replay(run_dir: Path, replay: ReplayMemory) -> Path:
+def save_replay(run_dir: Path, replay: ReplayMemory, agent_step: int) -> Path:
+    """The replay memory as ``replay.npz`` (compressed), tagged with the agent step it belongs
+    to, so that a training state from another step never loads it."""
     path = Path(run_dir) / REPLAY_FILE
     n = replay.size
 
@@ -197,28 +200,55 @@ def save_replay(run_dir: Path, replay: ReplayMemory) -> Path:
                 starts=replay.starts[:n],
                 cursor=np.array(replay.cursor),
                 capacity=np.array(replay.capacity),
+                agent_step=np.array(agent_step),
             )
 
     atomic_write(path, write)
     return path
 
 
-def load_replay(run_dir: Path, replay: ReplayMemory) -> bool:
-    """Fill ``replay`` from ``replay.npz`` if present and of the same capacity."""
+def load_replay(run_dir: Path, replay: ReplayMemory, agent_step: int) -> str | None:
+    """Fill ``replay`` from ``replay.npz``; returns None when it did, else why not (no file,
+    another capacity, or saved at another agent step than the training state). Files written
+    before the step was recorded are taken as they are."""
     path = Path(run_dir) / REPLAY_FILE
     if not path.exists():
-        return False
+        return "no saved replay memory (train with --save-replay to keep it)"
     with np.load(path) as data:
         if int(data["capacity"]) != replay.capacity:
-            return False
+            return f"{path.name} holds another capacity than --replay-size"
+        saved_at = int(data["agent_step"]) if "agent_step" in data.files else agent_step
+        if saved_at != agent_step:
+            return (
+                f"{path.name} is from agent step {saved_at:,}, the training state from "
+                f"{agent_step:,}"
+            )
         n = len(data["actions"])
-        replay.frames[:n] = data["frames"]
         replay.actions[:n] = data["actions"]
         replay.rewards[:n] = data["rewards"]
         replay.terminals[:n] = data["terminals"]
         replay.starts[:n] = data["starts"]
         replay.cursor, replay.size = int(data["cursor"]), n
-    return True
+    _read_frames_into(path, replay.frames)
+    return None
+
+
+def _read_frames_into(path: Path, frames: np.ndarray, rows: int = 65_536) -> None:
+    """Decompress the saved frames straight into the replay's array, a block of rows at a
+    time: reading the whole array first would hold the replay twice in memory."""
+    with zipfile.ZipFile(path) as archive, archive.open("frames.npy") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read_header(handle)
+        row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+        for start in range(0, shape[0], rows):
+            count = min(rows, shape[0] - start)
+            block = handle.read(count * row_bytes)
+            frames[start : start + count] = np.frombuffer(block, dtype).reshape(count, *shape[1:])
 
 
 def refill_replay(
@@ -229,16 +259,15 @@ def refill_replay(
     rng: np.random.Generator,
     step: int,
     log: Callable[[str], None],
+    why: str,
 ) -> None:
-    """Without a saved replay memory, refill it by playing the current policy (on the
-    evaluation env, so the training game stays as it was) before learning goes on."""
+    """Without a saved replay memory that fits the state (``why`` says why not), refill it by
+    playing the current policy (on the evaluation env, so the training game stays as it was)
+    before learning goes on."""
     count = min(
         max(config.learning_starts, config.batch_size + config.history_length), config.replay_size
     )
-    log(
-        f"no saved replay memory (train with --save-replay to keep it): refilling {count:,} "
-        "transitions with the current policy before learning resumes"
-    )
+    log(f"{why}: refilling {count:,} transitions with the current policy before learning resumes")
     act = epsilon_greedy(
         greedy_policy(learner.online), exploration_rate(config, step), env.num_actions, rng
     )

@@ -106,15 +106,7 @@ def train(
     check_writable(out_dir)
     mx.random.seed(config.seed)
     env, eval_env = make_env(config.seed), make_env(config.seed + 1)  # eval never touches env
-    run = resume.run if resume is not None else RunState()
-    t = Training(
-        config,
-        Learner(config, env.num_actions),
-        ReplayMemory(config.replay_size, config.history_length, config.batch_size),
-        TrainingGame(env, config.history_length, run.game),
-        np.random.default_rng(config.seed),
-        run,
-    )
+    t = _new_training(config, env, resume.run if resume is not None else RunState())
     epoch_bytes = check_disk_space(out_dir, config, t.learner, save_replay_memory)
     log(
         f"{env_id}: {env.num_actions} actions {env.action_meanings}; preset {config.preset}; "
@@ -124,27 +116,43 @@ def train(
     if memory_warning:
         log(memory_warning)
     held_out = _start_or_restore(t, eval_env, out_dir, resume, log)
-    progress = (
-        TerminalProgress(config.total_steps, frame_skip, t.run.step)
-        if progress_bar
-        else ConsoleProgress(config.total_steps, frame_skip, log)
-    )
-    loggers: list[RunLogger] = [
-        progress,
-        MetricsFiles(out_dir, env_id),
-        LiveMetrics(out_dir, t.run.step),
-        *extra_loggers,
-    ]
+    with _stop_cleanly_on_write_errors(out_dir):
+        live = LiveMetrics(out_dir, t.run.step)
+    progress = _progress(config.total_steps, frame_skip, t.run.step, log, progress_bar)
+    loggers: list[RunLogger] = [progress, MetricsFiles(out_dir, env_id), live, *extra_loggers]
     output = RunOutput(
         out_dir, env_id, frame_skip, env.action_meanings, save_replay_memory, log, loggers
     )
-    epoch_end = EpochEnd(t, eval_env, held_out, output)
-    hooks = _Hooks(epoch_end, should_stop or (lambda: False), epoch_bytes)
+    hooks = _Hooks(
+        EpochEnd(t, eval_env, held_out, output), should_stop or (lambda: False), epoch_bytes
+    )
     try:
         _run_to_the_end(t, hooks, progress)
     finally:
         hooks.close()
     return out_dir
+
+
+def _new_training(config: DQNConfig, env: PixelEnv, run: RunState) -> Training:
+    """Algorithm 1's state at its start: theta (and theta^-), an empty replay memory, the game
+    (``run.game`` is its record) and the run's generator."""
+    return Training(
+        config,
+        Learner(config, env.num_actions),
+        ReplayMemory(config.replay_size, config.history_length, config.batch_size),
+        TrainingGame(env, config.history_length, run.game),
+        np.random.default_rng(config.seed),
+        run,
+    )
+
+
+def _progress(
+    total: int, frame_skip: int, start: int, log: Callable[[str], None], bar: bool
+) -> ConsoleProgress:
+    """A live display on a terminal, else a line every 5 seconds."""
+    if bar:
+        return TerminalProgress(total, frame_skip, start)
+    return ConsoleProgress(total, frame_skip, log, start_step=start)
 
 
 def _run_to_the_end(t: Training, hooks: _Hooks, progress: ConsoleProgress) -> None:
@@ -189,10 +197,11 @@ def _start_or_restore(
         f"{t.learner.updates:,} updates; game in progress restored "
         f"({len(t.run.game.episode_actions):,} agent steps replayed since its last seeded start)"
     )
-    if load_replay(out_dir, t.replay):
+    why = load_replay(out_dir, t.replay, t.run.step)
+    if why is None:
         log(f"replay memory restored: {t.replay.size:,} transitions")
     else:
-        refill_replay(config, t.replay, eval_env, t.learner, t.rng, t.run.step, log)
+        refill_replay(config, t.replay, eval_env, t.learner, t.rng, t.run.step, log, why)
         # The refill's frames come from other games: the next stored frame starts a new stack
         # (zero-padded before it), so no stored stack reaches back into the refill, and the
         # refill's last transition is never sampled (replay invariant 4).
@@ -221,8 +230,7 @@ def check_writable(out_dir: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise UserError(
-            f"--weights-dir: cannot write to {out_dir} ({exc.strerror or exc}); choose a "
-            "writable folder"
+            f"cannot write to {out_dir} ({exc.strerror or exc}); choose a writable --weights-dir"
         ) from None
 
 
