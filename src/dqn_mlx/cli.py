@@ -23,9 +23,11 @@ app = typer.Typer(
     help="DQN (Mnih et al. 2013/2015) in MLX: train or evaluate on Atari games.",
 )
 
-GENERAL, TRAIN, EVAL, OUTPUT, SPEED = "General", "Train", "Eval", "Output", "Speed"
+GENERAL, TRAIN, EVAL, SWEEP, OUTPUT, SPEED = (
+    "General", "Train", "Eval", "Sweep", "Output", "Speed"
+)  # fmt: skip
 
-Mode = Literal["train", "eval", "report", "bench"]
+Mode = Literal["train", "eval", "report", "bench", "sweep"]
 Device = Literal["auto", "cpu", "gpu"]
 ProtocolName = Literal["nips2013", "nature2015"]
 PresetName = Enum("PresetName", {name: name for name in PRESETS}, type=str)  # type: ignore[misc]
@@ -47,16 +49,17 @@ ModeOpt = Annotated[
     Mode,
     _option(
         GENERAL,
-        "train a new agent, eval(uate) a checkpoint, report "
-        "the results table, or bench(mark) speed",
+        "train a new agent, eval(uate) a checkpoint, report the results table, bench(mark) "
+        "speed, or sweep: train every --env x --seeds run on Ray",
     ),
 ]
 EnvOpt = Annotated[
-    str | None,
+    list[str] | None,
     _option(
         GENERAL,
         "Gymnasium Atari id: <Game>NoFrameskip-v4 (the papers' setting) or ALE/<Game>-v5. "
-        "Train default: BreakoutNoFrameskip-v4; eval default: the checkpoint's.",
+        "Train default: BreakoutNoFrameskip-v4; eval default: the checkpoint's. Sweep: "
+        "repeat it for several games.",
     ),
 ]
 SeedOpt = Annotated[int | None, _option(GENERAL, "Seed for numpy, MLX and the emulators.")]
@@ -120,6 +123,11 @@ Video = Annotated[
 ]
 ValueTrace = Annotated[bool, _option(OUTPUT, "Eval: plot max-Q over the first game (PNG).")]
 DeviceOpt = Annotated[Device, _option(SPEED, "Where MLX computes: the best available, or one.")]
+SeedsOpt = Annotated[str | None, _option(SWEEP, "Seeds of the sweep, separated by commas: 0,1,2.")]
+AddressOpt = Annotated[
+    str | None,
+    _option(SWEEP, "A running Ray cluster to join (ray start --head); default: a local one."),
+]
 ThreadsOpt = Annotated[
     int | None,
     _option(
@@ -167,6 +175,8 @@ def main(
     save_replay: SaveReplay = False,
     video: Video = None,
     value_trace: ValueTrace = False,
+    seeds: SeedsOpt = None,
+    address: AddressOpt = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     accel: AccelOpt = True,
@@ -175,23 +185,41 @@ def main(
 
     try:
         _select_device(device, accel)
+        flags = _overrides(
+            total_steps=steps, epoch_updates=epoch_updates, replay_size=replay_size,
+            learning_starts=learning_starts, seed=seed, eval_steps=eval_steps,
+            held_out_states=held_out_states, batch_size=batch_size,
+            learning_rate=learning_rate, update_period=update_period,
+            target_update_agent_steps=target_update_agent_steps,
+            epsilon_decay_steps=epsilon_decay_steps,
+        )  # fmt: skip
+        if env is not None and len(env) > 1 and mode != "sweep":
+            raise UserError("--env is given once; only --mode sweep takes several games")
+        one_env = env[0] if env else None
         if mode == "train":
-            flags = _overrides(
-                total_steps=steps, epoch_updates=epoch_updates, replay_size=replay_size,
-                learning_starts=learning_starts, seed=seed, eval_steps=eval_steps,
-                held_out_states=held_out_states, batch_size=batch_size,
-                learning_rate=learning_rate, update_period=update_period,
-                target_update_agent_steps=target_update_agent_steps,
-                epsilon_decay_steps=epsilon_decay_steps,
-            )  # fmt: skip
             output = (weights_dir, run_name, save_replay)
             with _share_the_machine(threads) as extra:
-                _train_mode(preset and preset.value, flags, set_ or [], env, output, resume, extra)
+                _train_mode(
+                    preset and preset.value, flags, set_ or [], one_env, output, resume, extra
+                )
+        elif mode == "sweep":
+            from dqn_mlx.sweep import sweep_mode
+
+            sweep_mode(env or [], seeds, preset and preset.value, flags, set_ or [],
+                       (weights_dir, save_replay), address, threads)  # fmt: skip
         elif mode == "eval":
             from dqn_mlx.evaluate import evaluate_checkpoint
 
             evaluate_checkpoint(
-                load_path, env, episodes, epsilon, seed, protocol, eval_steps, video, value_trace
+                load_path,
+                one_env,
+                episodes,
+                epsilon,
+                seed,
+                protocol,
+                eval_steps,
+                video,
+                value_trace,
             )
         elif mode == "report":
             from dqn_mlx.report.table import write_report

@@ -17,6 +17,7 @@ import numpy as np
 from dqn_mlx.errors import UserError
 from dqn_mlx.files import atomic_write_text
 from dqn_mlx.report.paper_scores import NATURE_2015, TABLE1_2013
+from dqn_mlx.run.metrics import read_metrics
 
 RESULTS_FILE = "RESULTS.md"
 
@@ -33,7 +34,36 @@ def collect_results(weights_dir: Path) -> list[dict[str, Any]]:
             continue  # not one of ours
         if key not in best or trained >= int(best[key].get("agent_steps_trained", 0)):
             best[key] = {**result, "file": str(path), "run": path.parent.name}
-    return sorted(best.values(), key=lambda r: (r["env_id"], r["protocol"], r["run"]))
+    results = list(best.values()) + _epoch_results(weights_dir)
+    return sorted(results, key=lambda r: (r["env_id"], r["protocol"], r["run"]))
+
+
+def _epoch_results(weights_dir: Path) -> list[dict[str, Any]]:
+    """Per run folder, its last epoch's evaluation (``metrics.jsonl``: epsilon 0.05 for
+    ``eval_steps`` agent steps, the 2013 protocol's shape), as protocol ``epoch``: what a run
+    or a sweep reports before any ``--mode eval``."""
+    import datetime
+
+    from dqn_mlx.core.env import resolve_game
+
+    results = []
+    for path in sorted(Path(weights_dir).glob("**/metrics.jsonl")):
+        records = read_metrics(path.parent)
+        env_id = path.parent.parent.name.replace("ALE_", "ALE/", 1)
+        try:
+            game = resolve_game(env_id)
+        except UserError:
+            continue  # not in a <env-id>/<run-name>/ folder
+        last, scores = records[-1], np.array(records[-1]["eval_scores"] or [0.0])
+        results.append({
+            "env_id": env_id, "rom": game.rom, "protocol": "epoch", "run": path.parent.name,
+            "scores": last["eval_scores"], "mean": last["eval_score_mean"],
+            "std": float(scores.std()), "max": max(last["eval_scores"], default=None),
+            "agent_steps_trained": last["agent_steps"], "sticky_actions": game.sticky_actions > 0,
+            "date": datetime.date.fromtimestamp(path.stat().st_mtime).isoformat(),
+            "file": str(path),
+        })  # fmt: skip
+    return results
 
 
 def _cell(value: float | None) -> str:
@@ -52,10 +82,11 @@ def render_table(results: list[dict[str, Any]]) -> str:
     lines = [
         "# dqn-mlx results",
         "",
-        "Raw game scores of `--mode eval --protocol ...` runs. Paper columns: Mnih et al. 2013, "
-        "Table 1 (Random, DQN, Human, DQN Best) and Mnih et al. 2015, Extended Data Table 2 "
-        "(DQN mean ± std). Sticky-action (`ALE/...-v5`) results are not comparable with the "
-        "papers'.",
+        "Raw game scores of `--mode eval --protocol ...` runs, and as protocol `epoch` each "
+        "run's last epoch evaluation (epsilon 0.05 for its eval steps). Paper columns: Mnih "
+        "et al. 2013, Table 1 (Random, DQN, Human, DQN Best) and Mnih et al. 2015, Extended "
+        "Data Table 2 (DQN mean ± std). Sticky-action (`ALE/...-v5`) results are not "
+        "comparable with the papers'.",
         "",
         "## Per game and protocol, over runs",
         "",

@@ -171,6 +171,8 @@ def _run_to_the_end(t: Training, hooks: _Hooks, progress: ConsoleProgress) -> No
     progress.after_step(t.run, exploration_rate(t.config, t.run.step), force=True)
     if t.run.epoch_loss_count > 0:
         hooks.end_epoch()
+    else:  # the last epoch ended before the last steps: the state still records the end
+        hooks.save_state()
 
 
 def _start_or_restore(
