@@ -8,7 +8,9 @@ schedules them over a cluster.
 
 Faults: a run whose process dies is retried by Ray, and a retry, like a sweep started again
 with the same command, continues each unfinished run from its folder (``--resume``) and skips
-the finished ones. Ctrl-C stops every run cleanly, each with a resumable state.
+the finished ones. Ctrl-C cancels every run, and the runs on this machine stop cleanly, each
+with a resumable state (on other nodes of a cluster, a cancelled run resumes from its last
+epoch end).
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from dqn_mlx.config import DQNConfig
 from dqn_mlx.core.replay import replay_bytes
@@ -34,6 +39,7 @@ from dqn_mlx.run.metrics import read_metrics
 MAIN = Path(__file__).resolve().parents[2] / "main.py"
 PROCESS_BYTES = 1_500_000_000  # one training process besides its replay memory (bench: ~0.9 GB)
 RETRIES = 3
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DEFAULT_THREADS = 1
 """BLAS threads (and Ray CPUs) per run: on our 2-core machine two runs side by side, one thread
 each, kept 66% of a lone two-thread run's speed each (docs/performance.md): more in total
@@ -98,20 +104,21 @@ def run_training(run: SweepRun, train_args: list[str], threads: int) -> int:
     if run.folder.exists() and not (run.folder / "train_state.safetensors").exists():
         for leftover in run.folder.iterdir():  # died before its first state: start again
             leftover.unlink()
-    child = subprocess.Popen(
-        train_command(run, train_args, threads),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        _, err = child.communicate()
-    except KeyboardInterrupt:
-        child.send_signal(signal.SIGTERM)
-        child.wait()
-        raise
+    with tempfile.TemporaryFile("w+") as errors:
+        child = subprocess.Popen(
+            train_command(run, train_args, threads), stdout=subprocess.DEVNULL, stderr=errors
+        )
+        try:
+            while child.poll() is None:  # Python-level waits, so that Ray's cancel gets in
+                with suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=1.0)
+        except KeyboardInterrupt:
+            child.send_signal(signal.SIGTERM)  # the run writes a resumable state and exits
+            child.wait()
+            raise
+        errors.seek(0)
+        last = errors.read().strip().splitlines()[-1:] or [f"exit {child.returncode}"]
     if child.returncode != 0:
-        last = (err or "").strip().splitlines()[-1:] or [f"exit {child.returncode}"]
         raise RuntimeError(f"{run.env_id} seed {run.seed}: {last[0]}")
     return child.returncode
 
@@ -166,27 +173,53 @@ def _check_fits(ray: Any, memory: int, threads: int) -> None:
 
 def _wait(ray: Any, pending: dict[Any, SweepRun]) -> list[SweepRun]:
     """Wait for every task, printing each end; returns the runs that failed even after their
-    retries. Ctrl-C cancels them, and each run writes a resumable state before it stops."""
+    retries. Ctrl-C (or SIGTERM) cancels them, and each run writes a resumable state before
+    it stops."""
     failed: list[SweepRun] = []
+    stop: list[int] = []
+    previous = {s: signal.signal(s, lambda n, _f: stop.append(n)) for s in STOP_SIGNALS}
     try:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            run = pending.pop(done[0])
-            try:
-                ray.get(done[0])
-                print(f"{run.env_id} seed {run.seed}: finished ({run.folder})", flush=True)
-            except Exception as exc:
-                print(f"{run.env_id} seed {run.seed}: failed after retries: {exc}", flush=True)
-                failed.append(run)
-    except KeyboardInterrupt:
+        while pending and not stop:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in done:
+                run = pending.pop(ref)
+                try:
+                    ray.get(ref)
+                    print(f"{run.env_id} seed {run.seed}: finished ({run.folder})", flush=True)
+                except Exception as exc:
+                    print(f"{run.env_id} seed {run.seed}: failed after retries: {exc}", flush=True)
+                    failed.append(run)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if stop:
         for ref in pending:
-            ray.cancel(ref)
+            ray.cancel(ref)  # no retry; and stop the runs on this machine cleanly:
+        for process in _training_processes(list(pending.values())):
+            with suppress(psutil.Error):
+                process.send_signal(signal.SIGTERM)  # it writes a resumable state, then exits
         for ref in pending:
-            with suppress(Exception):  # cancelled: the run wrote its resumable state
+            with suppress(Exception):
                 ray.get(ref)
         print("sweep stopped; start the same command again to resume it", file=sys.stderr)
-        raise
+        raise KeyboardInterrupt
     return failed
+
+
+def _training_processes(runs: list[SweepRun]) -> list[psutil.Process]:
+    """The training processes of ``runs`` running on this machine."""
+    folders = {(str(run.folder.parent.parent), run.folder.name) for run in runs}
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        command = process.info["cmdline"] or []
+        if "--run-name" in command and "--weights-dir" in command:
+            key = (
+                command[command.index("--weights-dir") + 1],
+                command[command.index("--run-name") + 1],
+            )
+            if key in folders:
+                found.append(process)
+    return found
 
 
 def table_row(run: SweepRun) -> dict[str, Any]:
