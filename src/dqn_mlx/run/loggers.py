@@ -70,19 +70,18 @@ class ConsoleProgress:
         now = time.perf_counter()
         if not force and now - self.last_time < self.interval:
             return
-        step, recent = run.step, run.recent_scores
-        rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
-        eta = (self.total - step) / rate if rate > 0 else float("inf")
-        score = f"{np.mean(recent):.1f}" if recent else "n/a"
-        count = run.epoch_loss_count
-        loss = f"{run.epoch_loss_sum / count:.4f}" if count else "n/a"
+        rate = (run.step - self.last_step) / max(now - self.last_time, 1e-9)
+        self.show(run, epsilon, rate)
+        self.last_time, self.last_step = now, run.step
+
+    def show(self, run: RunState, epsilon: float, rate: float) -> None:
+        eta = (self.total - run.step) / rate if rate > 0 else float("inf")
         self.log(
-            f"agent step {step:,}/{self.total:,} ({step * self.frame_skip:,} emulator "
+            f"agent step {run.step:,}/{self.total:,} ({run.step * self.frame_skip:,} emulator "
             f"frames) | {rate:,.0f} agent steps/s | ETA {_duration(eta)} | "
-            f"epsilon {epsilon:.3f} | score (last {len(recent)} episodes) {score} | "
-            f"loss/sample {loss}"
+            f"epsilon {epsilon:.3f} | score (last {len(run.recent_scores)} episodes) "
+            f"{_recent_score(run)} | loss/sample {_loss(run)}"
         )
-        self.last_time, self.last_step = now, step
 
     def end_epoch(self, record: dict[str, Any]) -> None:
         pass  # the epoch's own line is logged by the epoch end, with the checkpoint's path
@@ -114,30 +113,25 @@ class TerminalProgress(ConsoleProgress):
         self.live = Live(Group(self.bar, self.info), console=console, refresh_per_second=4)
         self.live.start()
 
-    def after_step(
-        self,
-        run: RunState,
-        epsilon: float,
-        finished: FinishedGame | None = None,
-        update: UpdateStats | None = None,
-        force: bool = False,
-    ) -> None:
-        now = time.perf_counter()
-        if not force and now - self.last_time < self.interval:
-            return
-        rate = (run.step - self.last_step) / max(now - self.last_time, 1e-9)
-        recent, count = run.recent_scores, run.epoch_loss_count
-        score = f"{np.mean(recent):.1f}" if recent else "n/a"
-        loss = f"{run.epoch_loss_sum / count:.4f}" if count else "n/a"
+    def show(self, run: RunState, epsilon: float, rate: float) -> None:
         self.info.plain = (
             f"{run.step * self.frame_skip:,} emulator frames | {rate:,.0f} agent steps/s | "
-            f"epsilon {epsilon:.3f} | score (last {len(recent)}) {score} | loss/sample {loss}"
+            f"epsilon {epsilon:.3f} | score (last {len(run.recent_scores)}) "
+            f"{_recent_score(run)} | loss/sample {_loss(run)}"
         )
         self.bar.update(self.task, completed=run.step)
-        self.last_time, self.last_step = now, run.step
 
     def close(self) -> None:
         self.live.stop()
+
+
+def _recent_score(run: RunState) -> str:
+    return f"{np.mean(run.recent_scores):.1f}" if run.recent_scores else "n/a"
+
+
+def _loss(run: RunState) -> str:
+    count = run.epoch_loss_count
+    return f"{run.epoch_loss_sum / count:.4f}" if count else "n/a"
 
 
 def _duration(seconds: float) -> str:
