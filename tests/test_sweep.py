@@ -1,24 +1,37 @@
 """--mode sweep on a local Ray: every (game, seed) trains in its own folder, a killed run is
-retried and resumes, a finished sweep trains nothing again, and bad input starts nothing."""
+retried and resumes, a finished sweep trains nothing again, Ctrl-C stops every run resumably,
+and bad input starts nothing; what a run asks Ray for (fast, no Ray needed)."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 import pytest
 
 from dqn_mlx.run.resume import load_training_state
+from dqn_mlx.sweep import SweepRun, finished, state_step, task_resources, train_command
 
-ray = pytest.importorskip("ray", reason="the sweep group: uv sync --group sweep")
-pytestmark = pytest.mark.slow
+F = TypeVar("F", bound=Callable[..., object])
+NEEDS_RAY = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="the sweep group: uv sync --group sweep"
+)
+
+
+def end_to_end(test: F) -> F:
+    """Trains through main.py on a local Ray: slow, and needs the sweep group."""
+    return pytest.mark.slow(NEEDS_RAY(test))
+
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--learning-starts", "1500", "--replay-size", "3000", "--epoch-updates", "75"]
@@ -43,6 +56,7 @@ def _digest(folder: Path) -> dict[str, str]:
     }
 
 
+@end_to_end
 def test_a_sweep_of_two_games_trains_each_in_its_folder_and_a_rerun_trains_nothing(
     tmp_path: Path,
 ) -> None:
@@ -76,6 +90,7 @@ def test_a_sweep_of_two_games_trains_each_in_its_folder_and_a_rerun_trains_nothi
     assert _digest(tmp_path / "BreakoutNoFrameskip-v4") == before
 
 
+@end_to_end
 def test_a_run_killed_with_sigkill_is_retried_and_resumes(tmp_path: Path) -> None:
     folder = tmp_path / "PongNoFrameskip-v4" / "laptop-seed3"
     command = [sys.executable, str(ROOT / "main.py"), "--mode", "sweep", "--env"]
@@ -103,6 +118,95 @@ def test_a_run_killed_with_sigkill_is_retried_and_resumes(tmp_path: Path) -> Non
     assert "seed 3: finished" in out
 
 
+def _data_rows(path: Path) -> list[list[str]]:
+    """A live CSV's complete rows (the header and a line being written left out)."""
+    if not path.exists():
+        return []
+    lines = path.read_text().split("\n")[1:-1]  # the last piece: "" or a partial line
+    return [line.rstrip("\r").split(",") for line in lines if line]
+
+
+def _training_children(weights: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        command = process.info["cmdline"] or []
+        if "--mode" in command and "train" in command and str(weights) in command:
+            found.append(process)
+    return found
+
+
+def _interrupt_when(
+    command: list[str], ready: Callable[[], bool], weights: Path
+) -> subprocess.CompletedProcess[str]:
+    """Start the sweep, send it SIGINT (Ctrl-C) once ``ready()``, and wait until it and every
+    training process it started are gone."""
+    driver = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        deadline = time.time() + 120
+        while not ready() and time.time() < deadline and driver.poll() is None:
+            time.sleep(0.2)
+        assert ready(), ("not ready before the deadline", driver.poll())
+        driver.send_signal(signal.SIGINT)
+        out, err = driver.communicate(timeout=60)
+        deadline = time.time() + 30  # the runs write their states as Ray shuts down
+        while _training_children(weights) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not _training_children(weights), "training processes left after the sweep"
+    finally:
+        if driver.poll() is None:  # a failure above: stop the sweep, then whatever is left
+            driver.send_signal(signal.SIGINT)
+            try:
+                driver.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                driver.kill()
+        for process in _training_children(weights):
+            process.kill()
+    return subprocess.CompletedProcess(command, driver.returncode, out, err)
+
+
+@end_to_end
+def test_ctrl_c_stops_every_run_with_a_resumable_state_and_the_same_command_resumes(
+    tmp_path: Path,
+) -> None:
+    games = ("BreakoutNoFrameskip-v4", "PongNoFrameskip-v4")
+    runs = [SweepRun(game, 0, tmp_path / game / "laptop-seed0") for game in games]
+    total = 1_000_000  # never reached; one long epoch, so that only a stop writes a state
+    command = [sys.executable, str(ROOT / "main.py"), "--mode", "sweep", "--seeds", "0"]
+    command += ["--env", games[0], "--env", games[1], "--weights-dir", str(tmp_path)]
+    command += ["--steps", str(total), "--learning-starts", "100", "--replay-size", "3000"]
+    command += ["--epoch-updates", "100000", "--eval-steps", "300", "--held-out-states", "64"]
+
+    def learning() -> bool:  # an updates.csv row: 250 updates done
+        return all(_data_rows(run.folder / "updates.csv") for run in runs)
+
+    first = _interrupt_when(command, learning, tmp_path)
+    assert first.returncode == 130, (first.stdout, first.stderr)
+    assert "sweep stopped; start the same command again to resume it" in first.stderr
+    steps = {}
+    for run in runs:
+        step = steps[run] = state_step(run.folder)
+        assert step is not None, f"no resumable state in {run.folder}"
+        learned_at = int(_data_rows(run.folder / "updates.csv")[0][0])
+        assert learned_at <= step < total and not finished(run, total), (run, step)
+        assert load_training_state(run.folder).run.step == step  # complete and loadable
+        assert not list(run.folder.glob("epoch_*.safetensors"))  # written by the stop alone
+        assert train_command(run, [], 1)[-2:] == ["--resume", str(run.folder)]
+
+    def events(run: SweepRun) -> int:  # TensorBoard files: one more per (re)started run
+        return len(list(run.folder.glob("events.out.tfevents.*")))
+
+    started = {run: events(run) for run in runs}
+    again = _interrupt_when(command, lambda: all(events(r) > started[r] for r in runs), tmp_path)
+    assert again.returncode == 130, (again.stdout, again.stderr)
+    assert again.stdout.count("queued") == 2 and "finished already" not in again.stdout
+    for run in runs:  # each went on from its state: resumed (never refused), trained, stopped
+        assert steps[run] < (state_step(run.folder) or 0) < total, run
+        assert load_training_state(run.folder).run.step == state_step(run.folder)
+
+
+@end_to_end
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -126,3 +230,33 @@ def test_bad_sweep_input_is_one_line_and_starts_nothing(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert not any(tmp_path.iterdir())
+
+
+GB = 1_000_000_000
+
+
+@pytest.mark.parametrize("cluster", [{"CPU": 2.0, "memory": 8e9}, {"CPU": 10.0, "GPU": 0.0}])
+def test_a_run_asks_for_no_gpu_where_the_cluster_has_none(cluster: dict[str, float]) -> None:
+    assert task_resources(cluster, 4 * GB, 1) == {"num_cpus": 1, "memory": 4 * GB}
+
+
+@pytest.mark.parametrize(
+    ("cluster", "threads", "share"),
+    [
+        ({"CPU": 16.0, "GPU": 1.0}, 1, 1 / 16),  # 16 one-thread runs share the GPU
+        ({"CPU": 16.0, "GPU": 8.0}, 1, 0.5),  # two a GPU
+        ({"CPU": 16.0, "GPU": 8.0}, 4, 1.0),  # never more than one GPU
+        ({"CPU": 12.0, "GPU": 1.0}, 4, 0.3333),  # a third, rounded down: three still fit
+        ({"CPU": 100_000.0, "GPU": 1.0}, 1, 0.0001),  # Ray's smallest share, never 0
+        ({"GPU": 1.0}, 1, 1.0),  # no CPU count: a whole GPU
+    ],
+)
+def test_a_run_asks_for_its_cpu_share_of_the_gpus(
+    cluster: dict[str, float], threads: int, share: float
+) -> None:
+    resources = task_resources(cluster, 4 * GB, threads)
+    assert resources == {"num_cpus": threads, "memory": 4 * GB, "num_gpus": pytest.approx(share)}
+    assert 0 < resources["num_gpus"] <= 1
+    # a GPU takes as many runs as its share of the CPUs does (down to Ray's 0.0001 steps)
+    runs = min(max(1, int(cluster.get("CPU", 0) / cluster["GPU"] / threads)), 10_000)
+    assert runs * resources["num_gpus"] <= 1 + 1e-9

@@ -2,9 +2,10 @@
 
 Each run is a Ray task that starts ``main.py --mode train`` as a child process, in the run
 folder ``<weights-dir>/<env-id>/<preset>-seed<seed>/``, asking Ray for what it uses: its CPU
-threads (the run's BLAS threads are set to the same count) and its memory (the replay memory
-plus the process's own). Ray runs as many as fit and queues the rest; with ``--address`` it
-schedules them over a cluster.
+threads (the run's BLAS threads are set to the same count), its memory (the replay memory
+plus the process's own) and, where the cluster has GPUs, a share of one (``task_resources``).
+Ray runs as many as fit and queues the rest; with ``--address`` it schedules them over a
+cluster.
 
 Faults: a run whose process dies is retried by Ray, and a retry, like a sweep started again
 with the same command, continues each unfinished run from its folder (``--resume``) and skips
@@ -17,12 +18,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import struct
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +47,7 @@ DEFAULT_THREADS = 1
 """BLAS threads (and Ray CPUs) per run: on our 2-core machine two runs side by side, one thread
 each, kept 66% of a lone two-thread run's speed each (docs/performance.md): more in total
 than one after the other."""
+GPU_STEP = 0.0001  # the finest fraction of a resource Ray schedules
 
 
 @dataclass(frozen=True)
@@ -74,16 +78,37 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def finished(run: SweepRun, total_steps: int) -> bool:
-    """Whether the run's folder holds a training state at ``total_steps`` agent steps or more
-    (read from the safetensors header alone)."""
-    path = run.folder / "train_state.safetensors"
+def state_step(folder: Path) -> int | None:
+    """The agent step recorded in the run folder's training state (read from the safetensors
+    header alone); None where the folder holds no state."""
+    path = folder / "train_state.safetensors"
     if not path.exists():
-        return False
+        return None
     with open(path, "rb") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
         metadata = json.loads(handle.read(length)).get("__metadata__", {})
-    return int(json.loads(metadata.get("run", "{}")).get("step", 0)) >= total_steps
+    return int(json.loads(metadata.get("run", "{}")).get("step", 0))
+
+
+def finished(run: SweepRun, total_steps: int) -> bool:
+    """Whether the run's folder holds a training state at ``total_steps`` agent steps or more."""
+    return (state_step(run.folder) or 0) >= total_steps
+
+
+def task_resources(cluster: Mapping[str, float], memory: int, threads: int) -> dict[str, Any]:
+    """What one run asks Ray for, given the cluster's resources (``ray.cluster_resources()``):
+    ``threads`` CPUs and ``memory`` bytes and, where the cluster has GPUs, the same share of
+    its GPUs as of its CPUs (at most one GPU), so that runs spread over the GPUs, several share
+    one, and the GPUs never let fewer runs start than the CPUs do. Ray gives a run the GPU it
+    assigned (``CUDA_VISIBLE_DEVICES``); without a request every run would see every GPU. No
+    GPU request where the cluster has none: such a task would never start."""
+    resources: dict[str, Any] = {"num_cpus": threads, "memory": memory}
+    gpus, cpus = cluster.get("GPU", 0), cluster.get("CPU", 0)
+    if gpus > 0:
+        share = threads * gpus / cpus if cpus > 0 else 1.0
+        steps = math.floor(share / GPU_STEP + 1e-6)  # Ray's granularity, rounded down
+        resources["num_gpus"] = min(1.0, max(1, steps) * GPU_STEP)
+    return resources
 
 
 def train_command(run: SweepRun, train_args: list[str], threads: int) -> list[str]:
@@ -139,9 +164,10 @@ def sweep(
         address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
     )
     try:
-        _check_fits(ray, memory, threads)
+        resources = task_resources(ray.cluster_resources(), memory, threads)
+        _check_fits(ray, resources)
         task = ray.remote(run_training).options(
-            num_cpus=threads, memory=memory, max_retries=RETRIES, retry_exceptions=True
+            **resources, max_retries=RETRIES, retry_exceptions=True
         )
         pending = {}
         for run in runs:
@@ -161,13 +187,19 @@ def sweep(
         )
 
 
-def _check_fits(ray: Any, memory: int, threads: int) -> None:
+def _check_fits(ray: Any, resources: dict[str, Any]) -> None:
+    """Refuse a sweep whose runs fit on no node: Ray would queue them for ever."""
+    memory, threads, gpus = resources["memory"], resources["num_cpus"], resources.get("num_gpus", 0)
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-    if not any(r.get("memory", 0) >= memory and r.get("CPU", 0) >= threads for r in nodes):
+    if not any(
+        r.get("memory", 0) >= memory and r.get("CPU", 0) >= threads and r.get("GPU", 0) >= gpus
+        for r in nodes
+    ):
         largest = max((r.get("memory", 0) for r in nodes), default=0)
         raise UserError(
             f"one run needs {memory / 1e9:.2f} GB (replay memory and process) and {threads} "
-            f"CPU, but the largest node offers {largest / 1e9:.2f} GB; lower --replay-size"
+            f"CPU{f' and {gpus} GPU' if gpus else ''}, but the largest node offers "
+            f"{largest / 1e9:.2f} GB; lower --replay-size"
         )
 
 
