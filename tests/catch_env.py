@@ -25,6 +25,7 @@ class CatchEnv:
         self.action_meanings = ["NOOP", "LEFT", "RIGHT"]
         self.rng = np.random.default_rng(seed)
         self.ball_x = self.ball_y = self.paddle_x = 0
+        self._sent = 0
 
     def _frame(self) -> np.ndarray:
         frame = np.zeros((SIZE, SIZE), dtype=np.uint8)
@@ -42,6 +43,12 @@ class CatchEnv:
 
     def prepare_reset(self, seed: int) -> None:
         """Nothing to prepare: a reset here is instant."""
+
+    def send(self, action: int) -> None:
+        self._sent = action
+
+    def receive(self) -> Step:
+        return self.step(self._sent)
 
     def step(self, action: int) -> Step:
         move = {0: 0, 1: -MOVE, 2: MOVE}[int(action)]

@@ -21,8 +21,9 @@ from dqn_mlx.config import NATURE2015, NIPS2013, with_overrides
 from dqn_mlx.core import loop
 from dqn_mlx.core.learner import Learner
 from dqn_mlx.core.network import DEFINITION, QNetwork
-from dqn_mlx.core.policy import Policy
+from dqn_mlx.core.policy import BatchPolicy
 from dqn_mlx.run.metrics import read_metrics
+from dqn_mlx.run.resume import load_training_state
 from dqn_mlx.run.train import train
 
 CATCH = {
@@ -37,8 +38,11 @@ CATCH = {
 
 
 @pytest.mark.slow
-def test_dqn_learns_to_catch(tmp_path: Path) -> None:
-    config = with_overrides(NIPS2013, {**CATCH, "total_steps": 4_500, "eval_steps": 1_000})
+@pytest.mark.parametrize("num_envs", [1, 4])
+def test_dqn_learns_to_catch(tmp_path: Path, num_envs: int) -> None:
+    config = with_overrides(
+        NIPS2013, {**CATCH, "total_steps": 4_500, "eval_steps": 1_000, "num_envs": num_envs}
+    )
     out = train(config, "Catch", CatchEnv, tmp_path, log=lambda _: None)
     records = read_metrics(out)
     first, last_two = records[0], records[-2:]
@@ -49,7 +53,8 @@ def test_dqn_learns_to_catch(tmp_path: Path) -> None:
     assert 0.5 < last_two[-1]["avg_max_q"] < 1.1
 
 
-def test_a_seed_reproduces_a_cpu_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("num_envs", [1, 4])
+def test_a_seed_reproduces_a_cpu_run(tmp_path: Path, num_envs: int) -> None:
     config = with_overrides(
         NIPS2013,
         {
@@ -58,6 +63,7 @@ def test_a_seed_reproduces_a_cpu_run(tmp_path: Path) -> None:
             "total_steps": 300,
             "epoch_updates": 100,
             "eval_steps": 50,
+            "num_envs": num_envs,
         },
     )
     runs = [
@@ -66,6 +72,37 @@ def test_a_seed_reproduces_a_cpu_run(tmp_path: Path) -> None:
     ]
     keys = ("loss_mean", "avg_max_q", "eval_scores", "train_scores")
     assert [[r[k] for k in keys] for r in runs[0]] == [[r[k] for k in keys] for r in runs[1]]
+
+
+@pytest.mark.parametrize(("update_period", "num_envs"), [(1, 4), (4, 4), (4, 1), (2, 3), (4, 6)])
+def test_updates_per_agent_step_are_the_configured_ones_whatever_the_games(
+    tmp_path: Path, update_period: int, num_envs: int
+) -> None:
+    """With N games a pass of the loop is N agent steps: it makes the updates of N single
+    steps (one per ``update_period`` agent steps after ``learning_starts``), and every epoch
+    ends within one pass of its last update."""
+    config = with_overrides(
+        NIPS2013,
+        {
+            **CATCH,
+            "learning_starts": 60,
+            "total_steps": 360,
+            "epoch_updates": 25,
+            "eval_steps": 10,
+            "update_period": update_period,
+            "num_envs": num_envs,
+        },
+    )
+    out = train(config, "Catch", CatchEnv, tmp_path, log=lambda _: None)
+    expected = sum(loop.learning_due(config, step) for step in range(1, 361))
+    assert expected == (360 - 60) // update_period
+    records = read_metrics(out)
+    assert records[-1]["updates"] == expected
+    assert load_training_state(out).run.step == 360
+    per_pass = -(-num_envs // update_period)  # at most this many updates in one pass
+    for number, record in enumerate(records[:-1], start=1):
+        assert 25 * number <= record["updates"] < 25 * number + per_pass
+        assert record["agent_steps"] % num_envs == 0
 
 
 def test_the_loop_syncs_the_target_every_period_agent_steps(
@@ -102,8 +139,9 @@ def test_the_loop_syncs_the_target_every_period_agent_steps(
     assert (record["eval_games_completed"], record["eval_score_mean"]) == (0, 0.0)
 
 
+@pytest.mark.parametrize("num_envs", [1, 4])
 def test_every_action_is_chosen_with_the_newest_weights(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, num_envs: int
 ) -> None:
     """Algorithm 1's strict order: every greedy action the loop takes is argmax_a Q(s, a) under
     the weights of the last finished update (never one update behind), computed here by the
@@ -117,27 +155,28 @@ def test_every_action_is_chosen_with_the_newest_weights(
         newest[:] = [{k: np.array(v) for k, v in tree_flatten(self.online.parameters())}]
         return loss
 
-    real_policy = loop.greedy_policy
+    real_policy = loop.greedy_actions
 
-    def checking_policy(network: QNetwork) -> Policy:
+    def checking_policy(network: QNetwork) -> BatchPolicy:
         act = real_policy(network)
 
         reference = QNetwork(3, "nips2013", formulation=DEFINITION)
 
-        def checked_act(state: np.ndarray) -> int:
-            action = act(state)
+        def checked_act(states: np.ndarray) -> np.ndarray:
+            actions = act(states)
             if newest:
                 reference.update(tree_unflatten([(k, mx.array(v)) for k, v in newest[0].items()]))
-                q = np.array(reference.definition(mx.array(state[None])))[0]
-                if np.sort(q)[-1] - np.sort(q)[-2] > 1e-4:  # no near-tie between actions
-                    assert action == int(np.argmax(q))
-                    checked.append(1)
-            return action
+                q_rows = np.array(reference.definition(mx.array(states)))
+                for q, action in zip(q_rows, actions, strict=True):
+                    if np.sort(q)[-1] - np.sort(q)[-2] > 1e-4:  # no near-tie between actions
+                        assert action == int(np.argmax(q))
+                        checked.append(1)
+            return actions
 
         return checked_act
 
     monkeypatch.setattr(Learner, "update", update_and_snapshot)
-    monkeypatch.setattr(loop, "greedy_policy", checking_policy)
+    monkeypatch.setattr(loop, "greedy_actions", checking_policy)
     config = with_overrides(
         NIPS2013,
         {
@@ -146,6 +185,7 @@ def test_every_action_is_chosen_with_the_newest_weights(
             "epsilon_decay_steps": 200,
             "total_steps": 400,
             "epoch_updates": 300,
+            "num_envs": num_envs,
         },
     )
     train(config, "Catch", CatchEnv, tmp_path, log=lambda _: None)

@@ -29,7 +29,11 @@ def test_q_values_equal_the_mlx_forward_pass(architecture: str) -> None:
     network.update(tree_map(lambda p: p * 3.0, network.parameters()))
     states = np.random.default_rng(1).integers(0, 256, (8, 4, 84, 84), dtype=np.uint8)
     expected = np.array(network.predict(mx.array(states)))
-    got = np.stack([q_values(_weights(network), network.strides, s) for s in states])
+    got = q_values(_weights(network), network.strides, states)  # one batched pass
+    one_by_one = np.concatenate(
+        [q_values(_weights(network), network.strides, s[None]) for s in states]
+    )
+    assert np.allclose(got, one_by_one, rtol=1e-4, atol=1e-5)
     assert got.shape == expected.shape == (8, 6)
     assert np.allclose(got, expected, rtol=1e-4, atol=1e-5)
     assert np.ptp(expected) > 1e-2  # the comparison is not between near-constant outputs
@@ -40,12 +44,12 @@ def test_policy_follows_replaced_weights() -> None:
     network = QNetwork(4, "nature2015", formulation=DEFINITION)
     act = numpy_greedy_policy(network)
     state = np.random.default_rng(2).integers(0, 256, (4, 84, 84), dtype=np.uint8)
-    first = act(state)
+    (first,) = act(state[None])
     assert first == int(np.argmax(np.array(network.predict(mx.array(state[None])))[0]))
     head_bias = np.full(4, -100.0, np.float32)
     head_bias[(first + 1) % 4] = 100.0  # make another action the best by far
     network.update({"head": {"bias": mx.array(head_bias)}})
-    assert act(state) == (first + 1) % 4
+    assert act(state[None])[0] == (first + 1) % 4
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="numpy's Linux wheels bundle OpenBLAS")

@@ -7,7 +7,12 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from dqn_mlx.core.replay import BYTES_PER_TRANSITION, ReplayMemory, check_replay_fits
+from dqn_mlx.core.replay import (
+    BYTES_PER_TRANSITION,
+    ReplayMemory,
+    ReplayStreams,
+    check_replay_fits,
+)
 from dqn_mlx.errors import UserError
 
 H = 4
@@ -166,3 +171,70 @@ def test_the_default_replay_is_judged_against_the_machine_not_what_is_free_now(
     assert (warning is not None) == warned, machine
     if warned:
         assert warning is not None and "exceeds the memory free right now" in warning
+
+
+def test_streams_of_several_games_never_mix_them_in_a_stack() -> None:
+    """Three games store one transition each per pass (``--num-envs 3``), with episodes of
+    different lengths; every sampled stack and next stack holds frames of one game only, in
+    that game's order, zero-padded at its own episode starts, with that transition's fields."""
+    games, capacity, passes = 3, 3 * 64, 300
+    memory = ReplayStreams(capacity, H, batch_size=8, streams=games)
+    rng = np.random.default_rng(11)
+    histories: list[list[dict]] = [[] for _ in range(games)]
+    starts = [True] * games
+    for t in range(passes):
+        for game in range(games):
+            kind = rng.choice(["none", "terminal", "truncated"], p=[0.85, 0.1, 0.05])
+            record = {
+                "action": int(rng.integers(4)),
+                "reward": float(rng.choice([-1, 0, 1])),
+                "terminal": kind == "terminal",
+                "start": starts[game],
+            }
+            frame = frame_for(t)
+            frame[0, 3] = 1 + game  # which game the frame is from
+            memory.add(game, frame, record["action"], record["reward"], record["terminal"],
+                       record["start"])  # fmt: skip
+            histories[game].append(record)
+            starts[game] = kind != "none"
+    assert memory.size == capacity and memory.capacity == capacity
+    seen_games = set()
+    for _ in range(60):
+        batch = memory.sample(8, rng)
+        for i in range(8):
+            owner = {int(f[0, 3]) for f in batch.states[i] if f[0, 2]}
+            assert len(owner) == 1  # never two games in one stack
+            game = owner.pop() - 1
+            assert {int(f[0, 3]) - 1 for f in batch.next_states[i] if f[0, 2]} == {game}
+            seen_games.add(game)
+            history, t = histories[game], decode(batch.states[i])[-1]
+            assert t is not None and reference_valid(history, capacity // games, t)
+            assert decode(batch.states[i]) == reference_stack(history, t)
+            assert decode(batch.next_states[i]) == reference_stack(history, t + 1)
+            assert batch.actions[i] == history[t]["action"]
+            assert batch.rewards[i] == history[t]["reward"]
+            assert batch.terminals[i] == float(history[t]["terminal"])
+    assert seen_games == {0, 1, 2}
+
+
+def test_one_stream_is_exactly_the_single_game_memory() -> None:
+    """``--num-envs 1`` keeps the papers' replay: the same stacks from the same draws."""
+    single, history = fill(64, 200, seed=9)
+    streams = ReplayStreams(64, H, batch_size=8, streams=1)
+    for t, record in enumerate(history):
+        streams.add(0, frame_for(t), record["action"], record["reward"], record["terminal"],
+                    record["start"])  # fmt: skip
+    a = single.sample(8, np.random.default_rng(2))
+    a_states = a.states.copy()
+    b = streams.sample(8, np.random.default_rng(2))
+    assert np.array_equal(a_states, b.states) and np.array_equal(a.actions, b.actions)
+
+
+def test_several_streams_keep_the_bytes_per_transition() -> None:
+    memory = ReplayStreams(1000, H, streams=4)
+    stored = sum(
+        a.nbytes
+        for stream in memory.streams
+        for a in (stream.frames, stream.actions, stream.rewards, stream.terminals, stream.starts)
+    )
+    assert stored == 1000 * BYTES_PER_TRANSITION

@@ -55,23 +55,30 @@ def _quiet(_: str) -> None:
     pass
 
 
-@pytest.mark.parametrize("stop_step", [300, 257])  # an epoch end; mid-epoch and mid-game
-def test_resumed_run_matches_the_uninterrupted_run(tmp_path: Path, stop_step: int) -> None:
-    full = train(CONFIG, "Catch", CatchEnv, tmp_path / "full", log=_quiet)
+@pytest.mark.parametrize(
+    ("num_envs", "stop_pass"),
+    [(1, 300), (1, 257), (4, 65)],  # an epoch end; mid-epoch and mid-game, with 1 or 4 games
+)
+def test_resumed_run_matches_the_uninterrupted_run(
+    tmp_path: Path, num_envs: int, stop_pass: int
+) -> None:
+    config = with_overrides(CONFIG, {"num_envs": num_envs})
+    full = train(config, "Catch", CatchEnv, tmp_path / "full", log=_quiet)
     with pytest.raises(TrainingInterrupted):
         train(
-            CONFIG,
+            config,
             "Catch",
             CatchEnv,
             tmp_path / "cut",
             log=_quiet,
             save_replay_memory=True,
-            should_stop=_stop_after(stop_step),
+            should_stop=_stop_after(stop_pass),
         )
     cut = tmp_path / "cut"
     assert (cut / STATE_FILE).exists() and (cut / REPLAY_FILE).exists()
     loaded = load_training_state(cut)
-    assert loaded.run.step == stop_step
+    assert loaded.run.step == stop_pass * num_envs
+    assert len(loaded.run.games) == num_envs
     logs: list[str] = []
     train(loaded.config, "Catch", CatchEnv, tmp_path, log=logs.append, resume=loaded)
     assert any("resumed from" in line for line in logs)

@@ -86,6 +86,10 @@ TargetPeriod = Annotated[
 EpsilonDecay = Annotated[
     int | None, _count("Agent steps over which epsilon anneals from 1 to its end value.")
 ]
+NumEnvs = Annotated[
+    int | None,
+    _count("Games played at once, each agent step of each counting as one (1: the papers')."),
+]
 SetOpt = Annotated[
     list[str] | None,
     _option(TRAIN, "Any other hyperparameter: --set name=value (repeatable).", "--set"),
@@ -164,6 +168,7 @@ def main(
     update_period: UpdatePeriod = None,
     target_update_agent_steps: TargetPeriod = None,
     epsilon_decay_steps: EpsilonDecay = None,
+    num_envs: NumEnvs = None,
     set_: SetOpt = None,
     resume: ResumeOpt = None,
     load_path: LoadPath = None,
@@ -191,7 +196,7 @@ def main(
             held_out_states=held_out_states, batch_size=batch_size,
             learning_rate=learning_rate, update_period=update_period,
             target_update_agent_steps=target_update_agent_steps,
-            epsilon_decay_steps=epsilon_decay_steps,
+            epsilon_decay_steps=epsilon_decay_steps, num_envs=num_envs,
         )  # fmt: skip
         if env is not None and len(env) > 1 and mode != "sweep":
             raise UserError("--env is given once; only --mode sweep takes several games")
@@ -416,14 +421,17 @@ def _train(
 
 def _stop_on_signals() -> list[int]:
     """Ctrl-C and SIGTERM ask the run to stop after the current step (the returned list
-    becomes non-empty); a second Ctrl-C quits at once (every file is written atomically)."""
+    becomes non-empty); a second Ctrl-C quits at once (every file is written atomically). A
+    repeated SIGTERM does not: a sweep may send it twice while the state is being written."""
     import signal
 
     requested: list[int] = []
 
     def request_stop(signum: int, frame: object) -> None:
-        if requested:
+        if requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if requested:
+            return
         requested.append(signum)
         print(
             "stopping: finishing this step and writing a resumable checkpoint "

@@ -128,6 +128,11 @@ class DQNConfig:
     tracked each epoch (2013 Sec. 5.1; the paper does not give the count)."""
     seed: int = 0
     """Seeds numpy, MLX and the emulators: the same seed reproduces a CPU run."""
+    num_envs: int = 1
+    """Games played at once (``--num-envs``); 1 in both papers. Each agent step of each game
+    counts as one agent step everywhere (epsilon, updates, target syncs, ``total_steps``),
+    and each game stores its transitions in its own replay stream of ``replay_size //
+    num_envs`` transitions, so the replay ratio is that of one game (core/loop.py)."""
 
     def frame_skip_for(self, game: str) -> int:
         """Emulator frames per agent step for one ALE ROM name."""
@@ -146,6 +151,7 @@ class DQNConfig:
             "eval_steps",
             "held_out_states",
             "max_episode_frames",
+            "num_envs",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -170,6 +176,7 @@ class DQNConfig:
                 f"--replay-size ({self.replay_size}) must exceed --batch-size "
                 f"({self.batch_size}) + history; raise --replay-size"
             )
+        self._validate_games()
         if self.learning_starts >= self.total_steps:
             raise UserError(
                 f"--learning-starts ({self.learning_starts}) must be below --steps "
@@ -183,6 +190,22 @@ class DQNConfig:
                 "period); lower --epoch-updates or raise --steps"
             )
         return self
+
+    def _validate_games(self) -> None:
+        """``num_envs`` games play one agent step each per pass of the loop, and split the
+        replay memory between them."""
+        if self.total_steps % self.num_envs:
+            lower = self.total_steps // self.num_envs * self.num_envs
+            raise UserError(
+                f"--steps {self.total_steps:,} is not a multiple of --num-envs {self.num_envs} "
+                f"(each pass plays one agent step in every game); use --steps {lower:,} or "
+                f"{lower + self.num_envs:,}"
+            )
+        if self.replay_size // self.num_envs < self.batch_size + self.history_length:
+            raise UserError(
+                f"--replay-size {self.replay_size:,} split over --num-envs {self.num_envs} "
+                f"games is too small; raise --replay-size or lower --num-envs"
+            )
 
 
 NIPS2013 = DQNConfig()

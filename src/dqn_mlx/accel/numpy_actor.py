@@ -1,4 +1,4 @@
-"""The greedy action for one observation, computed in numpy (CPU formulation's acting).
+"""The greedy actions for a few observations, computed in numpy (CPU formulation's acting).
 
 Acting takes one forward pass per agent step for a single observation: a job too small for
 MLX's per-operation overhead. The same pass in numpy, on numpy's own OpenBLAS limited to one
@@ -48,22 +48,22 @@ def limit_numpy_blas_to_one_thread() -> bool:
 
 
 def _conv_relu(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int) -> np.ndarray:
-    """ReLU of a valid kxk stride-s convolution of an HWC image; weight (out, k, k, in)."""
+    """ReLU of a valid kxk stride-s convolution of NHWC images; weight (out, k, k, in)."""
     kernel = weight.shape[1]
-    windows = sliding_window_view(x, (kernel, kernel), axis=(0, 1))[::stride, ::stride]
-    rows, cols = windows.shape[:2]  # windows: (rows, cols, in, k, k)
-    patches = windows.transpose(0, 1, 3, 4, 2).reshape(rows * cols, -1)  # taps (k, k, in)
+    windows = sliding_window_view(x, (kernel, kernel), axis=(1, 2))[:, ::stride, ::stride]
+    n, rows, cols = windows.shape[:3]  # windows: (n, rows, cols, in, k, k)
+    patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * rows * cols, -1)  # taps (k, k, in)
     y = patches @ weight.reshape(weight.shape[0], -1).T + bias
-    return np.maximum(y, 0.0, out=y).reshape(rows, cols, -1)
+    return np.maximum(y, 0.0, out=y).reshape(n, rows, cols, -1)
 
 
-def q_values(weights: dict[str, np.ndarray], strides: list[int], state: np.ndarray) -> np.ndarray:
-    """Q(s, .) for one uint8 stack (history, 84, 84), from ``QNetwork``'s named weights."""
-    x = state.transpose(1, 2, 0).astype(np.float32) * np.float32(1.0 / 255.0)  # HWC in [0, 1]
+def q_values(weights: dict[str, np.ndarray], strides: list[int], states: np.ndarray) -> np.ndarray:
+    """Q(s, .) for uint8 stacks (n, history, 84, 84), from ``QNetwork``'s named weights."""
+    x = states.transpose(0, 2, 3, 1).astype(np.float32) * np.float32(1.0 / 255.0)  # NHWC, [0, 1]
     for layer, stride in enumerate(strides):
         x = _conv_relu(x, weights[f"convs.{layer}.weight"], weights[f"convs.{layer}.bias"], stride)
-    hidden = weights["hidden.weight"] @ x.reshape(-1) + weights["hidden.bias"]
-    return weights["head.weight"] @ np.maximum(hidden, 0.0) + weights["head.bias"]
+    hidden = x.reshape(len(x), -1) @ weights["hidden.weight"].T + weights["hidden.bias"]
+    return np.maximum(hidden, 0.0) @ weights["head.weight"].T + weights["head.bias"]
 
 
 def _named_layers(network: QNetwork) -> list[tuple[str, Any]]:
@@ -72,8 +72,9 @@ def _named_layers(network: QNetwork) -> list[tuple[str, Any]]:
     return [*convs, ("hidden", network.hidden), ("head", network.head)]
 
 
-def numpy_greedy_policy(network: QNetwork) -> Callable[[np.ndarray], int]:
-    """argmax_a Q(s, a) with ``network``'s weights as they are at each call, in numpy.
+def numpy_greedy_policy(network: QNetwork) -> Callable[[np.ndarray], np.ndarray]:
+    """argmax_a Q(s, a) for a batch of stacks (n, history, 84, 84), with ``network``'s weights
+    as they are at each call, in numpy: one pass for the n observations.
 
     The weights are read as numpy views of the MLX arrays (no copy) and kept, with the arrays
     they view, until the network's parameters are replaced (``network.update``). The check
@@ -84,7 +85,7 @@ def numpy_greedy_policy(network: QNetwork) -> Callable[[np.ndarray], int]:
     held: list[mx.array] = []  # the MLX arrays the views below read: kept alive while in use
     weights: dict[str, np.ndarray] = {}
 
-    def act(state: np.ndarray) -> int:
+    def act(states: np.ndarray) -> np.ndarray:
         current = [array for _, layer in layers for array in (layer.weight, layer.bias)]
         unchanged = len(held) == len(current) and all(
             a is b for a, b in zip(current, held, strict=True)
@@ -96,6 +97,6 @@ def numpy_greedy_policy(network: QNetwork) -> Callable[[np.ndarray], int]:
                     view = np.asarray(getattr(layer, part))  # shares the MLX array's memory
                     view.setflags(write=False)
                     weights[f"{name}.{part}"] = view
-        return int(np.argmax(q_values(weights, network.strides, state)))
+        return np.argmax(q_values(weights, network.strides, states), axis=1)
 
     return act

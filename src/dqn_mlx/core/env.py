@@ -69,6 +69,12 @@ class PixelEnv(Protocol):
 
     def step(self, action: int) -> Step: ...
 
+    def send(self, action: int) -> None:
+        """Start ``step(action)``; ``receive`` returns its result. Between the two, an env may
+        compute on its own thread, so that several games step at once (``--num-envs``)."""
+
+    def receive(self) -> Step: ...
+
 
 def _atari_ids() -> list[str]:
     import ale_py
@@ -220,7 +226,18 @@ class AtariEnv:
         return self._spare.reset(seed=seed)
 
     def step(self, action: int) -> Step:
-        frame, reward, over, truncated, lives = self._raw_step(action)
+        self.send(action)
+        return self.receive()
+
+    def send(self, action: int) -> None:
+        """Start the agent step on ale-py's worker thread (its vector env of one game); the GIL
+        is free while it emulates, so several games' emulators run at once."""
+        self._action[0] = action
+        self._env.send(self._action)
+
+    def receive(self) -> Step:
+        """Wait for the step ``send`` started, then press FIRE after a lost life if asked."""
+        frame, reward, over, truncated, lives = self._received()
         life_lost = (lives < self._lives and not (over or truncated)) or over
         self._lives = lives
         if life_lost and not over and not truncated and self.fire_action is not None:
@@ -230,8 +247,11 @@ class AtariEnv:
         return Step(frame, reward, over, truncated, life_lost)
 
     def _raw_step(self, action: int) -> tuple[np.ndarray, float, bool, bool, int]:
-        self._action[0] = action
-        obs, reward, terminated, truncated, info = self._env.step(self._action)
+        self.send(action)
+        return self._received()
+
+    def _received(self) -> tuple[np.ndarray, float, bool, bool, int]:
+        obs, reward, terminated, truncated, info = self._env.recv()
         return (
             obs[0, 0],
             float(reward[0]),

@@ -73,8 +73,17 @@ class TrainingGame:
 
     def play(self, action: int) -> Step:
         """Play a_t for frame_skip emulator frames: r_t and the next frame."""
-        result = self.env.step(action)
+        self.send(action)
+        return self.receive()
+
+    def send(self, action: int) -> None:
+        """Start playing a_t (``play`` in two halves, so that several games play at once)."""
+        self.env.send(action)
         self.record.episode_actions.append(action)
+
+    def receive(self) -> Step:
+        """r_t and the next frame of the action ``send`` started."""
+        result = self.env.receive()
         self.record.score += result.reward
         self.record.length += 1
         return result

@@ -10,7 +10,14 @@
         every target_update_agent_steps agent steps: theta^- <- theta           (2015)
         every epoch_updates updates: evaluate, save, plot                    (the run's hooks)
 
-The order is strict: an update finishes before the next action is chosen, so every action
+With ``num_envs`` N > 1 the agent plays N games at once: one pass of the loop is one agent
+step in each game (N agent steps), the N actions chosen in one batched greedy pass, the N
+emulators stepping together, each game's transitions stored in its own replay stream. Every
+count stays in agent steps summed over the games, so the updates (one per ``update_period``
+agent steps) and target syncs are those of N single steps, made in order after the N steps;
+an epoch ends after the pass in which its last update falls. N = 1 is the papers' loop.
+
+The order is strict: the updates finish before the next actions are chosen, so every action
 comes from the newest weights. What a run leaves behind (evaluation, checkpoints, metrics,
 resume, progress output) happens in ``dqn_mlx.run`` through ``LoopHooks``.
 
@@ -19,6 +26,7 @@ Units: agent steps (the papers' "frames"); emulator frames = agent steps x frame
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,8 +36,8 @@ from dqn_mlx.config import DQNConfig
 from dqn_mlx.core.env import Step
 from dqn_mlx.core.game import FinishedGame, GameRecord, TrainingGame
 from dqn_mlx.core.learner import Learner, UpdateStats
-from dqn_mlx.core.policy import exploration_rate, greedy_policy
-from dqn_mlx.core.replay import ReplayMemory
+from dqn_mlx.core.policy import BatchPolicy, exploration_rate, greedy_actions
+from dqn_mlx.core.replay import ReplayMemory, ReplayStreams
 
 RECENT_GAMES = 10  # games in the progress line's running score
 
@@ -40,7 +48,7 @@ class RunState:
 
     step: int = 0  # agent steps taken
     epoch: int = 0  # epochs completed
-    game: GameRecord = field(default_factory=GameRecord)  # the training game in progress
+    games: list[GameRecord] = field(default_factory=lambda: [GameRecord()])  # one per game
     recent_scores: list[float] = field(default_factory=list)  # last RECENT_GAMES games
     epoch_scores: list[float] = field(default_factory=list)  # games finished this epoch
     epoch_loss_sum: float = 0.0  # summed per-sample losses of this epoch's updates
@@ -50,10 +58,13 @@ class RunState:
 
     @classmethod
     def from_json(cls, fields: dict[str, Any]) -> RunState:
-        """Read a saved state; states written before ``GameRecord`` kept its fields flat."""
+        """Read a saved state; states written before ``--num-envs`` kept one ``game``, and
+        those before ``GameRecord`` kept its fields flat."""
         game_fields = set(GameRecord.__dataclass_fields__)
-        game = fields.pop("game", None) or {k: fields.pop(k) for k in game_fields & set(fields)}
-        return cls(**fields, game=GameRecord(**game))
+        games = fields.pop("games", None) or [
+            fields.pop("game", None) or {k: fields.pop(k) for k in game_fields & set(fields)}
+        ]
+        return cls(**fields, games=[GameRecord(**game) for game in games])
 
     def game_finished(self, score: float) -> None:
         self.epoch_scores.append(score)
@@ -85,10 +96,14 @@ class Training:
 
     config: DQNConfig
     learner: Learner
-    replay: ReplayMemory
-    game: TrainingGame
+    replay: ReplayStreams
+    games: list[TrainingGame]
     rng: np.random.Generator
     run: RunState
+
+    @property
+    def num_actions(self) -> int:
+        return self.games[0].env.num_actions
 
 
 class LoopHooks(Protocol):
@@ -98,42 +113,68 @@ class LoopHooks(Protocol):
         """``epoch_updates`` updates are done: evaluate, save, log."""
 
     def after_step(
-        self, epsilon: float, finished: FinishedGame | None, update: UpdateStats | None
+        self, epsilon: float, finished: Sequence[FinishedGame], updates: Sequence[UpdateStats]
     ) -> None:
-        """An agent step is done, with the game it finished and the update it made, if any
-        (progress output, live metrics)."""
+        """A pass of the loop is done (one agent step per game), with the games it finished
+        and the updates it made (progress output, live metrics)."""
 
     def stop_requested(self) -> bool:
-        """True to stop after this agent step (Ctrl-C)."""
+        """True to stop after this pass of the loop (Ctrl-C)."""
 
 
 def run_loop(t: Training, hooks: LoopHooks) -> None:
     """Algorithm 1 from ``t.run.step`` to ``config.total_steps`` agent steps."""
-    config, run, game, learner, rng = t.config, t.run, t.game, t.learner, t.rng
-    act_greedily = greedy_policy(learner.online)
+    config, run, games, learner, rng = t.config, t.run, t.games, t.learner, t.rng
+    act_greedily = greedy_actions(learner.online)
     while run.step < config.total_steps:
         epsilon = exploration_rate(config, run.step)
-        state = game.state
-        explore = rng.random() < epsilon
-        action = int(rng.integers(game.env.num_actions)) if explore else act_greedily(state)
-        result = game.play(action)
-        store_transition(config, t.replay, state, action, result, game.record.episode_start)
-        finished = game.advance(result, rng)  # s_{t+1}, or the first state of the next game
-        if finished is not None:
-            run.game_finished(finished.score)
-        run.step += 1
+        states = np.stack([game.state for game in games])  # s_t of each game (a copy)
+        actions = epsilon_greedy_actions(states, epsilon, act_greedily, t.num_actions, rng)
+        for game, action in zip(games, actions, strict=True):
+            game.send(action)  # the emulators step together
+        finished = []
+        for game, stream, state, action in zip(
+            games, t.replay.streams, states, actions, strict=True
+        ):
+            result = game.receive()
+            store_transition(config, stream, state, action, result, game.record.episode_start)
+            ended = game.advance(result, rng)  # s_{t+1}, or the first state of the next game
+            if ended is not None:
+                run.game_finished(ended.score)
+                finished.append(ended)
 
-        update = None
-        if learning_due(config, run.step):
-            update = learner.update(*t.replay.sample(config.batch_size, rng))
-            run.add_loss(update.loss)
-        if learner.target_sync_due(run.step):
-            learner.sync_target()
-        if update is not None and learner.updates % config.epoch_updates == 0:
-            hooks.end_epoch()  # after this step's sync, so that the state it saves has it
-        hooks.after_step(epsilon, finished, update)
+        epochs_before, updates = learner.updates // config.epoch_updates, []
+        for step in range(run.step + 1, run.step + len(games) + 1):
+            if learning_due(config, step):
+                update = learner.update(*t.replay.sample(config.batch_size, rng))
+                run.add_loss(update.loss)
+                updates.append(update)
+            if learner.target_sync_due(step):
+                learner.sync_target()
+        run.step += len(games)
+        if learner.updates // config.epoch_updates > epochs_before:
+            hooks.end_epoch()  # after this pass's syncs, so that the state it saves has them
+        hooks.after_step(epsilon, finished, updates)
         if hooks.stop_requested():
             raise StopRequested
+
+
+def epsilon_greedy_actions(
+    states: np.ndarray,
+    epsilon: float,
+    act_greedily: BatchPolicy,
+    num_actions: int,
+    rng: np.random.Generator,
+) -> list[int]:
+    """a_t for each game: uniformly random with probability epsilon, else argmax_a Q(s_t, a)
+    (one greedy pass for the games that need it). With one game the draws are those of
+    ``rng.random()`` then, when exploring, ``rng.integers(num_actions)``."""
+    explore = rng.random(len(states)) < epsilon
+    actions = np.empty(len(states), np.int64)
+    actions[explore] = rng.integers(num_actions, size=int(explore.sum()))
+    if not explore.all():
+        actions[~explore] = act_greedily(states[~explore])
+    return [int(a) for a in actions]
 
 
 def learning_due(config: DQNConfig, step: int) -> bool:

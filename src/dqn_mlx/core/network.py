@@ -40,12 +40,13 @@ class Formulation:
 
     ``learning_pass`` computes the Q-values that gradients flow through (the update);
     ``no_grad_pass`` the Q-values of passes with no gradient (TD targets, evaluation), and
-    ``greedy_policy``, if given, builds the argmax_a Q(s, a) of one observation for acting."""
+    ``greedy_policy``, if given, builds the argmax_a Q(s, a) of a few observations (n, history,
+    84, 84) -> (n,) for acting."""
 
     name: str
     learning_pass: Callable[[QNetwork, mx.array], mx.array]
     no_grad_pass: Callable[[QNetwork, mx.array], mx.array]
-    greedy_policy: Callable[[QNetwork], Callable[[np.ndarray], int]] | None = None
+    greedy_policy: Callable[[QNetwork], Callable[[np.ndarray], np.ndarray]] | None = None
 
 
 def _definition(network: QNetwork, frames: mx.array) -> mx.array:

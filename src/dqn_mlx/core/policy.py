@@ -21,30 +21,45 @@ from dqn_mlx.config import DQNConfig
 from dqn_mlx.core.network import QNetwork
 
 Policy = Callable[[np.ndarray], int]  # one uint8 stack (history, 84, 84) -> an action
+BatchPolicy = Callable[[np.ndarray], np.ndarray]  # stacks (n, history, 84, 84) -> (n,) actions
+
+
+def greedy_actions(network: QNetwork) -> BatchPolicy:
+    """argmax_a Q(s, a) for each of n uint8 stacks in one pass, with ``network``'s weights at
+    each call.
+
+    The network's formulation may bring its own (on a Linux CPU with ``dqn_mlx.accel``: numpy);
+    otherwise a compiled MLX pass: a few observations are too small a job for MLX's
+    per-operation overhead. The parameters are the compiled function's state, so weight
+    updates are seen."""
+    if network.formulation.greedy_policy is not None:
+        return network.formulation.greedy_policy(network)
+    return compiled_greedy_actions(network)
 
 
 def greedy_policy(network: QNetwork) -> Policy:
-    """argmax_a Q(s, a) for one uint8 stack, with ``network``'s weights at each call.
+    """argmax_a Q(s, a) for one uint8 stack (``greedy_actions`` of a batch of one)."""
+    act = greedy_actions(network)
+    return lambda state: int(act(state[None])[0])
 
-    The network's formulation may bring its own (on a Linux CPU with ``dqn_mlx.accel``: numpy);
-    otherwise a compiled MLX pass: one observation is too small a job for MLX's per-operation
-    overhead. The parameters are the compiled function's state, so weight updates are seen."""
-    if network.formulation.greedy_policy is not None:
-        return network.formulation.greedy_policy(network)
-    return compiled_greedy_policy(network)
+
+def compiled_greedy_actions(network: QNetwork) -> BatchPolicy:
+    """argmax_a Q(s, a) as one compiled MLX function of the observations."""
+
+    @partial(mx.compile, inputs=network.state)
+    def best_actions(frames: mx.array) -> mx.array:
+        return mx.argmax(network.predict(frames), axis=1)
+
+    def act(states: np.ndarray) -> np.ndarray:
+        return np.array(best_actions(mx.array(states)))
+
+    return act
 
 
 def compiled_greedy_policy(network: QNetwork) -> Policy:
-    """argmax_a Q(s, a) as one compiled MLX function of the observation."""
-
-    @partial(mx.compile, inputs=network.state)
-    def best_action(frames: mx.array) -> mx.array:
-        return mx.argmax(network.predict(frames), axis=1)
-
-    def act(state: np.ndarray) -> int:
-        return int(best_action(mx.array(state[None])).item())  # type: ignore[arg-type]
-
-    return act
+    """argmax_a Q(s, a) for one observation with MLX, whatever the formulation (the bench)."""
+    act = compiled_greedy_actions(network)
+    return lambda state: int(act(state[None])[0])
 
 
 def epsilon_greedy(

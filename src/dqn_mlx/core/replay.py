@@ -178,3 +178,89 @@ class ReplayMemory:
             next_states,
             self.terminals[index].astype(np.float32),
         )
+
+
+class ReplayStreams:
+    """The replay memory of ``--num-envs N`` games played at once: one ``ReplayMemory`` stream
+    per game, each of ``capacity // N`` transitions, so that a rebuilt stack never mixes two
+    games (each stream keeps the invariants above on its own). Bytes per transition are those
+    of one stream. Sampling is uniform over every stored transition of every stream.
+
+    With one stream this is exactly ``ReplayMemory``: the same slots, and the same draws from
+    the generator for a minibatch."""
+
+    def __init__(self, capacity: int, history: int = 4, batch_size: int = 32, streams: int = 1):
+        if capacity // streams <= history:
+            raise UserError(
+                f"--replay-size {capacity:,} split over {streams} games leaves "
+                f"{capacity // streams:,} transitions per game; it must exceed the history "
+                f"length {history}"
+            )
+        self.streams = [
+            ReplayMemory(capacity // streams, history, batch_size) for _ in range(streams)
+        ]
+        self.capacity = capacity // streams * streams
+        self.history = history
+        self._buffers = self.streams[0]._buffers
+
+    @property
+    def size(self) -> int:
+        return sum(stream.size for stream in self.streams)
+
+    def num_valid(self) -> int:
+        return sum(stream.num_valid() for stream in self.streams)
+
+    def add(
+        self,
+        game: int,
+        frame: np.ndarray,
+        action: int,
+        reward: float,
+        terminal: bool,
+        episode_start: bool,
+    ) -> None:
+        """Store transition t of game ``game`` in its stream (``ReplayMemory.add``)."""
+        self.streams[game].add(frame, action, reward, terminal, episode_start)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
+        """Uniformly sample valid transitions over all streams (rejection sampling)."""
+        if len(self.streams) == 1:
+            return self.streams[0].sample(batch_size, rng)
+        sizes = np.array([stream.size for stream in self.streams])
+        offsets = np.cumsum(sizes) - sizes
+        games, slots = np.empty(0, np.int64), np.empty(0, np.int64)
+        for _attempt in range(1000):
+            drawn = rng.integers(0, max(int(sizes.sum()), 1), size=2 * batch_size)
+            game = np.searchsorted(offsets, drawn, side="right") - 1
+            slot = drawn - offsets[game]
+            valid = np.zeros(len(drawn), dtype=np.bool_)
+            for k, stream in enumerate(self.streams):
+                here = game == k
+                valid[here] = stream.is_valid(slot[here])
+            games, slots = (
+                np.concatenate([games, game[valid]]),
+                np.concatenate([slots, slot[valid]]),
+            )
+            if len(games) >= batch_size:
+                break
+        else:
+            raise ValueError("the replay memory holds no transition that can be sampled yet")
+        games, slots = games[:batch_size], slots[:batch_size]
+        use_buffers = batch_size == self._buffers[0].shape[0]
+        shape = (batch_size, self.history, *FRAME_SHAPE)
+        states = self._buffers[0] if use_buffers else np.empty(shape, np.uint8)
+        next_states = self._buffers[1] if use_buffers else np.empty(shape, np.uint8)
+        actions = np.empty(batch_size, np.int32)
+        rewards = np.empty(batch_size, np.float32)
+        terminals = np.empty(batch_size, np.float32)
+        for k, stream in enumerate(self.streams):
+            here = games == k
+            if not here.any():
+                continue
+            index = slots[here]
+            states[here] = stream.gather_stacks(index)
+            next_states[here] = stream.gather_stacks((index + 1) % stream.capacity)
+            actions[here] = stream.actions[index]
+            rewards[here] = stream.rewards[index]
+            terminals[here] = stream.terminals[index]
+        return Batch(states, actions, rewards, next_states, terminals)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -54,14 +55,14 @@ class LiveMetrics:
         self,
         run: RunState,
         epsilon: float,
-        finished: FinishedGame | None,
-        update: UpdateStats | None,
+        finished: Sequence[FinishedGame],
+        updates: Sequence[UpdateStats],
     ) -> None:
-        if finished is not None:
+        for game in finished:
             self._write(self.games, run.step, {
-                "score": finished.score, "length_agent_steps": finished.length
+                "score": game.score, "length_agent_steps": game.length
             }, "game")  # fmt: skip
-        if update is not None:
+        for update in updates:
             self.window_loss += update.loss
             self.window_max_q += update.mean_max_q
             self.window_count += 1

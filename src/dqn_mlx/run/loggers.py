@@ -13,7 +13,7 @@ A new backend is one more class with these methods, added to the list ``run.trai
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,11 +31,11 @@ class RunLogger(Protocol):
         self,
         run: RunState,
         epsilon: float,
-        finished: FinishedGame | None,
-        update: UpdateStats | None,
+        finished: Sequence[FinishedGame],
+        updates: Sequence[UpdateStats],
     ) -> None:
-        """Called after every agent step, with the game it finished and the update it made,
-        if any: keep it cheap."""
+        """Called after every pass of the loop (one agent step of each game), with the games
+        it finished and the updates it made: keep it cheap."""
 
     def end_epoch(self, record: dict[str, Any]) -> None:
         """Called with each epoch's record (keys: ``dqn_mlx.run.metrics``)."""
@@ -63,8 +63,8 @@ class ConsoleProgress:
         self,
         run: RunState,
         epsilon: float,
-        finished: FinishedGame | None = None,
-        update: UpdateStats | None = None,
+        finished: Sequence[FinishedGame] = (),
+        updates: Sequence[UpdateStats] = (),
         force: bool = False,
     ) -> None:
         now = time.perf_counter()
@@ -151,8 +151,8 @@ class MetricsFiles:
         self,
         run: RunState,
         epsilon: float,
-        finished: FinishedGame | None,
-        update: UpdateStats | None,
+        finished: Sequence[FinishedGame],
+        updates: Sequence[UpdateStats],
     ) -> None:
         pass
 

@@ -33,7 +33,7 @@ from dqn_mlx.core.game import new_game_seed
 from dqn_mlx.core.learner import Learner
 from dqn_mlx.core.loop import RunState, store_transition
 from dqn_mlx.core.policy import epsilon_greedy, exploration_rate, greedy_policy
-from dqn_mlx.core.replay import ReplayMemory
+from dqn_mlx.core.replay import ReplayStreams
 from dqn_mlx.errors import UserError
 from dqn_mlx.files import atomic_write
 from dqn_mlx.run.checkpoint import _read_safetensors
@@ -156,7 +156,7 @@ def _flag(name: str) -> str:
     cli_fields = {
         "epoch_updates", "replay_size", "learning_starts", "seed", "eval_steps",
         "held_out_states", "batch_size", "learning_rate", "update_period",
-        "target_update_agent_steps", "epsilon_decay_steps",
+        "target_update_agent_steps", "epsilon_decay_steps", "num_envs",
     }  # fmt: skip
     if name in flags or name in cli_fields:
         return "--" + flags.get(name, name).replace("_", "-")
@@ -183,22 +183,27 @@ def restore_learner(learner: Learner, loaded: LoadedState) -> None:
     mx.eval(learner.online.parameters(), learner.optimizer.state)
 
 
-def save_replay(run_dir: Path, replay: ReplayMemory, agent_step: int) -> Path:
+def save_replay(run_dir: Path, replay: ReplayStreams, agent_step: int) -> Path:
     """The replay memory as ``replay.npz`` (compressed), tagged with the agent step it belongs
-    to, so that a training state from another step never loads it."""
+    to, so that a training state from another step never loads it. The streams' filled slots
+    are stored one after another, with each stream's size and cursor."""
     path = Path(run_dir) / REPLAY_FILE
-    n = replay.size
+    streams = replay.streams
+
+    def filled(name: str) -> np.ndarray:
+        return np.concatenate([getattr(stream, name)[: stream.size] for stream in streams])
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             np.savez_compressed(
                 handle,
-                frames=replay.frames[:n],
-                actions=replay.actions[:n],
-                rewards=replay.rewards[:n],
-                terminals=replay.terminals[:n],
-                starts=replay.starts[:n],
-                cursor=np.array(replay.cursor),
+                frames=filled("frames"),
+                actions=filled("actions"),
+                rewards=filled("rewards"),
+                terminals=filled("terminals"),
+                starts=filled("starts"),
+                sizes=np.array([stream.size for stream in streams]),
+                cursors=np.array([stream.cursor for stream in streams]),
                 capacity=np.array(replay.capacity),
                 agent_step=np.array(agent_step),
             )
@@ -207,10 +212,11 @@ def save_replay(run_dir: Path, replay: ReplayMemory, agent_step: int) -> Path:
     return path
 
 
-def load_replay(run_dir: Path, replay: ReplayMemory, agent_step: int) -> str | None:
+def load_replay(run_dir: Path, replay: ReplayStreams, agent_step: int) -> str | None:
     """Fill ``replay`` from ``replay.npz``; returns None when it did, else why not (no file,
-    another capacity, or saved at another agent step than the training state). Files written
-    before the step was recorded are taken as they are."""
+    another capacity or number of games, or saved at another agent step than the training
+    state). Files written before the step was recorded are taken as they are; files written
+    before ``--num-envs`` hold one stream (``cursor``, no ``sizes``)."""
     path = Path(run_dir) / REPLAY_FILE
     if not path.exists():
         return "no saved replay memory (train with --save-replay to keep it)"
@@ -223,19 +229,26 @@ def load_replay(run_dir: Path, replay: ReplayMemory, agent_step: int) -> str | N
                 f"{path.name} is from agent step {saved_at:,}, the training state from "
                 f"{agent_step:,}"
             )
-        n = len(data["actions"])
-        replay.actions[:n] = data["actions"]
-        replay.rewards[:n] = data["rewards"]
-        replay.terminals[:n] = data["terminals"]
-        replay.starts[:n] = data["starts"]
-        replay.cursor, replay.size = int(data["cursor"]), n
-    _read_frames_into(path, replay.frames)
+        sizes = data["sizes"] if "sizes" in data.files else np.array([len(data["actions"])])
+        cursors = data["cursors"] if "cursors" in data.files else np.array([data["cursor"]])
+        if len(sizes) != len(replay.streams):
+            return f"{path.name} holds {len(sizes)} games' streams, this run {len(replay.streams)}"
+        ends = np.cumsum(sizes)
+        for stream, end, size, cursor in zip(replay.streams, ends, sizes, cursors, strict=True):
+            rows = slice(int(end - size), int(end))
+            stream.actions[:size] = data["actions"][rows]
+            stream.rewards[:size] = data["rewards"][rows]
+            stream.terminals[:size] = data["terminals"][rows]
+            stream.starts[:size] = data["starts"][rows]
+            stream.cursor, stream.size = int(cursor), int(size)
+    _read_frames_into(path, [stream.frames[: stream.size] for stream in replay.streams])
     return None
 
 
-def _read_frames_into(path: Path, frames: np.ndarray, rows: int = 65_536) -> None:
-    """Decompress the saved frames straight into the replay's array, a block of rows at a
-    time: reading the whole array first would hold the replay twice in memory."""
+def _read_frames_into(path: Path, destinations: list[np.ndarray], rows: int = 65_536) -> None:
+    """Decompress the saved frames straight into the replay's arrays (one after another), a
+    block of rows at a time: reading the whole array first would hold the replay twice in
+    memory."""
     with zipfile.ZipFile(path) as archive, archive.open("frames.npy") as handle:
         version = np.lib.format.read_magic(handle)
         read_header = (
@@ -245,15 +258,18 @@ def _read_frames_into(path: Path, frames: np.ndarray, rows: int = 65_536) -> Non
         )
         shape, _, dtype = read_header(handle)
         row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
-        for start in range(0, shape[0], rows):
-            count = min(rows, shape[0] - start)
-            block = handle.read(count * row_bytes)
-            frames[start : start + count] = np.frombuffer(block, dtype).reshape(count, *shape[1:])
+        for frames in destinations:
+            for start in range(0, len(frames), rows):
+                count = min(rows, len(frames) - start)
+                block = handle.read(count * row_bytes)
+                frames[start : start + count] = np.frombuffer(block, dtype).reshape(
+                    count, *shape[1:]
+                )
 
 
 def refill_replay(
     config: DQNConfig,
-    replay: ReplayMemory,
+    replay: ReplayStreams,
     env: PixelEnv,
     learner: Learner,
     rng: np.random.Generator,
@@ -262,8 +278,8 @@ def refill_replay(
     why: str,
 ) -> None:
     """Without a saved replay memory that fits the state (``why`` says why not), refill it by
-    playing the current policy (on the evaluation env, so the training game stays as it was)
-    before learning goes on."""
+    playing the current policy (on the evaluation env, so the training games stay as they
+    were) before learning goes on: each game's stream gets its share, played in one piece."""
     count = min(
         max(config.learning_starts, config.batch_size + config.history_length), config.replay_size
     )
@@ -272,12 +288,14 @@ def refill_replay(
         greedy_policy(learner.online), exploration_rate(config, step), env.num_actions, rng
     )
     stack = StackedFrames(config.history_length)
-    state, start = stack.reset(env.reset(new_game_seed(rng))), True
-    for _ in range(count):
-        action = act(state)
-        result = env.step(action)
-        store_transition(config, replay, state, action, result, start)
-        if result.game_over or result.truncated:
-            state, start = stack.reset(env.reset(new_game_seed(rng))), True
-        else:
-            state, start = stack.push(result.frame), False
+    share = -(-count // len(replay.streams))
+    for stream in replay.streams:
+        state, start = stack.reset(env.reset(new_game_seed(rng))), True
+        for _ in range(min(share, stream.capacity)):
+            action = act(state)
+            result = env.step(action)
+            store_transition(config, stream, state, action, result, start)
+            if result.game_over or result.truncated:
+                state, start = stack.reset(env.reset(new_game_seed(rng))), True
+            else:
+                state, start = stack.push(result.frame), False

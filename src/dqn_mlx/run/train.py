@@ -19,12 +19,12 @@ import numpy as np
 
 from dqn_mlx.config import DQNConfig
 from dqn_mlx.core.env import PixelEnv
-from dqn_mlx.core.game import FinishedGame, TrainingGame
+from dqn_mlx.core.game import FinishedGame, GameRecord, TrainingGame
 from dqn_mlx.core.learner import Learner, UpdateStats
 from dqn_mlx.core.loop import NonFiniteLoss, RunState, StopRequested, Training, run_loop
 from dqn_mlx.core.network import parameter_shapes
 from dqn_mlx.core.policy import exploration_rate
-from dqn_mlx.core.replay import ReplayMemory, check_replay_fits, replay_bytes
+from dqn_mlx.core.replay import ReplayStreams, check_replay_fits, replay_bytes
 from dqn_mlx.errors import UserError
 from dqn_mlx.evaluate import collect_held_out_states
 from dqn_mlx.run.epoch import EpochEnd, RunOutput
@@ -59,12 +59,12 @@ class _Hooks:
             self.epoch_end.save_state()
 
     def after_step(
-        self, epsilon: float, finished: FinishedGame | None, update: UpdateStats | None
+        self, epsilon: float, finished: Sequence[FinishedGame], updates: Sequence[UpdateStats]
     ) -> None:
         run = self.epoch_end.t.run
         with _stop_cleanly_on_write_errors(self.out_dir):
             for logger in self.epoch_end.output.loggers:
-                logger.after_step(run, epsilon, finished, update)
+                logger.after_step(run, epsilon, finished, updates)
 
     def close(self) -> None:
         for logger in self.epoch_end.output.loggers:
@@ -105,13 +105,18 @@ def train(
         check_no_other_run(out_dir)
     check_writable(out_dir)
     mx.random.seed(config.seed)
-    env, eval_env = make_env(config.seed), make_env(config.seed + 1)  # eval never touches env
-    t = _new_training(config, env, resume.run if resume is not None else RunState())
+    # Game k > 0 of --num-envs gets seed + 1 + k: seed + 1 is the evaluation env's, which
+    # never touches the training games.
+    envs = [make_env(config.seed + (1 + k if k else 0)) for k in range(config.num_envs)]
+    env, eval_env = envs[0], make_env(config.seed + 1)
+    run = resume.run if resume is not None else RunState(games=_new_records(config.num_envs))
+    t = _new_training(config, envs, run)
     epoch_bytes = check_disk_space(out_dir, config, t.learner, save_replay_memory)
     log(
         f"{env_id}: {env.num_actions} actions {env.action_meanings}; preset {config.preset}; "
         f"{config.total_steps:,} agent steps ({config.total_steps * frame_skip:,} emulator "
         f"frames); replay {config.replay_size:,} transitions"
+        + (f"; {config.num_envs} games at once" if config.num_envs > 1 else "")
     )
     if memory_warning:
         log(memory_warning)
@@ -133,14 +138,21 @@ def train(
     return out_dir
 
 
-def _new_training(config: DQNConfig, env: PixelEnv, run: RunState) -> Training:
-    """Algorithm 1's state at its start: theta (and theta^-), an empty replay memory, the game
-    (``run.game`` is its record) and the run's generator."""
+def _new_records(games: int) -> list[GameRecord]:
+    return [GameRecord() for _ in range(games)]
+
+
+def _new_training(config: DQNConfig, envs: list[PixelEnv], run: RunState) -> Training:
+    """Algorithm 1's state at its start: theta (and theta^-), an empty replay memory (a stream
+    per game), the games (``run.games`` are their records) and the run's generator."""
     return Training(
         config,
-        Learner(config, env.num_actions),
-        ReplayMemory(config.replay_size, config.history_length, config.batch_size),
-        TrainingGame(env, config.history_length, run.game),
+        Learner(config, envs[0].num_actions),
+        ReplayStreams(config.replay_size, config.history_length, config.batch_size, len(envs)),
+        [
+            TrainingGame(env, config.history_length, record)
+            for env, record in zip(envs, run.games, strict=True)
+        ],
         np.random.default_rng(config.seed),
         run,
     )
@@ -189,15 +201,18 @@ def _start_or_restore(
         held_out = collect_held_out_states(
             eval_env, config.held_out_states, config.history_length, t.rng
         )
-        t.game.start(t.rng)
+        for game in t.games:
+            game.start(t.rng)
         return held_out
     restore_learner(t.learner, resume)
     t.rng.bit_generator.state = resume.rng_state
-    t.game.restore()
+    for game in t.games:
+        game.restore()
+    replayed = sum(len(record.episode_actions) for record in t.run.games)
     log(
         f"resumed from {resume.path}: epoch {t.run.epoch}, agent step {t.run.step:,}, "
-        f"{t.learner.updates:,} updates; game in progress restored "
-        f"({len(t.run.game.episode_actions):,} agent steps replayed since its last seeded start)"
+        f"{t.learner.updates:,} updates; {_games_in_progress(len(t.games))} restored "
+        f"({replayed:,} agent steps replayed since the last seeded starts)"
     )
     why = load_replay(out_dir, t.replay, t.run.step)
     if why is None:
@@ -207,8 +222,13 @@ def _start_or_restore(
         # The refill's frames come from other games: the next stored frame starts a new stack
         # (zero-padded before it), so no stored stack reaches back into the refill, and the
         # refill's last transition is never sampled (replay invariant 4).
-        t.game.record.episode_start = True
+        for game in t.games:
+            game.record.episode_start = True
     return np.array(resume.arrays["held_out"])
+
+
+def _games_in_progress(count: int) -> str:
+    return "game in progress" if count == 1 else f"{count} games in progress"
 
 
 RUN_FILES = ("train_state.safetensors", "metrics.jsonl", "games.csv", "epoch_1.safetensors")
