@@ -4,8 +4,10 @@ threads, and a process alone gets them all back."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -43,6 +45,36 @@ def test_processes_running_split_the_cores_and_a_lone_one_gets_them_back(tmp_pat
     assert blas.threads() == usable_cores()
     share.close()
     assert not (tmp_path / str(os.getpid())).exists()
+
+
+def test_a_paused_process_leaves_its_share_until_it_is_continued(tmp_path: Path) -> None:
+    """A run paused with ``kill -STOP`` uses no core: a benchmark beside it gets them all."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / str(other.pid)).write_text(str(psutil.Process(other.pid).create_time()))
+        share = ThreadShare(folder=tmp_path).start()
+        assert share.running() == 2
+        other.send_signal(signal.SIGSTOP)
+        _wait_for_status(other.pid, psutil.STATUS_STOPPED)
+        assert share.running() == 1
+        share.rebalance()
+        assert blas.threads() == usable_cores()
+        other.send_signal(signal.SIGCONT)
+        _wait_for_status(other.pid, psutil.STATUS_SLEEPING)
+        assert share.running() == 2
+        share.close()
+    finally:
+        other.kill()
+        other.wait()
+
+
+def _wait_for_status(pid: int, status: str) -> None:
+    """Signals are delivered asynchronously: wait until the process shows them."""
+    for _ in range(200):
+        if psutil.Process(pid).status() == status:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} never became {status}")
 
 
 def test_a_fixed_thread_count_is_kept(tmp_path: Path) -> None:

@@ -156,11 +156,13 @@ def replay_figures(emit: Callable[[str, float | str, str], None], capacity: int 
     emit("replay_bytes_1m_transitions", BYTES_PER_TRANSITION * 1_000_000 / 1e9, "GB")
 
 
-def end_to_end_steps_per_s(steps: int, extra_loggers: Sequence[Any] = ()) -> float:
-    """Agent steps/s of ``train`` (Nature preset) once learning has started: epoch 1 is the
-    random replay start plus ``steps`` steps of warm-up, epoch 2 is the ``steps`` measured.
-    Epsilon is its final 0.1 from the start, so 90% of the steps act greedily (one forward
-    pass each), as in all but the first million steps of a run."""
+def end_to_end_steps_per_s(
+    steps: int, extra_loggers: Sequence[Any] = (), num_envs: int = 1
+) -> float:
+    """Agent steps/s of ``train`` (Nature preset, ``num_envs`` games at once) once learning has
+    started: epoch 1 is the random replay start plus ``steps`` steps of warm-up, epoch 2 is the
+    ``steps`` measured. Epsilon is its final 0.1 from the start, so 90% of the actions are
+    greedy, as in all but the first million agent steps of a run."""
     base = PRESETS["nature2015"]
     updates = max(1, steps // base.update_period)
     config = with_overrides(
@@ -173,6 +175,7 @@ def end_to_end_steps_per_s(steps: int, extra_loggers: Sequence[Any] = ()) -> flo
             "total_steps": 500 + 2 * updates * base.update_period,
             "eval_steps": 100,
             "held_out_states": 32,
+            "num_envs": num_envs,
         },
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -221,6 +224,7 @@ def run_benchmark(end_to_end_steps: int = 2_000, extra_loggers: Sequence[Any] = 
         network_figures(preset, emit)
     emit("env_agent_steps_per_s", env_steps_per_s(), "agent_steps/s")
     replay_figures(emit)
-    rate = end_to_end_steps_per_s(end_to_end_steps, extra_loggers)
-    emit("end_to_end_nature2015", rate, "agent_steps/s")
+    for num_envs, suffix in ((1, ""), (4, "_envs4")):
+        rate = end_to_end_steps_per_s(end_to_end_steps, extra_loggers, num_envs)
+        emit(f"end_to_end_nature2015{suffix}", rate, "agent_steps/s")
     emit("peak_memory", peak_memory_mib(), "MiB")

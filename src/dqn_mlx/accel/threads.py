@@ -63,7 +63,7 @@ class ThreadShare:
             entries = list(self.folder.iterdir())
         except OSError:
             return 1
-        alive = sum(1 for entry in entries if _alive(entry))
+        alive = sum(1 for entry in entries if _alive(entry) and not _paused(entry))
         return max(alive, 1)
 
     def rebalance(self) -> int:
@@ -97,3 +97,12 @@ def _alive(entry: Path) -> bool:
     if not alive:
         entry.unlink(missing_ok=True)
     return alive
+
+
+def _paused(entry: Path) -> bool:
+    """Whether the registered process is stopped (``kill -STOP``, Ctrl-Z): it uses no core, so
+    it does not count, until it is continued."""
+    try:
+        return psutil.Process(int(entry.name)).status() == psutil.STATUS_STOPPED
+    except (ValueError, psutil.Error):
+        return False
