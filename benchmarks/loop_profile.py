@@ -1,11 +1,11 @@
 """Where the training loop's time goes: the bench's end-to-end run, with its calls timed.
 
-    uv run python benchmarks/loop_profile.py [agent_steps]
+    uv run python benchmarks/loop_profile.py [agent_steps] [num_envs]
 
 Runs what ``main.py --mode bench`` measures as ``end_to_end_nature2015`` (default 2,000
-agent steps after the warm-up epoch) with timers around the environment's ``step`` and
-``reset``, the replay's ``sample``, ``store_transition``, each greedy action and the
-learner's ``update``.
+agent steps after the warm-up epoch, one game; ``_envs4`` with 4) with timers around the
+environment's ``send``, ``receive`` and ``reset``, the replay's ``sample``,
+``store_transition``, each batched greedy pass and the learner's ``update``.
 Prints the rate, then per call: total seconds, count and milliseconds each. The totals cover
 the whole run (warm-up epoch and evaluation included): read the per-call times.
 """
@@ -49,22 +49,24 @@ def timed(owner: Any, name: str, label: str) -> None:
 
 
 def timed_policies() -> None:
-    """Time each greedy action of the training loop (the policy ``loop.greedy_policy`` makes)."""
-    make = loop.greedy_policy
-    loop.greedy_policy = lambda network: with_timer(make(network), "greedy action")
+    """Time each greedy pass of the training loop (the policy ``loop.greedy_actions`` makes)."""
+    make = loop.greedy_actions
+    loop.greedy_actions = lambda network: with_timer(make(network), "greedy pass")
 
 
 def main() -> None:
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000
-    timed(env.AtariEnv, "step", "env.step")
+    num_envs = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    timed(env.AtariEnv, "send", "env.send")
+    timed(env.AtariEnv, "receive", "env.receive")
     timed(env.AtariEnv, "reset", "env.reset")
-    timed(replay.ReplayMemory, "sample", "replay.sample")
+    timed(replay.ReplayStreams, "sample", "replay.sample")
     timed(loop, "store_transition", "store_transition")
     timed(learner.Learner, "update", "learner.update")
     timed_policies()
     start = time.perf_counter()
-    rate = bench.end_to_end_steps_per_s(steps)
-    print(f"end_to_end_nature2015 {rate:.1f} agent_steps/s")
+    rate = bench.end_to_end_steps_per_s(steps, num_envs=num_envs)
+    print(f"end_to_end_nature2015 with {num_envs} games: {rate:.1f} agent_steps/s")
     print(f"whole run {time.perf_counter() - start:.1f} s (warm-up epoch and evaluation included)")
     for label, total in seconds.items():
         each = 1000 * total / calls[label]
