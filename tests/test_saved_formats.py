@@ -1,0 +1,64 @@
+"""Files written before ``--num-envs`` (one game, one replay stream) still load: a run started
+with an earlier version resumes with this one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dqn_mlx.core.loop import RunState
+from dqn_mlx.core.replay import ReplayStreams
+from dqn_mlx.run.resume import REPLAY_FILE, load_replay, save_replay
+
+
+def test_a_state_with_one_game_record_reads_as_one_game() -> None:
+    saved = {"step": 7, "epoch": 1, "game": {"episode_seed": 3, "episode_actions": [1, 2]}}
+    run = RunState.from_json(saved)
+    assert run.step == 7 and len(run.games) == 1
+    assert (run.games[0].episode_seed, run.games[0].episode_actions) == (3, [1, 2])
+    flat = RunState.from_json({"step": 2, "episode_seed": 9, "score": 1.0})  # before GameRecord
+    assert (flat.games[0].episode_seed, flat.games[0].score) == (9, 1.0)
+
+
+def _filled(streams: int, steps: int) -> ReplayStreams:
+    replay = ReplayStreams(40, 4, batch_size=4, streams=streams)
+    rng = np.random.default_rng(0)
+    for t in range(steps):
+        for game in range(streams):
+            frame = rng.integers(0, 256, (84, 84), dtype=np.uint8)
+            replay.add(game, frame, t % 3, 1.0, t % 11 == 0, t % 11 == 1)
+    return replay
+
+
+def test_a_replay_file_of_one_stream_without_sizes_loads(tmp_path: Path) -> None:
+    old = _filled(1, 55)  # wrapped: cursor 15
+    stream = old.streams[0]
+    np.savez_compressed(  # the format written before --num-envs
+        tmp_path / REPLAY_FILE,
+        frames=stream.frames[: stream.size],
+        actions=stream.actions[: stream.size],
+        rewards=stream.rewards[: stream.size],
+        terminals=stream.terminals[: stream.size],
+        starts=stream.starts[: stream.size],
+        cursor=np.array(stream.cursor),
+        capacity=np.array(stream.capacity),
+        agent_step=np.array(55),
+    )
+    new = ReplayStreams(40, 4, batch_size=4, streams=1)
+    assert load_replay(tmp_path, new, 55) is None
+    a, b = old.sample(4, np.random.default_rng(1)), new.sample(4, np.random.default_rng(1))
+    assert new.streams[0].cursor == 15 and np.array_equal(a.states, b.states)
+
+
+def test_streams_round_trip_and_another_game_count_is_refused(tmp_path: Path) -> None:
+    old = _filled(4, 13)  # 10 transitions per stream, wrapped
+    save_replay(tmp_path, old, 52)
+    new = ReplayStreams(40, 4, batch_size=4, streams=4)
+    assert load_replay(tmp_path, new, 52) is None
+    for a, b in zip(old.streams, new.streams, strict=True):
+        assert (a.cursor, a.size) == (b.cursor, b.size)
+        assert np.array_equal(a.frames, b.frames) and np.array_equal(a.starts, b.starts)
+    other = ReplayStreams(40, 4, batch_size=4, streams=2)
+    why = load_replay(tmp_path, other, 52)
+    assert why is not None and "4 games" in why
