@@ -211,6 +211,7 @@ def test_bench_prints_every_figure_as_name_value_unit() -> None:
         "replay_sample_ms",
         "replay_bytes_per_transition",
         "end_to_end_nature2015",
+        "end_to_end_nature2015_envs4",
         "peak_memory",
     }
     assert expected <= figures.keys()
