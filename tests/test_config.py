@@ -102,8 +102,25 @@ def test_overrides_convert_types_and_reject_bad_values() -> None:
         ("learning_starts", 10**9, "must be below --steps"),
         ("gamma", 1.5, r"--gamma must be in \[0, 1\]"),
         ("epoch_updates", 20_000_000, "--epoch-updates .* is longer than the whole run"),
+        ("learning_starts", 0, "--learning-starts 0 is below --num-envs 1"),
+        ("num_envs", 0, "--num-envs must be positive"),
+        (
+            "num_envs",
+            3,
+            "--steps 10,000,000 is not a multiple of --num-envs 3 .* use --steps 9,999,999",
+        ),
+        ("num_envs", 200_000, "--replay-size 1,000,000 split over --num-envs 200000 games"),
     ],
 )
 def test_validate_names_the_bad_flag(field: str, value: object, message: str) -> None:
     with pytest.raises(UserError, match=message):
         dataclasses.replace(NIPS2013, **{field: value}).validate()
+
+
+def test_a_pass_of_several_games_fits_in_an_epoch_and_after_the_first_transitions() -> None:
+    four = dataclasses.replace(NIPS2013, num_envs=4)  # update period 1: 4 updates per pass
+    with pytest.raises(UserError, match=r"--epoch-updates 3 is shorter than one pass .*4 updates"):
+        dataclasses.replace(four, epoch_updates=3).validate()
+    with pytest.raises(UserError, match="--learning-starts 3 is below --num-envs 4"):
+        dataclasses.replace(four, learning_starts=3).validate()
+    dataclasses.replace(four, epoch_updates=4, learning_starts=4).validate()

@@ -51,14 +51,23 @@ def test_a_replay_file_of_one_stream_without_sizes_loads(tmp_path: Path) -> None
     assert new.streams[0].cursor == 15 and np.array_equal(a.states, b.states)
 
 
-def test_streams_round_trip_and_another_game_count_is_refused(tmp_path: Path) -> None:
+def test_streams_of_unequal_sizes_round_trip_and_another_game_count_is_refused(
+    tmp_path: Path,
+) -> None:
     old = _filled(4, 13)  # 10 transitions per stream, wrapped
+    rng = np.random.default_rng(3)
+    for game, extra in ((1, 4), (3, 2)):  # streams of unequal sizes (as after a cut refill)
+        old.streams[game].size = 10 - extra
+        old.streams[game].cursor = 10 - extra
+        old.streams[game].frames[10 - extra :] = 0
     save_replay(tmp_path, old, 52)
     new = ReplayStreams(40, 4, batch_size=4, streams=4)
+    new.streams[0].frames[:] = rng.integers(0, 256, new.streams[0].frames.shape, np.uint8)
     assert load_replay(tmp_path, new, 52) is None
     for a, b in zip(old.streams, new.streams, strict=True):
         assert (a.cursor, a.size) == (b.cursor, b.size)
-        assert np.array_equal(a.frames, b.frames) and np.array_equal(a.starts, b.starts)
+        for name in ("frames", "actions", "rewards", "terminals", "starts"):
+            assert np.array_equal(getattr(a, name)[: a.size], getattr(b, name)[: b.size]), name
     other = ReplayStreams(40, 4, batch_size=4, streams=2)
     why = load_replay(tmp_path, other, 52)
     assert why is not None and "4 games" in why

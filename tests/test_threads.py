@@ -50,9 +50,10 @@ def test_processes_running_split_the_cores_and_a_lone_one_gets_them_back(tmp_pat
 def test_a_paused_process_leaves_its_share_until_it_is_continued(tmp_path: Path) -> None:
     """A run paused with ``kill -STOP`` uses no core: a benchmark beside it gets them all."""
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    share = ThreadShare(folder=tmp_path)
     try:
         (tmp_path / str(other.pid)).write_text(str(psutil.Process(other.pid).create_time()))
-        share = ThreadShare(folder=tmp_path).start()
+        share.start()
         assert share.running() == 2
         other.send_signal(signal.SIGSTOP)
         _wait_for_status(other.pid, psutil.STATUS_STOPPED)
@@ -62,8 +63,8 @@ def test_a_paused_process_leaves_its_share_until_it_is_continued(tmp_path: Path)
         other.send_signal(signal.SIGCONT)
         _wait_for_status(other.pid, psutil.STATUS_SLEEPING)
         assert share.running() == 2
-        share.close()
     finally:
+        share.close()
         other.kill()
         other.wait()
 

@@ -206,6 +206,19 @@ class DQNConfig:
                 f"--replay-size {self.replay_size:,} split over --num-envs {self.num_envs} "
                 f"games is too small; raise --replay-size or lower --num-envs"
             )
+        if self.learning_starts < self.num_envs:
+            raise UserError(
+                f"--learning-starts {self.learning_starts:,} is below --num-envs "
+                f"{self.num_envs}: the first update would come before any stored transition "
+                f"can be sampled; use --learning-starts {self.num_envs} or more"
+            )
+        updates_per_pass = -(-self.num_envs // self.update_period)
+        if self.epoch_updates < updates_per_pass:
+            raise UserError(
+                f"--epoch-updates {self.epoch_updates:,} is shorter than one pass of the loop "
+                f"({updates_per_pass} updates with --num-envs {self.num_envs}); use "
+                f"--epoch-updates {updates_per_pass} or more"
+            )
 
 
 NIPS2013 = DQNConfig()

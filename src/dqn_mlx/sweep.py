@@ -98,8 +98,9 @@ def finished(run: SweepRun, total_steps: int) -> bool:
 def task_resources(cluster: Mapping[str, float], memory: int, threads: int) -> dict[str, Any]:
     """What one run asks Ray for, given the cluster's resources (``ray.cluster_resources()``):
     ``threads`` CPUs and ``memory`` bytes and, where the cluster has GPUs, the same share of
-    its GPUs as of its CPUs (at most one GPU), so that runs spread over the GPUs, several share
-    one, and the GPUs never let fewer runs start than the CPUs do. Ray gives a run the GPU it
+    its GPUs as of its CPUs (at most one GPU), so that runs spread over the GPUs and several
+    share one. The share is of the whole cluster: on a cluster where only some nodes have GPUs
+    every run asks for one, and the nodes without GPUs run none. Ray gives a run the GPU it
     assigned (``CUDA_VISIBLE_DEVICES``); without a request every run would see every GPU. No
     GPU request where the cluster has none: such a task would never start."""
     resources: dict[str, Any] = {"num_cpus": threads, "memory": memory}

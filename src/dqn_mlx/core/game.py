@@ -58,7 +58,7 @@ class TrainingGame:
     """The training game and the agent's state s_t in it."""
 
     def __init__(self, env: PixelEnv, history: int, record: GameRecord):
-        """``record``: the run's (``RunState.game``), which this game keeps up to date."""
+        """``record``: the run's (one of ``RunState.games``), which this game keeps up to date."""
         self.env, self.stack, self.record = env, StackedFrames(history), record
 
     @property

@@ -11,7 +11,8 @@
         every epoch_updates updates: evaluate, save, plot                    (the run's hooks)
 
 With ``num_envs`` N > 1 the agent plays N games at once: one pass of the loop is one agent
-step in each game (N agent steps), the N actions chosen in one batched greedy pass, the N
+step in each game (N agent steps), the N actions chosen in one batched greedy pass with the
+epsilon of the pass's first agent step, the N
 emulators stepping together, each game's transitions stored in its own replay stream. Every
 count stays in agent steps summed over the games, so the updates (one per ``update_period``
 agent steps) and target syncs are those of N single steps, made in order after the N steps;

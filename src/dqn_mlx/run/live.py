@@ -1,7 +1,8 @@
 """Live metrics: what a run shows from its first finished game, long before an epoch ends.
 
 In the run folder:
-- ``games.csv``: one row per finished training game: ``agent_step`` (when it ended),
+- ``games.csv``: one row per finished training game: ``agent_step`` (when it ended; with
+  ``--num-envs N``, at the end of the pass of N agent steps in which it ended),
   ``score`` (raw), ``length_agent_steps``;
 - ``updates.csv``: one row after every ``every_updates``-th update: ``agent_step``, ``updates``,
   the mean ``loss`` (per sample) and ``mean_max_q`` (the minibatches' mean max_a Q) of the

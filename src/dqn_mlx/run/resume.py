@@ -5,7 +5,7 @@ interruption) holds, as arrays: the online and target weights, the optimizer sta
 held-out Q states; and as metadata (JSON): the config, the env id, the frame skip, the numpy
 generator's state (exploration, minibatches and game seeds all draw from it; MLX's generator
 only initialises the weights, which are restored) and ``RunState`` (agent step, epoch, scores,
-the epoch's loss so far, and the training game's ``GameRecord``: the seed of its last seeded
+the epoch's loss so far, and each training game's ``GameRecord``: the seed of its last seeded
 start and the actions played since, from which ``TrainingGame.restore`` rebuilds it).
 
 ``<run dir>/replay.npz`` (only with ``--save-replay``): the replay memory, compressed, written

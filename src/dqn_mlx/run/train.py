@@ -92,9 +92,10 @@ def train(
     """Train from scratch in the run folder ``out_dir``, which must not hold another run, or
     continue ``resume`` in its own folder; returns the run folder.
 
-    ``should_stop`` is polled after every agent step: when it returns True the run writes a
-    resumable training state and raises ``TrainingInterrupted`` (the CLI wires Ctrl-C and
-    SIGTERM to it). A non-finite loss stops the run with a UserError before anything is saved.
+    ``should_stop`` is polled after every pass of the loop (an agent step of each game): when
+    it returns True the run writes a resumable training state and raises
+    ``TrainingInterrupted`` (the CLI wires Ctrl-C and SIGTERM to it). A non-finite loss stops
+    the run with a UserError before anything is saved.
     ``extra_loggers`` join the run's own (console, metrics files, live metrics).
     ``progress_bar``: a live bar (for a terminal) instead of a progress line every 5 seconds.
     """
