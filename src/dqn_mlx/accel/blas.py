@@ -26,6 +26,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,7 +128,8 @@ def load_fast_blas() -> BlasStatus:
 
 def _try_openblas() -> BlasStatus:
     try:
-        import scipy_openblas32
+        with _brief_idle_spin():  # the import loads and initialises OpenBLAS
+            import scipy_openblas32
 
         openblas = Path(scipy_openblas32.get_lib_dir()) / f"lib{scipy_openblas32.get_library()}.so"
         library = ctypes.CDLL(str(openblas), mode=os.RTLD_GLOBAL)
@@ -137,6 +140,26 @@ def _try_openblas() -> BlasStatus:
     global _openblas
     _openblas = library
     return BlasStatus("OpenBLAS (scipy-openblas32)", str(openblas), True)
+
+
+SPIN_TIMEOUT = "4"
+"""``OPENBLAS_THREAD_TIMEOUT`` while our OpenBLAS loads: its idle worker threads spin for 2^4
+cycles after a product instead of 2^28 (about 0.1 s, longer than the gap between two updates,
+so the second core never rested), leaving that core to the emulators and the acting between
+updates. A value the user set is kept. Measured in docs/performance.md."""
+
+
+@contextmanager
+def _brief_idle_spin() -> Iterator[None]:
+    """Set ``SPIN_TIMEOUT`` for OpenBLAS's initialisation (it reads it once, when loaded), then
+    put the environment back, so that child processes inherit the user's."""
+    before = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", SPIN_TIMEOUT)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OPENBLAS_THREAD_TIMEOUT", None)
 
 
 def set_threads(count: int) -> bool:
