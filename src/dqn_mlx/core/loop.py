@@ -12,8 +12,8 @@
 
 With ``num_envs`` N > 1 the agent plays N games at once: one pass of the loop is one agent
 step in each game (N agent steps), the N actions chosen in one batched greedy pass with the
-epsilon of the pass's first agent step, the N
-emulators stepping together, each game's transitions stored in its own replay stream. Every
+epsilon of the pass's first agent step, the N emulators stepping together, each game's
+transitions stored in its own replay stream. Every
 count stays in agent steps summed over the games, so the updates (one per ``update_period``
 agent steps) and target syncs are those of N single steps, made in order after the N steps;
 an epoch ends after the pass in which its last update falls. N = 1 is the papers' loop.
@@ -37,7 +37,7 @@ from dqn_mlx.config import DQNConfig
 from dqn_mlx.core.env import Step
 from dqn_mlx.core.game import FinishedGame, GameRecord, TrainingGame
 from dqn_mlx.core.learner import Learner, UpdateStats
-from dqn_mlx.core.policy import BatchPolicy, exploration_rate, greedy_actions
+from dqn_mlx.core.policy import epsilon_greedy_actions, exploration_rate, greedy_actions
 from dqn_mlx.core.replay import ReplayMemory, ReplayStreams
 
 RECENT_GAMES = 10  # games in the progress line's running score
@@ -158,24 +158,6 @@ def run_loop(t: Training, hooks: LoopHooks) -> None:
         hooks.after_step(epsilon, finished, updates)
         if hooks.stop_requested():
             raise StopRequested
-
-
-def epsilon_greedy_actions(
-    states: np.ndarray,
-    epsilon: float,
-    act_greedily: BatchPolicy,
-    num_actions: int,
-    rng: np.random.Generator,
-) -> list[int]:
-    """a_t for each game: uniformly random with probability epsilon, else argmax_a Q(s_t, a)
-    (one greedy pass for the games that need it). With one game the draws are those of
-    ``rng.random()`` then, when exploring, ``rng.integers(num_actions)``."""
-    explore = rng.random(len(states)) < epsilon
-    actions = np.empty(len(states), np.int64)
-    actions[explore] = rng.integers(num_actions, size=int(explore.sum()))
-    if not explore.all():
-        actions[~explore] = act_greedily(states[~explore])
-    return [int(a) for a in actions]
 
 
 def learning_due(config: DQNConfig, step: int) -> bool:

@@ -3,7 +3,7 @@
 - ``greedy_policy``: argmax_a Q(s, a; theta) for one observation, always with the network's
   current weights;
 - ``epsilon_greedy``: a uniformly random action with probability epsilon, else the policy's
-  (2013 Algorithm 1);
+  (2013 Algorithm 1); ``epsilon_greedy_actions`` the same for several games' states at once;
 - ``exploration_rate``: epsilon is 1 during the random replay start, then annealed linearly
   over ``epsilon_decay_steps`` agent steps and fixed (both papers; counted from the replay
   start, as in DeepMind's code).
@@ -73,6 +73,24 @@ def epsilon_greedy(
         return policy(state)
 
     return act
+
+
+def epsilon_greedy_actions(
+    states: np.ndarray,
+    epsilon: float,
+    act_greedily: BatchPolicy,
+    num_actions: int,
+    rng: np.random.Generator,
+) -> list[int]:
+    """a_t for each game: uniformly random with probability epsilon, else argmax_a Q(s_t, a)
+    (one greedy pass for the games that need it). With one game the draws are those of
+    ``rng.random()`` then, when exploring, ``rng.integers(num_actions)``."""
+    explore = rng.random(len(states)) < epsilon
+    actions = np.empty(len(states), np.int64)
+    actions[explore] = rng.integers(num_actions, size=int(explore.sum()))
+    if not explore.all():
+        actions[~explore] = act_greedily(states[~explore])
+    return [int(a) for a in actions]
 
 
 def linear_epsilon(step: int, start: float, end: float, decay_steps: int) -> float:
