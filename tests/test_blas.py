@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import ctypes
+import platform
 import sys
 
+import numpy as np
 import pytest
 
 from dqn_mlx import accel
+from dqn_mlx.accel import blas
 from dqn_mlx.accel.blas import measure_gflops
+
+ON_X86_64_LINUX = sys.platform == "linux" and platform.machine() == "x86_64"
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the loader only acts on Linux")
-def test_mlx_uses_openblas_in_this_process() -> None:
+def test_mlx_uses_the_fast_blas_in_this_process() -> None:
     status = accel.enable().blas  # the conftest enabled it first: this returns that status
     assert status.fast, status.detail
-    assert "OpenBLAS" in status.name
+    # uv.lock installs oneDNN on x86-64 Linux: its sgemm must be the one in use there
+    assert ("oneDNN" if ON_X86_64_LINUX else "OpenBLAS") in status.name, status.detail
     # The reference BLAS reaches about 5 GFLOP/s on our machines, OpenBLAS 150-240. The best
     # of three probes: one probe measured 13.5 once, in a CI run (a passing hiccup).
     assert max(measure_gflops(384) for _ in range(3)) > 25
@@ -54,3 +61,110 @@ def blas_spin_timeout() -> str:
     from dqn_mlx.accel.blas import SPIN_TIMEOUT
 
     return SPIN_TIMEOUT
+
+
+@pytest.mark.skipif(not ON_X86_64_LINUX, reason="oneDNN is installed on x86-64 Linux only")
+@pytest.mark.parametrize("order", [101, 102], ids=["row-major", "column-major"])
+@pytest.mark.parametrize("trans_a", [111, 112], ids=["A", "A^T"])
+@pytest.mark.parametrize("trans_b", [111, 112], ids=["B", "B^T"])
+def test_the_forwarded_sgemm_computes_what_cblas_defines(
+    order: int, trans_a: int, trans_b: int
+) -> None:
+    """C <- alpha op(A) op(B) + beta C in both storage orders, with leading dimensions wider
+    than the matrices: the column-major case reaches oneDNN (row-major only) transposed."""
+    assert blas._shim is not None
+    rng = np.random.default_rng(order + trans_a + trans_b)
+    m, n, k, pad = 7, 5, 6, 3
+    alpha, beta = 1.5, -0.5
+
+    def stored(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """A logical (rows, cols) matrix in a buffer with a padded leading dimension."""
+        logical = rng.standard_normal((rows, cols)).astype(np.float32)
+        if order == 101:  # row-major: each row is contiguous
+            buffer = np.zeros((rows, cols + pad), np.float32)
+            buffer[:, :cols] = logical
+        else:  # column-major: each column is contiguous
+            buffer = np.zeros((cols, rows + pad), np.float32)
+            buffer[:, :rows] = logical.T
+        return logical, buffer, buffer.shape[1]
+
+    a_shape = (k, m) if trans_a == 112 else (m, k)
+    b_shape = (n, k) if trans_b == 112 else (k, n)
+    a, a_buf, lda = stored(*a_shape)
+    b, b_buf, ldb = stored(*b_shape)
+    c, c_buf, ldc = stored(m, n)
+    expected = alpha * (a.T if trans_a == 112 else a) @ (b.T if trans_b == 112 else b) + beta * c
+    fptr = ctypes.POINTER(ctypes.c_float)
+    blas._shim.cblas_sgemm.argtypes = [ctypes.c_int] * 6 + [
+        ctypes.c_float,
+        fptr,
+        ctypes.c_int,
+        fptr,
+        ctypes.c_int,
+        ctypes.c_float,
+        fptr,
+        ctypes.c_int,
+    ]
+    blas._shim.cblas_sgemm(
+        order, trans_a, trans_b, m, n, k, alpha,
+        a_buf.ctypes.data_as(fptr), lda, b_buf.ctypes.data_as(fptr), ldb,
+        beta, c_buf.ctypes.data_as(fptr), ldc,
+    )  # fmt: skip
+    result = c_buf[:, :n] if order == 101 else c_buf[:, :m].T
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+    assert np.all(c_buf[:, -pad:] == 0), "wrote outside the matrix"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the loader only acts on Linux")
+def test_set_threads_reaches_the_products() -> None:
+    before = blas.threads()
+    assert before is not None
+    try:
+        assert blas.set_threads(1)
+        assert blas.threads() == 1
+        assert blas.set_threads(2)
+        assert blas.threads() == 2
+    finally:
+        blas.set_threads(before)
+
+
+@pytest.mark.skipif(not ON_X86_64_LINUX, reason="oneDNN is installed on x86-64 Linux only")
+@pytest.mark.parametrize("given", [None, "300000"])
+def test_the_brief_openmp_spin_leaves_the_environment_as_it_was(given: str | None) -> None:
+    """libgomp reads GOMP_SPINCOUNT once, when loading oneDNN loads it; enable() sets it for
+    that load only and never replaces a value the user set."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if given is not None:
+        env["GOMP_SPINCOUNT"] = given
+    code = (
+        "import ctypes, os\nseen = []\nopen_library = ctypes.CDLL.__init__\n"
+        "def spy(self, name, *args, **kwargs):\n"
+        "    if 'libdnnl' in str(name):\n"
+        "        seen.append(os.environ.get('GOMP_SPINCOUNT'))\n"
+        "    open_library(self, name, *args, **kwargs)\n"
+        "ctypes.CDLL.__init__ = spy\n"
+        "from dqn_mlx import accel\naccel.enable()\n"
+        "print(seen[0], os.environ.get('GOMP_SPINCOUNT'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    while_loading, after = result.stdout.split()
+    assert while_loading == (given or blas.OPENMP_SPIN_COUNT)
+    assert after == str(given)
+
+
+@pytest.mark.skipif(not ON_X86_64_LINUX, reason="oneDNN is installed on x86-64 Linux only")
+def test_dqn_mlx_blas_openblas_skips_onednn() -> None:
+    import os
+    import subprocess
+
+    code = "from dqn_mlx import accel\nprint(accel.enable().blas.name)"
+    env = {**os.environ, "DQN_MLX_BLAS": "openblas"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.startswith("OpenBLAS"), result.stdout

@@ -7,12 +7,17 @@ definition already present in the global symbol scope. So if a library exporting
 symbols is opened with ``RTLD_GLOBAL`` *before* the first ``import mlx.core``, MLX's products
 run on it instead.
 
-The library we bring is ``scipy-openblas32`` (a PyPI wheel, installed by ``uv sync`` on Linux).
-Its symbols carry a ``scipy_`` prefix, so MLX would not see them. We compile, once per
-machine, a tiny forwarding library that exports ``cblas_sgemm`` & co. and calls the prefixed
-OpenBLAS functions; it is cached under ``~/.cache/dqn-mlx``. That needs ``gcc`` (MLX's own CPU
-backend already calls a C++ compiler at run time). If anything is missing we go on with the
-reference BLAS and say why, once.
+What we bring, both PyPI wheels that ``uv sync`` installs on Linux:
+- ``scipy-openblas32`` (OpenBLAS), for every product;
+- on x86-64, ``onednn-cpu-gomp`` (Intel's oneDNN, OpenMP threads), whose JIT-generated
+  ``dnnl_sgemm`` then takes the float32 products, the only ones a DQN update makes: the update
+  takes about two thirds of its time on OpenBLAS (docs/performance.md).
+Their symbols have other names (``scipy_cblas_sgemm``, ``dnnl_sgemm``), so MLX would not see
+them. We compile, once per machine, a tiny forwarding library that exports ``cblas_sgemm`` & co.
+and calls them; it is cached under ``~/.cache/dqn-mlx``. That needs ``gcc`` (MLX's own CPU
+backend already calls a C++ compiler at run time). If anything is missing we go on with what
+loaded (OpenBLAS alone, or the reference BLAS) and say why, once.
+``DQN_MLX_BLAS=openblas`` skips oneDNN, ``DQN_MLX_BLAS=reference`` keeps MLX's own BLAS.
 
 On macOS MLX uses Accelerate and Metal, and nothing here runs.
 """
@@ -21,13 +26,14 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.metadata
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +59,49 @@ void cblas_cgemm(int o, int ta, int tb, int m, int n, int k, const void* alpha, 
 }
 """
 
+_ONEDNN_SHIM_SOURCE = r"""
+/* Forwards cblas_sgemm, which libmlx imports, to oneDNN's sgemm; the others to OpenBLAS. */
+#include <stdint.h>
+#include <stdio.h>
+extern int dnnl_sgemm(char, char, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                      const float*, int64_t, float, float*, int64_t);
+extern int omp_get_max_threads(void);
+extern void omp_set_num_threads(int);
+extern void scipy_cblas_dgemm(int, int, int, int, int, int, double, const double*, int,
+                              const double*, int, double, double*, int);
+extern void scipy_cblas_cgemm(int, int, int, int, int, int, const void*, const void*, int,
+                              const void*, int, const void*, void*, int);
+enum { ROW_MAJOR = 101, NO_TRANS = 111 };
+static volatile int wanted_threads = 0; /* 0: OpenMP's default (the usable cores) */
+
+/* OpenMP's thread count belongs to the calling thread (MLX's CPU stream), so it is set
+   there, at the next product. */
+void dqn_mlx_set_threads(int count) { wanted_threads = count; }
+int dqn_mlx_get_threads(void) {
+  return wanted_threads > 0 ? wanted_threads : omp_get_max_threads();
+}
+
+void cblas_sgemm(int o, int ta, int tb, int m, int n, int k, float alpha, const float* a,
+                 int lda, const float* b, int ldb, float beta, float* c, int ldc) {
+  int want = wanted_threads, status;
+  char opa = ta == NO_TRANS ? 'N' : 'T', opb = tb == NO_TRANS ? 'N' : 'T';
+  if (want > 0 && omp_get_max_threads() != want) omp_set_num_threads(want);
+  if (o == ROW_MAJOR)
+    status = dnnl_sgemm(opa, opb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  else /* column-major C = op(A) op(B) is row-major C^T = op(B)^T op(A)^T */
+    status = dnnl_sgemm(opb, opa, n, m, k, alpha, b, ldb, a, lda, beta, c, ldc);
+  if (status != 0) fprintf(stderr, "dqn-mlx: dnnl_sgemm failed (status %d)\n", status);
+}
+void cblas_dgemm(int o, int ta, int tb, int m, int n, int k, double alpha, const double* a,
+                 int lda, const double* b, int ldb, double beta, double* c, int ldc) {
+  scipy_cblas_dgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+void cblas_cgemm(int o, int ta, int tb, int m, int n, int k, const void* alpha, const void* a,
+                 int lda, const void* b, int ldb, const void* beta, void* c, int ldc) {
+  scipy_cblas_cgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+"""
+
 
 @dataclass(frozen=True)
 class BlasStatus:
@@ -64,7 +113,8 @@ class BlasStatus:
 
 
 _status: BlasStatus | None = None
-_openblas: ctypes.CDLL | None = None  # the library MLX's products run on, once loaded
+_openblas: ctypes.CDLL | None = None  # OpenBLAS, once loaded
+_shim: ctypes.CDLL | None = None  # the forwarding library MLX's products go through
 
 
 def cache_dir() -> Path:
@@ -73,9 +123,10 @@ def cache_dir() -> Path:
     return Path(base) / "dqn-mlx"
 
 
-def _build_shim(openblas: Path) -> Path:
-    """Compile the forwarding library (once; keyed by the OpenBLAS path and the source)."""
-    key = hashlib.sha256((str(openblas) + _SHIM_SOURCE).encode()).hexdigest()[:16]
+def _build_shim(source_text: str, libraries: list[Path]) -> Path:
+    """Compile a forwarding library against ``libraries`` (once; keyed by their paths and the
+    source)."""
+    key = hashlib.sha256((str(libraries) + source_text).encode()).hexdigest()[:16]
     target = cache_dir() / f"libdqn_mlx_cblas_{key}.so"
     if target.exists():
         return target
@@ -85,20 +136,11 @@ def _build_shim(openblas: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         source = Path(tmp) / "shim.c"
-        source.write_text(_SHIM_SOURCE)
+        source.write_text(source_text)
         partial = Path(tmp) / target.name
-        cmd = [
-            compiler,
-            "-O2",
-            "-shared",
-            "-fPIC",
-            str(source),
-            "-o",
-            str(partial),
-            f"-L{openblas.parent}",
-            f"-l:{openblas.name}",
-            f"-Wl,-rpath,{openblas.parent}",
-        ]
+        cmd = [compiler, "-O2", "-shared", "-fPIC", str(source), "-o", str(partial)]
+        for library in libraries:
+            cmd += [f"-L{library.parent}", f"-l:{library.name}", f"-Wl,-rpath,{library.parent}"]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"gcc failed: {result.stderr.strip()[:200]}")
@@ -107,39 +149,77 @@ def _build_shim(openblas: Path) -> Path:
 
 
 def load_fast_blas() -> BlasStatus:
-    """Open OpenBLAS with global symbols so that MLX binds to it; idempotent.
+    """Open the fast BLAS with global symbols so that MLX binds to it; idempotent.
 
-    Must run before the first ``import mlx.core`` in the process (``dqn_mlx`` does it on
-    import). Set ``DQN_MLX_BLAS=reference`` to keep MLX's bundled reference BLAS.
+    Must run before the first ``import mlx.core`` in the process (``accel.enable()`` runs it
+    first). ``DQN_MLX_BLAS=openblas`` skips oneDNN; ``DQN_MLX_BLAS=reference`` keeps MLX's
+    bundled reference BLAS.
     """
     global _status
     if _status is not None:
         return _status
+    choice = os.environ.get("DQN_MLX_BLAS", "")
     if sys.platform != "linux":
         _status = BlasStatus("platform default", "Accelerate/Metal on macOS", True)
-    elif os.environ.get("DQN_MLX_BLAS", "") == "reference":
+    elif choice == "reference":
         _status = BlasStatus("reference", "DQN_MLX_BLAS=reference was set", False)
     elif "mlx.core" in sys.modules:
         _status = BlasStatus("reference", "mlx.core was imported before dqn_mlx", False)
     else:
-        _status = _try_openblas()
+        _status = _try_fast_blas(use_onednn=choice != "openblas")
     return _status
 
 
-def _try_openblas() -> BlasStatus:
+def onednn_library() -> Path | None:
+    """``libdnnl.so.3`` of the installed ``onednn-cpu-gomp`` wheel, or None."""
+    try:
+        files = importlib.metadata.files("onednn-cpu-gomp") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name == "libdnnl.so.3":
+            path = Path(str(file.locate())).resolve()
+            return path if path.exists() else None
+    return None
+
+
+def _try_fast_blas(use_onednn: bool) -> BlasStatus:
+    global _openblas, _shim
     try:
         with _brief_idle_spin():  # the import loads and initialises OpenBLAS
             import scipy_openblas32
 
         openblas = Path(scipy_openblas32.get_lib_dir()) / f"lib{scipy_openblas32.get_library()}.so"
         library = ctypes.CDLL(str(openblas), mode=os.RTLD_GLOBAL)
-        shim = _build_shim(openblas)
-        ctypes.CDLL(str(shim), mode=os.RTLD_GLOBAL)
     except Exception as exc:  # any failure: keep MLX's own BLAS, explain once
         return BlasStatus("reference", f"could not load OpenBLAS ({exc})", False)
-    global _openblas
     _openblas = library
-    return BlasStatus("OpenBLAS (scipy-openblas32)", str(openblas), True)
+    onednn = onednn_library() if use_onednn else None
+    if onednn is not None:
+        try:
+            with _brief_openmp_spin():  # loading oneDNN loads and initialises libgomp
+                ctypes.CDLL(str(onednn), mode=os.RTLD_GLOBAL)
+            _shim = ctypes.CDLL(
+                str(_build_shim(_ONEDNN_SHIM_SOURCE, [openblas, onednn])), mode=os.RTLD_GLOBAL
+            )
+            return BlasStatus("oneDNN (onednn-cpu-gomp) sgemm, OpenBLAS", str(onednn), True)
+        except Exception as exc:
+            fallback = f"oneDNN could not be loaded ({exc}); "
+    elif use_onednn and _x86_64():
+        fallback = "onednn-cpu-gomp is not installed (uv sync installs it on x86-64); "
+    else:
+        fallback = ""
+    try:
+        _shim = ctypes.CDLL(str(_build_shim(_SHIM_SOURCE, [openblas])), mode=os.RTLD_GLOBAL)
+    except Exception as exc:
+        return BlasStatus("reference", f"could not load OpenBLAS ({exc})", False)
+    return BlasStatus("OpenBLAS (scipy-openblas32)", fallback + str(openblas), True)
+
+
+def _x86_64() -> bool:
+    import platform
+
+    return platform.machine() in ("x86_64", "AMD64")
 
 
 SPIN_TIMEOUT = "4"
@@ -148,31 +228,48 @@ cycles after a product instead of 2^28 (about 0.1 s, longer than the gap between
 so the second core never rested), leaving that core to the emulators and the acting between
 updates. A value the user set is kept. Measured in docs/performance.md."""
 
+OPENMP_SPIN_COUNT = "1000"
+"""``GOMP_SPINCOUNT`` while oneDNN's OpenMP runtime loads: its idle threads spin 1,000 times
+after a product before they sleep, instead of 300,000, for the same reason as
+``SPIN_TIMEOUT``. A value the user set is kept. Measured in docs/performance.md."""
+
 
 @contextmanager
-def _brief_idle_spin() -> Iterator[None]:
-    """Set ``SPIN_TIMEOUT`` for OpenBLAS's initialisation (it reads it once, when loaded), then
+def _env_while_loading(name: str, value: str) -> Iterator[None]:
+    """Set ``name`` (unless the user set it) while a library reads it once, when loaded, then
     put the environment back, so that child processes inherit the user's."""
-    before = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", SPIN_TIMEOUT)
+    before = os.environ.get(name)
+    os.environ.setdefault(name, value)
     try:
         yield
     finally:
         if before is None:
-            os.environ.pop("OPENBLAS_THREAD_TIMEOUT", None)
+            os.environ.pop(name, None)
+
+
+def _brief_idle_spin() -> AbstractContextManager[None]:
+    return _env_while_loading("OPENBLAS_THREAD_TIMEOUT", SPIN_TIMEOUT)
+
+
+def _brief_openmp_spin() -> AbstractContextManager[None]:
+    return _env_while_loading("GOMP_SPINCOUNT", OPENMP_SPIN_COUNT)
 
 
 def set_threads(count: int) -> bool:
-    """Let OpenBLAS use ``count`` threads for MLX's products from now on; False when MLX does
-    not compute on our OpenBLAS (macOS, or it could not be loaded)."""
-    if _openblas is None:
+    """Let MLX's products use ``count`` threads from now on; False when they do not run on a
+    BLAS loaded here (macOS, or none could be loaded)."""
+    if _openblas is None or _shim is None:
         return False
     _openblas.scipy_openblas_set_num_threads(count)
+    if hasattr(_shim, "dqn_mlx_set_threads"):
+        _shim.dqn_mlx_set_threads(count)
     return True
 
 
 def threads() -> int | None:
-    """OpenBLAS's thread count for MLX's products, or None where it does not apply."""
+    """The thread count of MLX's float32 products, or None where it does not apply."""
+    if _shim is not None and hasattr(_shim, "dqn_mlx_get_threads"):
+        return int(_shim.dqn_mlx_get_threads())
     return None if _openblas is None else int(_openblas.scipy_openblas_get_num_threads())
 
 
