@@ -168,3 +168,16 @@ def test_dqn_mlx_blas_openblas_skips_onednn() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert result.stdout.startswith("OpenBLAS"), result.stdout
+
+
+@pytest.mark.skipif(not ON_X86_64_LINUX, reason="oneDNN is installed on x86-64 Linux only")
+def test_with_onednn_the_cpu_network_acts_through_mlx() -> None:
+    """oneDNN's sgemm makes MLX's compiled greedy pass faster than numpy's (the numpy actor
+    stays for OpenBLAS, where it is the faster one)."""
+    from dqn_mlx.core.network import _REGISTERED
+
+    status = accel.enable()
+    assert status.cpu_formulation == "gemm, MLX acting"
+    formulation = _REGISTERED["cpu"]
+    assert formulation.name == "gemm"
+    assert formulation.greedy_policy is None

@@ -48,9 +48,12 @@ def enable() -> AccelStatus:
         from dqn_mlx.accel.gemm import cpu_formulation
         from dqn_mlx.core.network import register_formulation
 
-        formulation = cpu_formulation()
+        # With oneDNN's sgemm, MLX's compiled greedy pass beats numpy's (docs/performance.md)
+        numpy_acting = not blas.name.startswith("oneDNN")
+        formulation = cpu_formulation(numpy_acting)
         register_formulation("cpu", formulation)
-        _status = AccelStatus(blas, kernels, malloc, formulation.name)
+        acting = "numpy acting" if numpy_acting else "MLX acting"
+        _status = AccelStatus(blas, kernels, malloc, f"{formulation.name}, {acting}")
     return _status
 
 

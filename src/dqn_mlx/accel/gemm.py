@@ -253,8 +253,11 @@ def _q_values(network: QNetwork, features: mx.array) -> mx.array:
     return linear_weight_first(network.head, x)  # (batch, actions)
 
 
-def cpu_formulation() -> Formulation:
-    """Matrix-product convolutions, and acting in numpy (``numpy_actor``)."""
+def cpu_formulation(numpy_acting: bool = True) -> Formulation:
+    """Matrix-product convolutions, and acting in numpy (``numpy_actor``) if ``numpy_acting``;
+    else acting is the compiled MLX pass of ``core/policy.py``, through the same products."""
     from dqn_mlx.accel.numpy_actor import numpy_greedy_policy
 
-    return Formulation("gemm", learning_pass, no_grad_pass, numpy_greedy_policy)
+    return Formulation(
+        "gemm", learning_pass, no_grad_pass, numpy_greedy_policy if numpy_acting else None
+    )
