@@ -1,11 +1,13 @@
 """Opt-in speed for a platform, never part of the algorithm: ``enable()`` switches it on.
 
 On a Linux CPU (elsewhere the first three do nothing):
-- ``blas``: MLX's matrix products on OpenBLAS instead of the reference BLAS of the Linux wheel;
+- ``blas``: MLX's matrix products on oneDNN's sgemm (x86-64) or OpenBLAS instead of the
+  reference BLAS of the Linux wheel;
 - ``jit``: a ``g++`` wrapper that lets MLX's JIT vectorise the element-wise kernels it fuses;
 - ``allocator``: glibc thresholds that keep memory freed between updates mapped;
 - ``gemm`` and ``numpy_actor``: the CPU formulation of ``QNetwork`` (convolutions as matrix
-  products, acting in numpy), registered for the CPU device.
+  products; acting in numpy where OpenBLAS computes the products), registered for the CPU
+  device.
 Each is proven equal to the plain definition by ``tests/test_accel.py``. Why and how:
 docs/linux-cpu.md; the figures: docs/performance.md.
 
