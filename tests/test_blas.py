@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +17,18 @@ from dqn_mlx.accel import blas
 from dqn_mlx.accel.blas import measure_gflops
 
 ON_X86_64_LINUX = sys.platform == "linux" and platform.machine() == "x86_64"
+ROOT = Path(__file__).resolve().parent.parent
+# oneDNN is expected wherever uv.lock installs it and the user did not choose another BLAS
+EXPECT_ONEDNN = ON_X86_64_LINUX and os.environ.get("DQN_MLX_BLAS", "") == ""
+needs_onednn = pytest.mark.skipif(
+    not EXPECT_ONEDNN, reason="oneDNN is installed on x86-64 Linux only (and DQN_MLX_BLAS unset)"
+)
+
+
+def child_env(**values: str) -> dict[str, str]:
+    """This environment less the variables the loader reads, plus ``values``."""
+    read = ("DQN_MLX_BLAS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")
+    return {**{k: v for k, v in os.environ.items() if k not in read}, **values}
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the loader only acts on Linux")
@@ -21,7 +36,8 @@ def test_mlx_uses_the_fast_blas_in_this_process() -> None:
     status = accel.enable().blas  # the conftest enabled it first: this returns that status
     assert status.fast, status.detail
     # uv.lock installs oneDNN on x86-64 Linux: its sgemm must be the one in use there
-    assert ("oneDNN" if ON_X86_64_LINUX else "OpenBLAS") in status.name, status.detail
+    assert ("oneDNN" if EXPECT_ONEDNN else "OpenBLAS") in status.name, status.detail
+    assert status.onednn == EXPECT_ONEDNN
     # The reference BLAS reaches about 5 GFLOP/s on our machines, OpenBLAS 150-240. The best
     # of three probes: one probe measured 13.5 once, in a CI run (a passing hiccup).
     assert max(measure_gflops(384) for _ in range(3)) > 25
@@ -33,10 +49,7 @@ def test_the_brief_idle_spin_leaves_the_environment_as_it_was(given: str | None)
     """OpenBLAS reads OPENBLAS_THREAD_TIMEOUT once, when ``import scipy_openblas32`` loads it;
     enable() sets it for that import only (children inherit the user's environment) and never
     replaces a value the user set."""
-    import os
-    import subprocess
-
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    env = child_env()
     if given is not None:
         env["OPENBLAS_THREAD_TIMEOUT"] = given
     code = (
@@ -63,16 +76,16 @@ def blas_spin_timeout() -> str:
     return SPIN_TIMEOUT
 
 
-@pytest.mark.skipif(not ON_X86_64_LINUX, reason="oneDNN is installed on x86-64 Linux only")
+@needs_onednn
 @pytest.mark.parametrize("order", [101, 102], ids=["row-major", "column-major"])
-@pytest.mark.parametrize("trans_a", [111, 112], ids=["A", "A^T"])
+@pytest.mark.parametrize("trans_a", [111, 112, 113], ids=["A", "A^T", "A^H"])
 @pytest.mark.parametrize("trans_b", [111, 112], ids=["B", "B^T"])
 def test_the_forwarded_sgemm_computes_what_cblas_defines(
     order: int, trans_a: int, trans_b: int
 ) -> None:
     """C <- alpha op(A) op(B) + beta C in both storage orders, with leading dimensions wider
     than the matrices: the column-major case reaches oneDNN (row-major only) transposed."""
-    assert blas._shim is not None
+    assert blas._shim is not None and hasattr(blas._shim, "dqn_mlx_set_threads")  # oneDNN's
     rng = np.random.default_rng(order + trans_a + trans_b)
     m, n, k, pad = 7, 5, 6, 3
     alpha, beta = 1.5, -0.5
@@ -88,12 +101,12 @@ def test_the_forwarded_sgemm_computes_what_cblas_defines(
             buffer[:, :rows] = logical.T
         return logical, buffer, buffer.shape[1]
 
-    a_shape = (k, m) if trans_a == 112 else (m, k)
+    a_shape = (k, m) if trans_a != 111 else (m, k)
     b_shape = (n, k) if trans_b == 112 else (k, n)
     a, a_buf, lda = stored(*a_shape)
     b, b_buf, ldb = stored(*b_shape)
     c, c_buf, ldc = stored(m, n)
-    expected = alpha * (a.T if trans_a == 112 else a) @ (b.T if trans_b == 112 else b) + beta * c
+    expected = alpha * (a.T if trans_a != 111 else a) @ (b.T if trans_b == 112 else b) + beta * c
     fptr = ctypes.POINTER(ctypes.c_float)
     blas._shim.cblas_sgemm.argtypes = [ctypes.c_int] * 6 + [
         ctypes.c_float,
@@ -115,29 +128,36 @@ def test_the_forwarded_sgemm_computes_what_cblas_defines(
     assert np.all(c_buf[:, -pad:] == 0), "wrote outside the matrix"
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="the loader only acts on Linux")
-def test_set_threads_reaches_the_products() -> None:
+@needs_onednn
+def test_set_threads_reaches_the_products_on_mlx_thread() -> None:
+    """OpenMP's thread count is per thread: the forwarding library sets it on the thread that
+    runs MLX's products, at the next product."""
+    import mlx.core as mx
+
     before = blas.threads()
     assert before is not None
+    a = mx.ones((64, 64), stream=mx.cpu)
     try:
-        assert blas.set_threads(1)
-        assert blas.threads() == 1
-        assert blas.set_threads(2)
-        assert blas.threads() == 2
+        for count in (1, 2, 1):
+            assert blas.set_threads(count)
+            assert blas.threads() == count
+            mx.eval(mx.matmul(a, a + count, stream=mx.cpu))
+            assert blas.last_product_threads() == count
     finally:
         blas.set_threads(before)
+    with pytest.raises(ValueError, match="at least 1"):
+        blas.set_threads(0)
 
 
-@pytest.mark.skipif(not ON_X86_64_LINUX, reason="oneDNN is installed on x86-64 Linux only")
-@pytest.mark.parametrize("given", [None, "300000"])
+@needs_onednn
+@pytest.mark.parametrize("given", [None, "300000", "wait-policy"])
 def test_the_brief_openmp_spin_leaves_the_environment_as_it_was(given: str | None) -> None:
     """libgomp reads GOMP_SPINCOUNT once, when loading oneDNN loads it; enable() sets it for
-    that load only and never replaces a value the user set."""
-    import os
-    import subprocess
-
-    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
-    if given is not None:
+    that load only, and never when the user set it or chose OMP_WAIT_POLICY."""
+    env = child_env()
+    if given == "wait-policy":
+        env["OMP_WAIT_POLICY"] = "active"
+    elif given is not None:
         env["GOMP_SPINCOUNT"] = given
     code = (
         "import ctypes, os\nseen = []\nopen_library = ctypes.CDLL.__init__\n"
@@ -153,24 +173,45 @@ def test_the_brief_openmp_spin_leaves_the_environment_as_it_was(given: str | Non
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     while_loading, after = result.stdout.split()
-    assert while_loading == (given or blas.OPENMP_SPIN_COUNT)
-    assert after == str(given)
+    if given == "wait-policy":
+        assert while_loading == after == "None"
+    else:
+        assert while_loading == (given or blas.OPENMP_SPIN_COUNT)
+        assert after == str(given)
 
 
-@pytest.mark.skipif(not ON_X86_64_LINUX, reason="oneDNN is installed on x86-64 Linux only")
+@needs_onednn
 def test_dqn_mlx_blas_openblas_skips_onednn() -> None:
-    import os
-    import subprocess
-
-    code = "from dqn_mlx import accel\nprint(accel.enable().blas.name)"
-    env = {**os.environ, "DQN_MLX_BLAS": "openblas"}
+    code = "from dqn_mlx import accel\ns = accel.enable()\nprint(s.blas.name, s.cpu_formulation)"
     result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        env=child_env(DQN_MLX_BLAS="openblas"),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert result.stdout.startswith("OpenBLAS"), result.stdout
+    assert result.stdout.strip().endswith("gemm, numpy acting"), result.stdout
 
 
-@pytest.mark.skipif(not ON_X86_64_LINUX, reason="oneDNN is installed on x86-64 Linux only")
+@pytest.mark.skipif(sys.platform != "linux", reason="the loader only acts on Linux")
+def test_an_unknown_dqn_mlx_blas_is_a_one_line_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--mode", "report", "--weights-dir", str(tmp_path)],
+        env=child_env(DQN_MLX_BLAS="mkl"),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: DQN_MLX_BLAS=mkl is not one of openblas, reference; unset it for the fastest "
+        "BLAS installed"
+    ]
+
+
+@needs_onednn
 def test_with_onednn_the_cpu_network_acts_through_mlx() -> None:
     """oneDNN's sgemm makes MLX's compiled greedy pass faster than numpy's (the numpy actor
     stays for OpenBLAS, where it is the faster one)."""

@@ -136,7 +136,7 @@ ThreadsOpt = Annotated[
     int | None,
     _option(
         SPEED,
-        "OpenBLAS threads for MLX's products (Linux CPU). Default: this process's share of "
+        "BLAS threads for MLX's products (Linux CPU). Default: this process's share of "
         "its cores among the dqn-mlx trainings and benchmarks running, checked every few "
         "seconds.",
     ),
@@ -145,8 +145,8 @@ AccelOpt = Annotated[
     bool,
     _option(
         SPEED,
-        "Platform speed-ups (Linux CPU: OpenBLAS, vectorised kernels, matrix-product "
-        "convolutions, numpy acting); --no-accel computes with the plain definition only.",
+        "Platform speed-ups (Linux CPU: oneDNN/OpenBLAS products, vectorised kernels, "
+        "matrix-product convolutions); --no-accel computes with the plain definition only.",
     ),
 ]
 

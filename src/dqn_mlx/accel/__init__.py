@@ -51,7 +51,7 @@ def enable() -> AccelStatus:
         from dqn_mlx.core.network import register_formulation
 
         # With oneDNN's sgemm, MLX's compiled greedy pass beats numpy's (docs/performance.md)
-        numpy_acting = not blas.name.startswith("oneDNN")
+        numpy_acting = not blas.onednn
         formulation = cpu_formulation(numpy_acting)
         register_formulation("cpu", formulation)
         acting = "numpy acting" if numpy_acting else "MLX acting"

@@ -28,14 +28,17 @@ import ctypes
 import hashlib
 import importlib.metadata
 import os
+import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+
+from dqn_mlx.errors import UserError
 
 _SHIM_SOURCE = r"""
 /* Forwards the plain CBLAS GEMM symbols that libmlx imports to scipy-openblas32. */
@@ -67,12 +70,16 @@ extern int dnnl_sgemm(char, char, int64_t, int64_t, int64_t, float, const float*
                       const float*, int64_t, float, float*, int64_t);
 extern int omp_get_max_threads(void);
 extern void omp_set_num_threads(int);
+extern void scipy_cblas_sgemm(int, int, int, int, int, int, float, const float*, int,
+                              const float*, int, float, float*, int);
 extern void scipy_cblas_dgemm(int, int, int, int, int, int, double, const double*, int,
                               const double*, int, double, double*, int);
 extern void scipy_cblas_cgemm(int, int, int, int, int, int, const void*, const void*, int,
                               const void*, int, const void*, void*, int);
 enum { ROW_MAJOR = 101, NO_TRANS = 111 };
-static volatile int wanted_threads = 0; /* 0: OpenMP's default (the usable cores) */
+static volatile int wanted_threads = 0;       /* 0: OpenMP's default (the usable cores) */
+static volatile int last_product_threads = 0; /* what the latest product ran with */
+static volatile int warned = 0;
 
 /* OpenMP's thread count belongs to the calling thread (MLX's CPU stream), so it is set
    there, at the next product. */
@@ -80,17 +87,24 @@ void dqn_mlx_set_threads(int count) { wanted_threads = count; }
 int dqn_mlx_get_threads(void) {
   return wanted_threads > 0 ? wanted_threads : omp_get_max_threads();
 }
+int dqn_mlx_last_product_threads(void) { return last_product_threads; }
 
 void cblas_sgemm(int o, int ta, int tb, int m, int n, int k, float alpha, const float* a,
                  int lda, const float* b, int ldb, float beta, float* c, int ldc) {
   int want = wanted_threads, status;
   char opa = ta == NO_TRANS ? 'N' : 'T', opb = tb == NO_TRANS ? 'N' : 'T';
   if (want > 0 && omp_get_max_threads() != want) omp_set_num_threads(want);
+  last_product_threads = omp_get_max_threads();
   if (o == ROW_MAJOR)
     status = dnnl_sgemm(opa, opb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   else /* column-major C = op(A) op(B) is row-major C^T = op(B)^T op(A)^T */
     status = dnnl_sgemm(opb, opa, n, m, k, alpha, b, ldb, a, lda, beta, c, ldc);
-  if (status != 0) fprintf(stderr, "dqn-mlx: dnnl_sgemm failed (status %d)\n", status);
+  if (status != 0) { /* oneDNN left C as it was: OpenBLAS computes it, and we say so once */
+    if (!warned) fprintf(stderr, "dqn-mlx: dnnl_sgemm failed (status %d); OpenBLAS "
+                                 "computes such products\n", status);
+    warned = 1;
+    scipy_cblas_sgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
 }
 void cblas_dgemm(int o, int ta, int tb, int m, int n, int k, double alpha, const double* a,
                  int lda, const double* b, int ldb, double beta, double* c, int ldc) {
@@ -110,6 +124,7 @@ class BlasStatus:
     name: str
     detail: str
     fast: bool
+    onednn: bool = False  # float32 products on oneDNN's sgemm
 
 
 _status: BlasStatus | None = None
@@ -124,23 +139,25 @@ def cache_dir() -> Path:
 
 
 def _build_shim(source_text: str, libraries: list[Path]) -> Path:
-    """Compile a forwarding library against ``libraries`` (once; keyed by their paths and the
-    source)."""
-    key = hashlib.sha256((str(libraries) + source_text).encode()).hexdigest()[:16]
-    target = cache_dir() / f"libdqn_mlx_cblas_{key}.so"
-    if target.exists():
-        return target
+    """Compile a forwarding library against ``libraries`` (once; keyed by the compiler, its
+    flags, the libraries' paths, the machine and the source)."""
     compiler = shutil.which("gcc") or shutil.which("cc")
     if compiler is None:
         raise RuntimeError("no C compiler (gcc) on PATH to build the CBLAS forwarding library")
+    flags = ["-O2", "-shared", "-fPIC"]
+    for library in libraries:
+        flags += [f"-L{library.parent}", f"-l:{library.name}", f"-Wl,-rpath,{library.parent}"]
+    identity = "\n".join([compiler, *flags, platform.machine(), source_text])
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    target = cache_dir() / f"libdqn_mlx_cblas_{key}.so"
+    if target.exists():
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         source = Path(tmp) / "shim.c"
         source.write_text(source_text)
         partial = Path(tmp) / target.name
-        cmd = [compiler, "-O2", "-shared", "-fPIC", str(source), "-o", str(partial)]
-        for library in libraries:
-            cmd += [f"-L{library.parent}", f"-l:{library.name}", f"-Wl,-rpath,{library.parent}"]
+        cmd = [compiler, str(source), "-o", str(partial), *flags]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"gcc failed: {result.stderr.strip()[:200]}")
@@ -161,6 +178,11 @@ def load_fast_blas() -> BlasStatus:
     choice = os.environ.get("DQN_MLX_BLAS", "")
     if sys.platform != "linux":
         _status = BlasStatus("platform default", "Accelerate/Metal on macOS", True)
+    elif choice not in BLAS_CHOICES:
+        raise UserError(
+            f"DQN_MLX_BLAS={choice} is not one of {', '.join(BLAS_CHOICES[1:])}; "
+            "unset it for the fastest BLAS installed"
+        )
     elif choice == "reference":
         _status = BlasStatus("reference", "DQN_MLX_BLAS=reference was set", False)
     elif "mlx.core" in sys.modules:
@@ -168,6 +190,9 @@ def load_fast_blas() -> BlasStatus:
     else:
         _status = _try_fast_blas(use_onednn=choice != "openblas")
     return _status
+
+
+BLAS_CHOICES = ("", "openblas", "reference")  # DQN_MLX_BLAS: unset (the fastest), or one
 
 
 def onednn_library() -> Path | None:
@@ -202,24 +227,18 @@ def _try_fast_blas(use_onednn: bool) -> BlasStatus:
             _shim = ctypes.CDLL(
                 str(_build_shim(_ONEDNN_SHIM_SOURCE, [openblas, onednn])), mode=os.RTLD_GLOBAL
             )
-            return BlasStatus("oneDNN (onednn-cpu-gomp) sgemm, OpenBLAS", str(onednn), True)
+            return BlasStatus("oneDNN (onednn-cpu-gomp) sgemm, OpenBLAS", str(onednn), True, True)
         except Exception as exc:
-            fallback = f"oneDNN could not be loaded ({exc}); "
-    elif use_onednn and _x86_64():
-        fallback = "onednn-cpu-gomp is not installed (uv sync installs it on x86-64); "
+            fallback = f"oneDNN not used ({exc}); "
+    elif use_onednn and platform.machine() == "x86_64":
+        fallback = "oneDNN not used (no libdnnl.so.3 of onednn-cpu-gomp: run uv sync); "
     else:
         fallback = ""
     try:
         _shim = ctypes.CDLL(str(_build_shim(_SHIM_SOURCE, [openblas])), mode=os.RTLD_GLOBAL)
     except Exception as exc:
-        return BlasStatus("reference", f"could not load OpenBLAS ({exc})", False)
+        return BlasStatus("reference", f"{fallback}could not load OpenBLAS ({exc})", False)
     return BlasStatus("OpenBLAS (scipy-openblas32)", fallback + str(openblas), True)
-
-
-def _x86_64() -> bool:
-    import platform
-
-    return platform.machine() in ("x86_64", "AMD64")
 
 
 SPIN_TIMEOUT = "4"
@@ -231,7 +250,11 @@ updates. A value the user set is kept. Measured in docs/performance.md."""
 OPENMP_SPIN_COUNT = "1000"
 """``GOMP_SPINCOUNT`` while oneDNN's OpenMP runtime loads: its idle threads spin 1,000 times
 after a product before they sleep, instead of 300,000, for the same reason as
-``SPIN_TIMEOUT``. A value the user set is kept. Measured in docs/performance.md."""
+``SPIN_TIMEOUT``. Kept as the user set it, and not set when ``OMP_WAIT_POLICY`` is; no effect
+when libgomp was loaded before (another library's OpenMP). Measured in docs/performance.md.
+
+libgomp's threads do not survive a ``fork`` without ``exec``: this project starts processes
+only through ``subprocess`` (fork + exec) and Ray's fresh interpreters."""
 
 
 @contextmanager
@@ -252,12 +275,16 @@ def _brief_idle_spin() -> AbstractContextManager[None]:
 
 
 def _brief_openmp_spin() -> AbstractContextManager[None]:
+    if "OMP_WAIT_POLICY" in os.environ:  # the user chose how idle threads wait
+        return nullcontext()
     return _env_while_loading("GOMP_SPINCOUNT", OPENMP_SPIN_COUNT)
 
 
 def set_threads(count: int) -> bool:
-    """Let MLX's products use ``count`` threads from now on; False when they do not run on a
-    BLAS loaded here (macOS, or none could be loaded)."""
+    """Let MLX's products use ``count`` (at least 1) threads from now on; False when they do
+    not run on a BLAS loaded here (macOS, or none could be loaded)."""
+    if count < 1:
+        raise ValueError(f"a BLAS thread count must be at least 1, not {count}")
     if _openblas is None or _shim is None:
         return False
     _openblas.scipy_openblas_set_num_threads(count)
@@ -267,10 +294,19 @@ def set_threads(count: int) -> bool:
 
 
 def threads() -> int | None:
-    """The thread count of MLX's float32 products, or None where it does not apply."""
+    """The thread count MLX's float32 products take from now on, or None where it does not
+    apply."""
     if _shim is not None and hasattr(_shim, "dqn_mlx_get_threads"):
         return int(_shim.dqn_mlx_get_threads())
     return None if _openblas is None else int(_openblas.scipy_openblas_get_num_threads())
+
+
+def last_product_threads() -> int | None:
+    """The OpenMP threads oneDNN's latest float32 product ran with, on MLX's thread; None
+    where oneDNN does not compute them."""
+    if _shim is None or not hasattr(_shim, "dqn_mlx_last_product_threads"):
+        return None
+    return int(_shim.dqn_mlx_last_product_threads())
 
 
 def measure_gflops(size: int = 512, repeats: int = 5) -> float:

@@ -1,12 +1,13 @@
 """Share a machine: the BLAS threads of the dqn-mlx processes running on it, split between them.
 
-OpenBLAS starts one thread per core for MLX's matrix products, and its idle threads spin for a
-while after each product. Two training processes on one 2-core machine then keep each other's
-threads spinning on the cores the other needs: each ran at about a tenth of a lone run's speed
-(docs/performance.md). With one thread each they keep about two thirds.
+The BLAS (oneDNN's OpenMP or OpenBLAS) starts one thread per core for MLX's matrix products,
+and its idle threads spin for a while after each product. Two training processes on one 2-core
+machine then keep each other's threads spinning on the cores the other needs: each ran at about
+a tenth of a lone run's speed (docs/performance.md). With one thread each they keep about two
+thirds.
 
 So every heavy dqn-mlx process (train, bench) registers itself in ``~/.cache/dqn-mlx/running/``
-and, every few seconds, sets its OpenBLAS thread count to its cores (the CPU affinity, so
+and, every few seconds, sets its BLAS thread count to its cores (the CPU affinity, so
 ``taskset`` counts) divided by the dqn-mlx processes running, at least 1. A run alone gets
 every core again within seconds of the other one ending. ``--threads N`` fixes the count.
 """
