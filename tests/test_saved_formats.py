@@ -71,3 +71,27 @@ def test_streams_of_unequal_sizes_round_trip_and_another_game_count_is_refused(
     other = ReplayStreams(40, 4, batch_size=4, streams=2)
     why = load_replay(tmp_path, other, 52)
     assert why is not None and "4 games" in why
+
+
+def test_saving_the_replay_never_holds_its_frames_twice(tmp_path: Path) -> None:
+    """A 1M-transition replay is 7 GB: a second copy while saving killed a long run (the
+    machine's memory ran out). The saved file reads with ``np.load`` like a ``savez``'s."""
+    import tracemalloc
+
+    replay = ReplayStreams(16_000, 4, batch_size=4, streams=2)
+    rng = np.random.default_rng(0)
+    for stream in replay.streams:  # 2 x 8,000 frames of noise: 113 MB, barely compressible
+        stream.frames[:] = rng.integers(0, 256, stream.frames.shape, np.uint8)
+        stream.size = stream.cursor = len(stream.frames)
+    frames_bytes = sum(stream.frames.nbytes for stream in replay.streams)
+    tracemalloc.start()
+    try:
+        save_replay(tmp_path, replay, 16_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < frames_bytes / 4, f"saving allocated {peak:,} bytes for {frames_bytes:,}"
+    with np.load(tmp_path / REPLAY_FILE) as data:
+        joined = np.concatenate([stream.frames for stream in replay.streams])
+        assert np.array_equal(data["frames"], joined)
+        assert list(data["sizes"]) == [8_000, 8_000]

@@ -184,9 +184,11 @@ def restore_learner(learner: Learner, loaded: LoadedState) -> None:
 
 
 def save_replay(run_dir: Path, replay: ReplayStreams, agent_step: int) -> Path:
-    """The replay memory as ``replay.npz`` (compressed), tagged with the agent step it belongs
-    to, so that a training state from another step never loads it. The streams' filled slots
-    are stored one after another, with each stream's size and cursor."""
+    """The replay memory as ``replay.npz`` (compressed, what ``np.savez_compressed`` writes),
+    tagged with the agent step it belongs to, so that a training state from another step never
+    loads it. The streams' filled slots are stored one after another, with each stream's size
+    and cursor. The frames (nearly all the bytes) are compressed straight from the streams, a
+    block at a time: joining them first would hold the replay twice in memory."""
     path = Path(run_dir) / REPLAY_FILE
     streams = replay.streams
 
@@ -194,22 +196,44 @@ def save_replay(run_dir: Path, replay: ReplayStreams, agent_step: int) -> Path:
         return np.concatenate([getattr(stream, name)[: stream.size] for stream in streams])
 
     def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(
-                handle,
-                frames=filled("frames"),
-                actions=filled("actions"),
-                rewards=filled("rewards"),
-                terminals=filled("terminals"),
-                starts=filled("starts"),
-                sizes=np.array([stream.size for stream in streams]),
-                cursors=np.array([stream.cursor for stream in streams]),
-                capacity=np.array(replay.capacity),
-                agent_step=np.array(agent_step),
-            )
+        small = {
+            "actions": filled("actions"),
+            "rewards": filled("rewards"),
+            "terminals": filled("terminals"),
+            "starts": filled("starts"),
+            "sizes": np.array([stream.size for stream in streams]),
+            "cursors": np.array([stream.cursor for stream in streams]),
+            "capacity": np.array(replay.capacity),
+            "agent_step": np.array(agent_step),
+        }
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+            frames = [stream.frames[: stream.size] for stream in streams]
+            _write_rows(archive, "frames.npy", frames)
+            for name, value in small.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as handle:
+                    np.lib.format.write_array(handle, value, allow_pickle=False)
 
     atomic_write(path, write)
     return path
+
+
+def _write_rows(
+    archive: zipfile.ZipFile, name: str, parts: list[np.ndarray], block_bytes: int = 8 << 20
+) -> None:
+    """One ``.npy`` entry holding ``parts`` joined along their first axis, written about
+    ``block_bytes`` at a time (the compressor's output for a block is that large too)."""
+    rows = max(1, block_bytes // max(1, parts[0][:1].nbytes))
+    shape = (sum(len(part) for part in parts), *parts[0].shape[1:])
+    header = {
+        "descr": np.lib.format.dtype_to_descr(parts[0].dtype),
+        "fortran_order": False,
+        "shape": shape,
+    }
+    with archive.open(name, "w", force_zip64=True) as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+        for part in parts:
+            for start in range(0, len(part), rows):
+                handle.write(np.ascontiguousarray(part[start : start + rows]).data)
 
 
 def load_replay(run_dir: Path, replay: ReplayStreams, agent_step: int) -> str | None:
