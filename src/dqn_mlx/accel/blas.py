@@ -40,18 +40,13 @@ from pathlib import Path
 
 from dqn_mlx.errors import UserError
 
-_SHIM_SOURCE = r"""
-/* Forwards the plain CBLAS GEMM symbols that libmlx imports to scipy-openblas32. */
+_OPENBLAS_GEMMS = r"""
 extern void scipy_cblas_sgemm(int, int, int, int, int, int, float, const float*, int,
                               const float*, int, float, float*, int);
 extern void scipy_cblas_dgemm(int, int, int, int, int, int, double, const double*, int,
                               const double*, int, double, double*, int);
 extern void scipy_cblas_cgemm(int, int, int, int, int, int, const void*, const void*, int,
                               const void*, int, const void*, void*, int);
-void cblas_sgemm(int o, int ta, int tb, int m, int n, int k, float alpha, const float* a,
-                 int lda, const float* b, int ldb, float beta, float* c, int ldc) {
-  scipy_cblas_sgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
 void cblas_dgemm(int o, int ta, int tb, int m, int n, int k, double alpha, const double* a,
                  int lda, const double* b, int ldb, double beta, double* c, int ldc) {
   scipy_cblas_dgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
@@ -61,8 +56,23 @@ void cblas_cgemm(int o, int ta, int tb, int m, int n, int k, const void* alpha, 
   scipy_cblas_cgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 """
+"""Both forwarding libraries: OpenBLAS's functions, and ``cblas_dgemm``/``cblas_cgemm`` on
+them."""
 
-_ONEDNN_SHIM_SOURCE = r"""
+_SHIM_SOURCE = (
+    _OPENBLAS_GEMMS
+    + r"""
+/* Forwards cblas_sgemm, which libmlx imports, to scipy-openblas32 too. */
+void cblas_sgemm(int o, int ta, int tb, int m, int n, int k, float alpha, const float* a,
+                 int lda, const float* b, int ldb, float beta, float* c, int ldc) {
+  scipy_cblas_sgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+"""
+)
+
+_ONEDNN_SHIM_SOURCE = (
+    _OPENBLAS_GEMMS
+    + r"""
 /* Forwards cblas_sgemm, which libmlx imports, to oneDNN's sgemm; the others to OpenBLAS. */
 #include <stdint.h>
 #include <stdio.h>
@@ -70,12 +80,6 @@ extern int dnnl_sgemm(char, char, int64_t, int64_t, int64_t, float, const float*
                       const float*, int64_t, float, float*, int64_t);
 extern int omp_get_max_threads(void);
 extern void omp_set_num_threads(int);
-extern void scipy_cblas_sgemm(int, int, int, int, int, int, float, const float*, int,
-                              const float*, int, float, float*, int);
-extern void scipy_cblas_dgemm(int, int, int, int, int, int, double, const double*, int,
-                              const double*, int, double, double*, int);
-extern void scipy_cblas_cgemm(int, int, int, int, int, int, const void*, const void*, int,
-                              const void*, int, const void*, void*, int);
 enum { ROW_MAJOR = 101, NO_TRANS = 111 };
 static volatile int wanted_threads = 0;       /* 0: OpenMP's default (the usable cores) */
 static volatile int last_product_threads = 0; /* what the latest product ran with */
@@ -106,15 +110,8 @@ void cblas_sgemm(int o, int ta, int tb, int m, int n, int k, float alpha, const 
     scipy_cblas_sgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   }
 }
-void cblas_dgemm(int o, int ta, int tb, int m, int n, int k, double alpha, const double* a,
-                 int lda, const double* b, int ldb, double beta, double* c, int ldc) {
-  scipy_cblas_dgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-void cblas_cgemm(int o, int ta, int tb, int m, int n, int k, const void* alpha, const void* a,
-                 int lda, const void* b, int ldb, const void* beta, void* c, int ldc) {
-  scipy_cblas_cgemm(o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
 """
+)
 
 
 @dataclass(frozen=True)
