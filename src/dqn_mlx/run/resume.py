@@ -222,7 +222,8 @@ def _write_rows(
 ) -> None:
     """One ``.npy`` entry holding ``parts`` joined along their first axis, written about
     ``block_bytes`` at a time (the compressor's output for a block is that large too)."""
-    rows = max(1, block_bytes // max(1, parts[0][:1].nbytes))
+    row_bytes = int(np.prod(parts[0].shape[1:])) * parts[0].dtype.itemsize
+    rows = max(1, block_bytes // max(1, row_bytes))
     shape = (sum(len(part) for part in parts), *parts[0].shape[1:])
     header = {
         "descr": np.lib.format.dtype_to_descr(parts[0].dtype),
