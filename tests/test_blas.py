@@ -25,6 +25,14 @@ needs_onednn = pytest.mark.skipif(
 )
 
 
+def run_python(code: str, env: dict[str, str]) -> str:
+    """What ``code`` prints in a fresh interpreter with ``env`` (the loader acts once per
+    process, so each case needs its own)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+
+
 def child_env(**values: str) -> dict[str, str]:
     """This environment less the variables the loader reads, plus ``values``."""
     read = ("DQN_MLX_BLAS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")
@@ -62,10 +70,7 @@ def test_the_brief_idle_spin_leaves_the_environment_as_it_was(given: str | None)
         "sys.meta_path.insert(0, Spy())\naccel.enable()\n"
         "print(seen[0], os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    while_loading, after = result.stdout.split()
+    while_loading, after = run_python(code, env).split()
     assert while_loading == (given or blas_spin_timeout())
     assert after == str(given)
 
@@ -169,10 +174,7 @@ def test_the_brief_openmp_spin_leaves_the_environment_as_it_was(given: str | Non
         "from dqn_mlx import accel\naccel.enable()\n"
         "print(seen[0], os.environ.get('GOMP_SPINCOUNT'))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    while_loading, after = result.stdout.split()
+    while_loading, after = run_python(code, env).split()
     if given == "wait-policy":
         assert while_loading == after == "None"
     else:
@@ -183,15 +185,9 @@ def test_the_brief_openmp_spin_leaves_the_environment_as_it_was(given: str | Non
 @needs_onednn
 def test_dqn_mlx_blas_openblas_skips_onednn() -> None:
     code = "from dqn_mlx import accel\ns = accel.enable()\nprint(s.blas.name, s.cpu_formulation)"
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        env=child_env(DQN_MLX_BLAS="openblas"),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert result.stdout.startswith("OpenBLAS"), result.stdout
-    assert result.stdout.strip().endswith("gemm, numpy acting"), result.stdout
+    out = run_python(code, child_env(DQN_MLX_BLAS="openblas"))
+    assert out.startswith("OpenBLAS"), out
+    assert out.strip().endswith("gemm, numpy acting"), out
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the loader only acts on Linux")
