@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import mlx.core as mx
@@ -17,6 +18,7 @@ from catch_env import CatchEnv
 
 from dqn_mlx.config import NIPS2013, with_overrides
 from dqn_mlx.core.replay import ReplayMemory
+from dqn_mlx.run import epoch as run_epoch
 from dqn_mlx.run import train as run_train
 from dqn_mlx.run.metrics import read_metrics
 from dqn_mlx.run.resume import REPLAY_FILE, STATE_FILE, load_training_state
@@ -319,3 +321,28 @@ def test_kill_9_at_random_moments_always_leaves_a_loadable_resumable_run(tmp_pat
     done = _resume(run_dir, before + 100)
     assert done.returncode == 0, done.stderr
     assert load_training_state(run_dir).run.step == before + 100
+
+
+def test_a_resumed_epoch_reports_the_rate_of_the_steps_made_after_the_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The epoch cut by a stop must not count its steps from before the resume in the resumed
+    process's time: with a clock that ticks one second per agent step, the rate reads 1."""
+    with pytest.raises(TrainingInterrupted):
+        train(CONFIG, "Catch", CatchEnv, tmp_path / "cut", log=_quiet, should_stop=_stop_after(257))
+    loaded = load_training_state(tmp_path / "cut")
+    clock = {"agent_steps": 0}
+
+    def tick() -> bool:  # polled once per agent step (one game)
+        clock["agent_steps"] += 1
+        return False
+
+    fake_time = SimpleNamespace(perf_counter=lambda: clock["agent_steps"])
+    monkeypatch.setattr(run_epoch, "time", fake_time)
+    train(loaded.config, "Catch", CatchEnv, tmp_path, log=_quiet, resume=loaded, should_stop=tick)
+    records = read_metrics(tmp_path / "cut")
+    cut = next(i for i, r in enumerate(records) if r["agent_steps"] > 257)
+    assert records[cut - 1]["agent_steps"] < 257  # the stop fell inside this epoch
+    # the epoch ends inside a pass, before that pass's poll: one tick fewer than steps made
+    made = records[cut]["agent_steps"] - 257
+    assert records[cut]["agent_steps_per_s"] == pytest.approx(made / (made - 1))

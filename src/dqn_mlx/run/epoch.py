@@ -49,12 +49,22 @@ class EpochEnd:
         self, t: Training, eval_env: PixelEnv, held_out: np.ndarray, output: RunOutput
     ) -> None:
         self.t, self.eval_env, self.held_out, self.output = t, eval_env, held_out, output
-        self.process_start = self.epoch_clock = time.perf_counter()
+        self.process_start = time.perf_counter()
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        """Time the agent steps from here on. A resumed run starts its clock mid-epoch, at the
+        step it was stopped, so the epoch's rate counts only the steps this process made."""
+        self.clock_start, self.clock_step = time.perf_counter(), self.t.run.step
+
+    def agent_steps_per_s(self) -> float:
+        """The training rate since ``restart_clock``, in agent steps per second."""
+        return (self.t.run.step - self.clock_step) / (time.perf_counter() - self.clock_start)
 
     def __call__(self) -> None:
         t, run = self.t, self.t.run
         run.epoch += 1
-        rate = (run.step - run.epoch_start_step) / (time.perf_counter() - self.epoch_clock)
+        rate = self.agent_steps_per_s()
         evaluation = self.evaluate()
         record = self.record(evaluation, rate)
         path = self.output.out_dir / f"epoch_{run.epoch}.safetensors"
@@ -69,8 +79,8 @@ class EpochEnd:
         for logger in self.output.loggers:
             logger.end_epoch(record)
         run.start_epoch()
-        self.epoch_clock = time.perf_counter()
         self.save_state()
+        self.restart_clock()  # after the save: writing the state is not training
         scored = (
             f"eval score {evaluation.mean:.2f} over {len(evaluation.scores)} games "
             f"({t.config.eval_steps:,} agent steps)"
