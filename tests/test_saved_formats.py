@@ -19,6 +19,8 @@ def test_a_state_with_one_game_record_reads_as_one_game() -> None:
     assert (run.games[0].episode_seed, run.games[0].episode_actions) == (3, [1, 2])
     flat = RunState.from_json({"step": 2, "episode_seed": 9, "score": 1.0})  # before GameRecord
     assert (flat.games[0].episode_seed, flat.games[0].score) == (9, 1.0)
+    older = RunState.from_json({"step": 5, "epoch_start_step": 4})  # before 2026-11-27
+    assert older.step == 5
 
 
 def _filled(streams: int, steps: int) -> ReplayStreams:

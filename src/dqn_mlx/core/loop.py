@@ -54,13 +54,14 @@ class RunState:
     epoch_scores: list[float] = field(default_factory=list)  # games finished this epoch
     epoch_loss_sum: float = 0.0  # summed per-sample losses of this epoch's updates
     epoch_loss_count: int = 0  # updates this epoch
-    epoch_start_step: int = 0  # agent step at which this epoch began
     wall_time_s: float = 0.0  # training time before this process
 
     @classmethod
     def from_json(cls, fields: dict[str, Any]) -> RunState:
-        """Read a saved state; states written before ``--num-envs`` kept one ``game``, and
-        those before ``GameRecord`` kept its fields flat."""
+        """Read a saved state; states written before ``--num-envs`` kept one ``game``, those
+        before ``GameRecord`` kept its fields flat, and those before 2026-11-27 an unused
+        ``epoch_start_step``."""
+        fields.pop("epoch_start_step", None)
         game_fields = set(GameRecord.__dataclass_fields__)
         games = fields.pop("games", None) or [
             fields.pop("game", None) or {k: fields.pop(k) for k in game_fields & set(fields)}
@@ -79,7 +80,7 @@ class RunState:
         self.epoch_loss_count += 1
 
     def start_epoch(self) -> None:
-        self.epoch_scores, self.epoch_start_step = [], self.step
+        self.epoch_scores = []
         self.epoch_loss_sum, self.epoch_loss_count = 0.0, 0
 
 
