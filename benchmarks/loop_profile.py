@@ -18,12 +18,9 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from dqn_mlx import accel
-
-accel.enable()  # before MLX loads, as the command line does
-
-from dqn_mlx import bench  # noqa: E402
-from dqn_mlx.core import env, learner, loop, replay  # noqa: E402
+from dqn_mlx import bench
+from dqn_mlx.accel import platform_compute
+from dqn_mlx.core import env, learner, loop, replay
 
 seconds: defaultdict[str, float] = defaultdict(float)
 calls: Counter[str] = Counter()
@@ -65,7 +62,7 @@ def main() -> None:
     timed(learner.Learner, "update", "learner.update")
     timed_policies()
     start = time.perf_counter()
-    rate = bench.end_to_end_steps_per_s(steps, num_envs=num_envs)
+    rate = bench.end_to_end_steps_per_s(steps, platform_compute(), num_envs)
     print(f"end_to_end_nature2015 with {num_envs} games: {rate:.1f} agent_steps/s")
     print(f"whole run {time.perf_counter() - start:.1f} s (warm-up epoch and evaluation included)")
     for label, total in seconds.items():

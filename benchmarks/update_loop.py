@@ -16,19 +16,16 @@ import time
 
 import numpy as np
 
-from dqn_mlx import accel
-
-accel.enable()  # before MLX loads, as the command line does
-
-from dqn_mlx.bench import random_batch  # noqa: E402
-from dqn_mlx.config import PRESETS  # noqa: E402
-from dqn_mlx.core.learner import Learner  # noqa: E402
+from dqn_mlx.accel import platform_compute
+from dqn_mlx.bench import random_batch
+from dqn_mlx.config import PRESETS
+from dqn_mlx.core.learner import Learner
 
 
 def main() -> None:
     preset = sys.argv[1] if len(sys.argv) > 1 else "nature2015"
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 150
-    learner = Learner(PRESETS[preset], 4)
+    learner = Learner(PRESETS[preset], 4, platform_compute())
     batch = random_batch(np.random.default_rng(0), 4)
     for _ in range(5):  # compile and warm up
         learner.update(*batch)

@@ -1,10 +1,11 @@
-"""dqn_mlx.accel: the algorithm never imports it, importing the package changes nothing, and
-every acceleration computes exactly the plain definition (gradients included)."""
+"""dqn_mlx.accel: the algorithm never imports it, importing the package changes nothing, and the
+platform's ``Compute`` (network and optimizer) computes what MLX's own does: a network's
+values and gradients, and whole updates of both optimizers."""
 
 from __future__ import annotations
 
 import ast
-import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +16,11 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from dqn_mlx.accel import gemm
-from dqn_mlx.accel.jit import _path_without_wrappers
-from dqn_mlx.core.network import DEFINITION, QNetwork, default_formulation
+from dqn_mlx.accel import platform_compute
+from dqn_mlx.bench import random_batch
+from dqn_mlx.config import LAPTOP, NATURE2015, NIPS2013
+from dqn_mlx.core.learner import PLAIN, Learner
+from dqn_mlx.core.network import QNetwork
 
 PACKAGE = Path(__file__).parents[1] / "src" / "dqn_mlx"
 
@@ -39,15 +42,15 @@ def _imports(path: Path, text: str | None = None) -> set[str]:
 
 
 def test_the_import_check_resolves_relative_imports() -> None:
-    text = "from ..accel import gemm\nfrom . import replay\nimport dqn_mlx.accel.jit\n"
+    text = "from ..accel import onednn\nfrom . import replay\nimport dqn_mlx.accel.x\n"
     names = _imports(PACKAGE / "core" / "loop.py", text)
-    assert {"dqn_mlx.accel.gemm", "dqn_mlx.core.replay", "dqn_mlx.accel.jit"} <= names
+    assert {"dqn_mlx.accel.onednn", "dqn_mlx.core.replay", "dqn_mlx.accel.x"} <= names
 
 
 def test_the_algorithm_never_imports_the_acceleration() -> None:
-    """Nothing outside accel/ imports it, except the command line and the benchmark, which
-    switch it on."""
-    allowed = {PACKAGE / "cli.py", PACKAGE / "bench.py"}
+    """Nothing outside accel/ imports it, except the command line, which chooses the
+    ``Compute`` and hands it to the rest."""
+    allowed = {PACKAGE / "cli.py"}
     offenders = [
         str(path.relative_to(PACKAGE))
         for path in PACKAGE.rglob("*.py")
@@ -58,57 +61,45 @@ def test_the_algorithm_never_imports_the_acceleration() -> None:
     assert offenders == []
 
 
-# Imports every module of the package except accel/, the command line and the benchmark, builds
-# a network and runs an update, and reports what changed in the process.
+# Imports every module of the package, builds a network and runs an update on the CPU, and
+# reports what changed in the process.
 _IMPORT_EVERYTHING = """
 import importlib, os, pkgutil, sys
-path_before = os.environ["PATH"]
+environ_before = dict(os.environ)
 import dqn_mlx
-for package in ("", "core.", "run.", "report."):
+for package in ("", "core.", "run.", "report.", "accel."):
     folder = os.path.join(dqn_mlx.__path__[0], package.rstrip("."))
     for module in pkgutil.iter_modules([folder], f"dqn_mlx.{package}"):
-        if module.name not in ("dqn_mlx.accel", "dqn_mlx.cli", "dqn_mlx.bench"):
-            importlib.import_module(module.name)
+        importlib.import_module(module.name)
 import numpy as np
 from dqn_mlx.config import NIPS2013
 from dqn_mlx.core.learner import Learner
 learner = Learner(NIPS2013, 4)
 frames = np.zeros((32, 4, 84, 84), np.uint8)
 learner.update(frames, np.zeros(32, int), np.zeros(32, np.float32), frames, np.zeros(32))
-maps = open("/proc/self/maps").read() if sys.platform.startswith("linux") else ""
-print(os.environ["PATH"] == path_before, "dqn_mlx_cblas" in maps,
-      learner.online.formulation.name, any(m.startswith("dqn_mlx.accel") for m in sys.modules))
+print(dict(os.environ) == environ_before, learner.compute.name == "MLX's own layers and optimizer")
 """
 
 
 def test_importing_the_package_changes_nothing_in_the_process() -> None:
-    """No PATH edit (the g++ wrapper), no compiled BLAS shim loaded, the plain definition in
-    use, and accel never imported. (That no ``mallopt`` runs either is checked by
-    tests/test_allocator.py: without ``enable()``, freed memory faults as with glibc's
-    defaults.)"""
+    """Every module imported, accel/ included: no environment variable changed, and a learner
+    built without a ``Compute`` computes with MLX's own layers and optimizer."""
     out = subprocess.run(
-        [sys.executable, "-c", _IMPORT_EVERYTHING],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=dict(os.environ, PATH=_path_without_wrappers()),  # as a fresh shell has it
+        [sys.executable, "-c", _IMPORT_EVERYTHING], capture_output=True, text=True, check=True
     )
-    assert out.stdout.split() == ["True", "False", "definition", "False"]
+    assert out.stdout.split() == ["True", "True"]
 
 
-def test_enable_makes_the_cpu_formulation_the_default_on_the_cpu() -> None:
-    # the conftest called accel.enable(), as the command line does
-    if mx.default_device() == mx.cpu:
-        assert default_formulation().name == "gemm"
-        assert QNetwork(4).formulation.name == "gemm"
+ON_X86_LINUX = sys.platform == "linux" and platform.machine() == "x86_64"
 
 
-def _pair(architecture: str) -> tuple[QNetwork, QNetwork]:
-    mx.random.seed(0)
-    plain = QNetwork(6, architecture, formulation=DEFINITION)
-    fast = QNetwork(6, architecture, formulation=gemm.cpu_formulation())
-    fast.update(plain.parameters())
-    return plain, fast
+def test_the_cpu_of_x86_64_linux_computes_with_onednn_and_elsewhere_with_mlx() -> None:
+    compute = platform_compute(threads=1)
+    if ON_X86_LINUX and mx.default_device() == mx.cpu:
+        assert compute.name.startswith("oneDNN") and compute.name.endswith("1 threads")
+        assert compute.layers is not PLAIN.layers
+    else:
+        assert compute.layers is PLAIN.layers
 
 
 def _frames(n: int = 5) -> mx.array:
@@ -116,13 +107,16 @@ def _frames(n: int = 5) -> mx.array:
 
 
 @pytest.mark.parametrize("architecture", ["nips2013", "nature2015"])
-def test_gemm_formulation_equals_the_definition_gradients_included(architecture: str) -> None:
-    plain, fast = _pair(architecture)
+def test_the_platform_network_equals_the_definition_gradients_included(architecture: str) -> None:
+    compute = platform_compute()
+    mx.random.seed(0)
+    plain = QNetwork(6, architecture)
+    fast = QNetwork(6, architecture, layers=compute.layers)
+    fast.update(plain.parameters())
     frames = _frames()
     expected = np.array(plain(frames))
     assert np.ptp(expected) > 1e-3  # not a comparison of near-constant outputs
-    assert np.allclose(expected, np.array(fast(frames)), atol=1e-5)  # the pass that learns
-    assert np.allclose(expected, np.array(fast.predict(frames)), atol=1e-5)  # no gradient
+    assert np.allclose(expected, np.array(fast(frames)), atol=1e-5)
 
     def loss(model: QNetwork, x: mx.array) -> mx.array:
         return (model(x) ** 2).sum()
@@ -135,11 +129,31 @@ def test_gemm_formulation_equals_the_definition_gradients_included(architecture:
         assert np.allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(a).max()), name
 
 
-def test_gemm_features_read_unsigned_bytes_in_both_passes() -> None:
-    plain, fast = _pair("nips2013")
-    pixels = mx.array(np.random.default_rng(1).integers(128, 256, (3, 4, 84, 84), np.uint8))
-    expected = np.array(plain(pixels))
-    for for_gradient in (True, False):
-        features = gemm.gemm_features(fast, pixels, for_gradient)
-        x = nn.relu(fast.hidden(features.reshape(3, -1)))
-        assert np.allclose(np.array(fast.head(x)), expected, atol=1e-5)
+@pytest.mark.parametrize("config", [LAPTOP, NATURE2015, NIPS2013], ids=lambda c: c.preset)
+def test_compiled_updates_with_the_platform_compute_follow_the_plain_ones(config) -> None:
+    """Ten whole updates (TD target, loss, gradient, Adam or centered RMSProp, target sync)
+    from the same weights on the same minibatch: the losses stay equal up to float rounding,
+    and so do the weights on average. (A few weights may differ by up to a step or two: where
+    a gradient is near zero, rounding flips its sign, and Adam's early steps are about the
+    learning rate whatever the gradient's size. The optimizer steps alone are compared
+    tightly in tests/test_onednn_layers.py.) The optimizer state starts as MLX's broadcast
+    zeros, as in a real run."""
+    batch = random_batch(np.random.default_rng(0), 4)
+    learners = []
+    for compute in (PLAIN, platform_compute()):
+        mx.random.seed(0)
+        learners.append(Learner(config, 4, compute))
+    plain, fast = learners
+    for _ in range(10):
+        a, b = plain.update(*batch), fast.update(*batch)
+        assert abs(a.loss - b.loss) <= 1e-4 * max(1.0, abs(a.loss)), (a.loss, b.loss)
+    weights_plain = dict(tree_flatten(plain.online.parameters()))
+    weights_fast = dict(tree_flatten(fast.online.parameters()))
+    differ = mx.concatenate(
+        [mx.abs(weights_plain[k] - w).flatten() for k, w in weights_fast.items()]
+    )
+    assert float(differ.mean()) < 1e-6, float(differ.mean())
+    assert float(differ.max()) <= 2 * 10 * config.learning_rate, float(differ.max())
+    mx.random.seed(0)
+    start = dict(tree_flatten(Learner(config, 4).online.parameters()))  # the same initial weights
+    assert max(float(mx.abs(start[k] - w).max()) for k, w in weights_fast.items()) > 1e-3

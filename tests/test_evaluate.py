@@ -7,19 +7,20 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from catch_env import CatchEnv
+from compute import COMPUTE
 
-from dqn_mlx.core.network import DEFINITION, QNetwork
+from dqn_mlx.core.network import PLAIN, QNetwork
 from dqn_mlx.core.policy import greedy_policy
 from dqn_mlx.evaluate import play_steps
 
 
-@pytest.mark.parametrize("formulation", [DEFINITION, None])  # compiled MLX; the device's own
-def test_greedy_policy_takes_the_argmax_and_follows_weight_updates(formulation: object) -> None:
+@pytest.mark.parametrize("layers", [PLAIN, COMPUTE.layers], ids=["mlx", "platform"])
+def test_greedy_policy_takes_the_argmax_and_follows_weight_updates(layers: object) -> None:
     mx.random.seed(0)
-    network = QNetwork(4, "nips2013", formulation=formulation)  # type: ignore[arg-type]
+    network = QNetwork(4, "nips2013", layers=layers)  # type: ignore[arg-type]
     state = np.random.default_rng(0).integers(0, 256, (4, 84, 84), dtype=np.uint8)
     act = greedy_policy(network)
-    expected = int(np.argmax(np.array(network.predict(mx.array(state[None])))[0]))
+    expected = int(np.argmax(np.array(network(mx.array(state[None])))[0]))
     assert act(state) == expected
 
     for favoured in (2, 3, 0):  # replace the head's bias, as a weight update would

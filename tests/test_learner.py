@@ -8,6 +8,7 @@ from functools import partial
 import mlx.core as mx
 import numpy as np
 import pytest
+from compute import COMPUTE
 from mlx.utils import tree_flatten, tree_map
 
 from dqn_mlx.config import LAPTOP, NATURE2015, NIPS2013
@@ -105,7 +106,7 @@ def test_compiled_update_uses_the_current_target_network() -> None:
     """The target network is compile state: changing it between calls changes the loss."""
     mx.random.seed(0)
     cfg = dataclasses.replace(NATURE2015, network="nips2013", target_update_agent_steps=1000)
-    learner = Learner(cfg, 3)
+    learner = Learner(cfg, 3, compute=COMPUTE)
     rng = np.random.default_rng(0)
     assert learner.target is not None
     # Move the target away from the online network, then check the compiled loss follows it.
@@ -121,7 +122,7 @@ def test_compiled_update_uses_the_current_target_network() -> None:
 
 def test_without_target_network_the_previous_parameters_give_the_target() -> None:
     mx.random.seed(1)
-    learner = Learner(NIPS2013, 3)
+    learner = Learner(NIPS2013, 3, compute=COMPUTE)
     assert learner.target is None
     rng = np.random.default_rng(1)
     for _ in range(2):
@@ -134,18 +135,20 @@ def test_target_sync_is_due_every_period_agent_steps_not_updates() -> None:
     """DeepMind's code syncs every ``target_q`` actions (``numSteps``), so with an update per 4
     agent steps the Nature period of 10,000 is 2,500 updates, not 10,000."""
     cfg = dataclasses.replace(NATURE2015, network="nips2013", target_update_agent_steps=12)
-    learner = Learner(cfg, 3)
+    learner = Learner(cfg, 3, compute=COMPUTE)
     assert cfg.update_period == 4
     due = [step for step in range(1, 50) if learner.target_sync_due(step)]
     assert due == [12, 24, 36, 48]
-    assert not Learner(NIPS2013, 3).target_sync_due(10_000)  # no target network in 2013
+    assert not Learner(NIPS2013, 3, compute=COMPUTE).target_sync_due(
+        10_000
+    )  # no target network in 2013
 
 
 def test_updates_alone_never_sync_the_target() -> None:
     """The sync is the training loop's, on agent steps: updates leave theta^- alone."""
     mx.random.seed(2)
     cfg = dataclasses.replace(NATURE2015, network="nips2013", target_update_agent_steps=3)
-    learner = Learner(cfg, 3)
+    learner = Learner(cfg, 3, compute=COMPUTE)
     rng = np.random.default_rng(2)
     assert learner.target is not None
 
@@ -164,7 +167,7 @@ def test_updates_alone_never_sync_the_target() -> None:
 def test_updates_descend_the_loss_on_a_fixed_batch() -> None:
     mx.random.seed(3)
     cfg = dataclasses.replace(NATURE2015, network="nips2013", learning_rate=1e-3)
-    learner = Learner(cfg, 3)
+    learner = Learner(cfg, 3, compute=COMPUTE)
     batch = _batch(np.random.default_rng(3))
     first = learner.update(*batch).loss
     for _ in range(30):
@@ -213,7 +216,9 @@ def test_adam_matches_pytorch_adam_with_bias_correction() -> None:
 
 def test_laptop_update_descends_the_mean_loss() -> None:
     mx.random.seed(4)
-    learner = Learner(dataclasses.replace(LAPTOP, network="nips2013", learning_rate=1e-3), 3)
+    learner = Learner(
+        dataclasses.replace(LAPTOP, network="nips2013", learning_rate=1e-3), 3, compute=COMPUTE
+    )
     batch = _batch(np.random.default_rng(4))
     expected = _expected_loss(learner, learner.target, batch)
     first = learner.update(*batch).loss

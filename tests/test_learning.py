@@ -15,12 +15,13 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from catch_env import CatchEnv
+from compute import COMPUTE
 from mlx.utils import tree_flatten, tree_unflatten
 
 from dqn_mlx.config import NATURE2015, NIPS2013, with_overrides
 from dqn_mlx.core import loop
 from dqn_mlx.core.learner import Learner
-from dqn_mlx.core.network import DEFINITION, QNetwork
+from dqn_mlx.core.network import QNetwork
 from dqn_mlx.core.policy import BatchPolicy
 from dqn_mlx.run.metrics import read_metrics
 from dqn_mlx.run.resume import load_training_state
@@ -43,7 +44,7 @@ def test_dqn_learns_to_catch(tmp_path: Path, num_envs: int) -> None:
     config = with_overrides(
         NIPS2013, {**CATCH, "total_steps": 4_500, "eval_steps": 1_000, "num_envs": num_envs}
     )
-    out = train(config, "Catch", CatchEnv, tmp_path, log=lambda _: None)
+    out = train(config, "Catch", CatchEnv, tmp_path, log=lambda _: None, compute=COMPUTE)
     records = read_metrics(out)
     first, last_two = records[0], records[-2:]
     final_score = float(np.mean([r["eval_score_mean"] for r in last_two]))
@@ -67,7 +68,9 @@ def test_a_seed_reproduces_a_cpu_run(tmp_path: Path, num_envs: int) -> None:
         },
     )
     runs = [
-        read_metrics(train(config, "Catch", CatchEnv, tmp_path / str(i), log=lambda _: None))
+        read_metrics(
+            train(config, "Catch", CatchEnv, tmp_path / str(i), log=lambda _: None, compute=COMPUTE)
+        )
         for i in range(2)
     ]
     keys = ("loss_mean", "avg_max_q", "eval_scores", "train_scores")
@@ -93,7 +96,7 @@ def test_updates_per_agent_step_are_the_configured_ones_whatever_the_games(
             "num_envs": num_envs,
         },
     )
-    out = train(config, "Catch", CatchEnv, tmp_path, log=lambda _: None)
+    out = train(config, "Catch", CatchEnv, tmp_path, log=lambda _: None, compute=COMPUTE)
     expected = sum(loop.learning_due(config, step) for step in range(1, 361))
     assert expected == (360 - 60) // update_period
     records = read_metrics(out)
@@ -132,7 +135,7 @@ def test_the_loop_syncs_the_target_every_period_agent_steps(
             "eval_steps": 5,  # shorter than one Catch game (10 agent steps)
         },
     )
-    out = train(config, "Catch", CatchEnv, tmp_path, log=lambda _: None)
+    out = train(config, "Catch", CatchEnv, tmp_path, log=lambda _: None, compute=COMPUTE)
     # updates come at agent steps 101, 105, ...: (step - 101) // 4 + 1 of them by each sync
     assert syncs == [-1, 0, 0, 5, 15, 25, 35, 45]
     record = read_metrics(out)[0]
@@ -160,13 +163,13 @@ def test_every_action_is_chosen_with_the_newest_weights(
     def checking_policy(network: QNetwork) -> BatchPolicy:
         act = real_policy(network)
 
-        reference = QNetwork(3, "nips2013", formulation=DEFINITION)
+        reference = QNetwork(3, "nips2013", layers=COMPUTE.layers)
 
         def checked_act(states: np.ndarray) -> np.ndarray:
             actions = act(states)
             if newest:
                 reference.update(tree_unflatten([(k, mx.array(v)) for k, v in newest[0].items()]))
-                q_rows = np.array(reference.definition(mx.array(states)))
+                q_rows = np.array(reference(mx.array(states)))
                 for q, action in zip(q_rows, actions, strict=True):
                     if np.sort(q)[-1] - np.sort(q)[-2] > 1e-4:  # no near-tie between actions
                         assert action == int(np.argmax(q))
@@ -188,5 +191,5 @@ def test_every_action_is_chosen_with_the_newest_weights(
             "num_envs": num_envs,
         },
     )
-    train(config, "Catch", CatchEnv, tmp_path, log=lambda _: None)
+    train(config, "Catch", CatchEnv, tmp_path, log=lambda _: None, compute=COMPUTE)
     assert len(checked) > 100  # greedy actions after updates began (about 180 expected)

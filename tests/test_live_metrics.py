@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from catch_env import CatchEnv
+from compute import COMPUTE
 from tensorboardX.proto import event_pb2
 
 from dqn_mlx.config import NIPS2013, with_overrides
@@ -58,7 +59,7 @@ def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
 def test_a_run_writes_every_game_and_update_window_as_csv_and_tensorboard(
     tmp_path: Path,
 ) -> None:
-    out = train(CONFIG, "Catch", CatchEnv, tmp_path, log=lambda _: None)
+    out = train(CONFIG, "Catch", CatchEnv, tmp_path, log=lambda _: None, compute=COMPUTE)
     games = _rows(out / GAMES_FILE)
     trained = [score for r in read_metrics(out) for score in r["train_scores"]]
     assert [float(r["score"]) for r in games] == trained  # one row per finished game
@@ -76,7 +77,7 @@ def test_a_run_writes_every_game_and_update_window_as_csv_and_tensorboard(
 
 @pytest.mark.slow
 def test_a_resumed_run_continues_the_live_files_without_duplicates(tmp_path: Path) -> None:
-    full = train(CONFIG, "Catch", CatchEnv, tmp_path / "full", log=lambda _: None)
+    full = train(CONFIG, "Catch", CatchEnv, tmp_path / "full", log=lambda _: None, compute=COMPUTE)
     calls = {"n": 0}
 
     def stop_at_560() -> bool:  # a game ends at agent step 560 (Catch games last 10)
@@ -92,9 +93,18 @@ def test_a_resumed_run_continues_the_live_files_without_duplicates(tmp_path: Pat
             log=lambda _: None,
             save_replay_memory=True,
             should_stop=stop_at_560,
+            compute=COMPUTE,
         )
     cut = tmp_path / "cut"
-    train(CONFIG, "Catch", CatchEnv, tmp_path, log=lambda _: None, resume=load_training_state(cut))
+    train(
+        CONFIG,
+        "Catch",
+        CatchEnv,
+        tmp_path,
+        log=lambda _: None,
+        resume=load_training_state(cut),
+        compute=COMPUTE,
+    )
     assert _rows(cut / GAMES_FILE) == _rows(full / GAMES_FILE)
     assert [r["agent_step"] for r in _rows(cut / UPDATES_FILE)] == ["350", "600"]
     board_full, board_cut = _scalars(full), _scalars(cut)

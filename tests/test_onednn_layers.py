@@ -147,6 +147,62 @@ def test_linear_equals_mlx_linear_with_gradients(arch, inputs, outputs, relu):
             _close(o, p)
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "centered_rmsprop"])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_optimizer_steps_equal_mlx_optimizers(optimizer, compiled):
+    """Five steps from MLX's broadcast zeros state, parameters of every size the networks have
+    (a scalar-sized bias to the 1.6M-number hidden weight): the same parameters and state."""
+    import mlx.optimizers as optim
+
+    from dqn_mlx.accel.onednn import OnednnAdam, OnednnCenteredRMSProp
+    from dqn_mlx.core.learner import CenteredRMSProp
+
+    plain_cls, fused_cls, kwargs = {
+        "adam": (optim.Adam, OnednnAdam, {"learning_rate": 1e-3, "bias_correction": True}),
+        "centered_rmsprop": (
+            CenteredRMSProp,
+            OnednnCenteredRMSProp,
+            {"learning_rate": 2.5e-4, "grad_decay": 0.95, "sq_decay": 0.95, "min_sq": 0.01},
+        ),
+    }[optimizer]
+    rng = np.random.default_rng(3)
+    shapes = {"bias": (6,), "weight": (512, 3136), "conv": (32, 8, 8, 4)}
+    start = {k: _random(rng, shape) for k, shape in shapes.items()}
+    params = [dict(start), dict(start)]
+    optimizers = [plain_cls(**kwargs), fused_cls(**kwargs)]
+    steps = [lambda g, p, o=o: o.apply_gradients(g, p) for o in optimizers]
+    if compiled:
+        steps = [
+            mx.compile(step, inputs=o.state, outputs=o.state)
+            for step, o in zip(steps, optimizers, strict=True)
+        ]
+    for _ in range(5):
+        grads = {k: _random(rng, shape, 0.1) for k, shape in shapes.items()}
+        params = [step(grads, p) for step, p in zip(steps, params, strict=True)]
+        mx.eval(params, [o.state for o in optimizers])
+    for name in shapes:
+        _close(params[1][name], params[0][name])
+        assert float(mx.abs(params[1][name] - start[name]).max()) > 1e-4  # they did move
+    for key in optimizers[0].state[next(iter(shapes))]:
+        for name in shapes:
+            _close(optimizers[1].state[name][key], optimizers[0].state[name][key])
+
+
+def test_layers_read_broadcast_inputs_as_their_values():
+    """A broadcast (the ones of a sum's gradient, zeros_like) has one number for many
+    positions: the layers read it as the full array."""
+    rng = np.random.default_rng(4)
+    x, w, b = _random(rng, (3, 10, 10, 4)), _random(rng, (8, 3, 3, 4)), mx.zeros((8,))
+    grads = [
+        mx.grad(lambda x, w, layer=layer: layer(x, w, b, 1, False).sum(), argnums=(0, 1))(x, w)
+        for layer in (_plain_conv, onednn.conv2d)
+    ]
+    for plain, ours in zip(*grads, strict=True):
+        _close(ours, plain)
+    ones = mx.ones((4, 10, 10, 4))
+    _close(onednn.conv2d(ones, w, b, 1, True), _plain_conv(ones, w, b, 1, True))
+
+
 def test_layers_read_strided_views_as_their_values():
     """A transposed or sliced input is read by value, not by its buffer's order."""
     rng = np.random.default_rng(2)

@@ -15,6 +15,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from catch_env import CatchEnv
+from compute import COMPUTE
 
 from dqn_mlx.config import NIPS2013, with_overrides
 from dqn_mlx.core.replay import ReplayMemory
@@ -65,7 +66,7 @@ def test_resumed_run_matches_the_uninterrupted_run(
     tmp_path: Path, num_envs: int, stop_pass: int
 ) -> None:
     config = with_overrides(CONFIG, {"num_envs": num_envs})
-    full = train(config, "Catch", CatchEnv, tmp_path / "full", log=_quiet)
+    full = train(config, "Catch", CatchEnv, tmp_path / "full", log=_quiet, compute=COMPUTE)
     with pytest.raises(TrainingInterrupted):
         train(
             config,
@@ -75,6 +76,7 @@ def test_resumed_run_matches_the_uninterrupted_run(
             log=_quiet,
             save_replay_memory=True,
             should_stop=_stop_after(stop_pass),
+            compute=COMPUTE,
         )
     cut = tmp_path / "cut"
     assert (cut / STATE_FILE).exists() and (cut / REPLAY_FILE).exists()
@@ -82,7 +84,9 @@ def test_resumed_run_matches_the_uninterrupted_run(
     assert loaded.run.step == stop_pass * num_envs
     assert len(loaded.run.games) == num_envs
     logs: list[str] = []
-    train(loaded.config, "Catch", CatchEnv, tmp_path, log=logs.append, resume=loaded)
+    train(
+        loaded.config, "Catch", CatchEnv, tmp_path, log=logs.append, resume=loaded, compute=COMPUTE
+    )
     assert any("resumed from" in line for line in logs)
 
     expected, got = read_metrics(full), read_metrics(cut)
@@ -98,13 +102,21 @@ def test_a_run_extended_from_its_last_epoch_matches_the_longer_run(tmp_path: Pat
     """The state saved at an epoch end must include that step's target sync: here the epochs
     end at agent steps 200 and 300, exactly where theta^- is synced (every 100 agent steps)."""
     config = with_overrides(CONFIG, {"target_update_agent_steps": 100})
-    full = train(config, "Catch", CatchEnv, tmp_path / "full", log=_quiet)
+    full = train(config, "Catch", CatchEnv, tmp_path / "full", log=_quiet, compute=COMPUTE)
     short = with_overrides(config, {"total_steps": 300})
-    cut = train(short, "Catch", CatchEnv, tmp_path / "cut", log=_quiet, save_replay_memory=True)
+    cut = train(
+        short,
+        "Catch",
+        CatchEnv,
+        tmp_path / "cut",
+        log=_quiet,
+        save_replay_memory=True,
+        compute=COMPUTE,
+    )
     loaded = load_training_state(cut)
     assert loaded.run.step == 300
     resumed = dataclasses.replace(loaded.config, total_steps=500)
-    train(resumed, "Catch", CatchEnv, tmp_path, log=_quiet, resume=loaded)
+    train(resumed, "Catch", CatchEnv, tmp_path, log=_quiet, resume=loaded, compute=COMPUTE)
     expected, got = read_metrics(full), read_metrics(cut)
     assert [r["epoch"] for r in got] == [1, 2, 3, 4]
     for a, b in zip(expected, got, strict=True):
@@ -113,12 +125,22 @@ def test_a_run_extended_from_its_last_epoch_matches_the_longer_run(tmp_path: Pat
 
 def test_resume_without_saved_replay_refills_it_and_says_so(tmp_path: Path) -> None:
     with pytest.raises(TrainingInterrupted):
-        train(CONFIG, "Catch", CatchEnv, tmp_path, log=_quiet, should_stop=_stop_after(220))
+        train(
+            CONFIG,
+            "Catch",
+            CatchEnv,
+            tmp_path,
+            log=_quiet,
+            should_stop=_stop_after(220),
+            compute=COMPUTE,
+        )
     run_dir = tmp_path
     assert not (run_dir / REPLAY_FILE).exists()
     logs: list[str] = []
     loaded = load_training_state(run_dir)
-    train(loaded.config, "Catch", CatchEnv, tmp_path, log=logs.append, resume=loaded)
+    train(
+        loaded.config, "Catch", CatchEnv, tmp_path, log=logs.append, resume=loaded, compute=COMPUTE
+    )
     assert any("refilling" in line for line in logs)
     assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 2, 3, 4]
 
@@ -135,6 +157,7 @@ def test_a_replay_memory_saved_at_another_step_is_not_loaded(tmp_path: Path) -> 
             log=_quiet,
             save_replay_memory=True,
             should_stop=_stop_after(220),
+            compute=COMPUTE,
         )
     old_replay = (tmp_path / REPLAY_FILE).read_bytes()
     with pytest.raises(TrainingInterrupted):
@@ -147,11 +170,18 @@ def test_a_replay_memory_saved_at_another_step_is_not_loaded(tmp_path: Path) -> 
             resume=load_training_state(tmp_path),
             save_replay_memory=True,
             should_stop=_stop_after(37),
+            compute=COMPUTE,
         )
     (tmp_path / REPLAY_FILE).write_bytes(old_replay)
     logs: list[str] = []
     train(
-        CONFIG, "Catch", CatchEnv, tmp_path, log=logs.append, resume=load_training_state(tmp_path)
+        CONFIG,
+        "Catch",
+        CatchEnv,
+        tmp_path,
+        log=logs.append,
+        resume=load_training_state(tmp_path),
+        compute=COMPUTE,
     )
     assert any(
         "replay.npz is from agent step 220, the training state from 257: refilling" in line
@@ -166,7 +196,15 @@ def test_after_a_refill_no_sampled_transition_mixes_two_games(
     mid-game. No transition that can be sampled may take frames from both (its state or its
     next state reaching across the boundary, or bootstrapping into the other game)."""
     with pytest.raises(TrainingInterrupted):
-        train(CONFIG, "Catch", CatchEnv, tmp_path, log=_quiet, should_stop=_stop_after(223))
+        train(
+            CONFIG,
+            "Catch",
+            CatchEnv,
+            tmp_path,
+            log=_quiet,
+            should_stop=_stop_after(223),
+            compute=COMPUTE,
+        )
     source = {"now": "training"}
     slots: dict[int, str] = {}
     memories: list[ReplayMemory] = []
@@ -185,7 +223,15 @@ def test_after_a_refill_no_sampled_transition_mixes_two_games(
     monkeypatch.setattr(ReplayMemory, "add", tagged_add)
     monkeypatch.setattr(run_train, "refill_replay", tagged_refill)
     resumed = dataclasses.replace(CONFIG, total_steps=400)
-    train(resumed, "Catch", CatchEnv, tmp_path, log=_quiet, resume=load_training_state(tmp_path))
+    train(
+        resumed,
+        "Catch",
+        CatchEnv,
+        tmp_path,
+        log=_quiet,
+        resume=load_training_state(tmp_path),
+        compute=COMPUTE,
+    )
     (replay,) = memories
     assert set(slots.values()) == {"refill", "training"}
     valid = np.flatnonzero(replay.is_valid(np.arange(replay.size)))
@@ -329,7 +375,15 @@ def test_a_resumed_epoch_reports_the_rate_of_the_steps_made_after_the_resume(
     """The epoch cut by a stop must not count its steps from before the resume in the resumed
     process's time: with a clock that ticks one second per agent step, the rate reads 1."""
     with pytest.raises(TrainingInterrupted):
-        train(CONFIG, "Catch", CatchEnv, tmp_path / "cut", log=_quiet, should_stop=_stop_after(257))
+        train(
+            CONFIG,
+            "Catch",
+            CatchEnv,
+            tmp_path / "cut",
+            log=_quiet,
+            should_stop=_stop_after(257),
+            compute=COMPUTE,
+        )
     loaded = load_training_state(tmp_path / "cut")
     clock = {"agent_steps": 0}
 
@@ -339,7 +393,16 @@ def test_a_resumed_epoch_reports_the_rate_of_the_steps_made_after_the_resume(
 
     fake_time = SimpleNamespace(perf_counter=lambda: clock["agent_steps"])
     monkeypatch.setattr(run_epoch, "time", fake_time)
-    train(loaded.config, "Catch", CatchEnv, tmp_path, log=_quiet, resume=loaded, should_stop=tick)
+    train(
+        loaded.config,
+        "Catch",
+        CatchEnv,
+        tmp_path,
+        log=_quiet,
+        resume=loaded,
+        should_stop=tick,
+        compute=COMPUTE,
+    )
     records = read_metrics(tmp_path / "cut")
     cut = next(i for i, r in enumerate(records) if r["agent_steps"] > 257)
     assert records[cut - 1]["agent_steps"] < 257  # the stop fell inside this epoch

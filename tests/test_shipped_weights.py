@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from compute import COMPUTE
 
 from dqn_mlx.core.env import make_atari_env
 from dqn_mlx.core.policy import epsilon_greedy, greedy_policy
@@ -44,7 +45,7 @@ def test_the_shipped_runs_are_complete() -> None:
 def net_points(path: Path, epsilon: float, seed: int) -> float:
     """Points won minus points lost (raw rewards) in ``AGENT_STEPS`` agent steps of
     epsilon-greedy play by the checkpoint, from a fresh game seeded with ``seed``."""
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, COMPUTE.layers)
     cfg = ckpt.config
     env = make_atari_env(
         ckpt.env_id,

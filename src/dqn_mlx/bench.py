@@ -13,7 +13,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,9 @@ import numpy as np
 
 from dqn_mlx.config import PRESETS, with_overrides
 from dqn_mlx.core.env import AtariEnv, make_atari_env
-from dqn_mlx.core.learner import Learner, minibatch_objective, td_loss, td_target
-from dqn_mlx.core.network import QNetwork
-from dqn_mlx.core.policy import compiled_greedy_policy, greedy_policy
+from dqn_mlx.core.learner import PLAIN, Compute, Learner, minibatch_objective, td_loss, td_target
+from dqn_mlx.core.network import Layers, QNetwork
+from dqn_mlx.core.policy import greedy_policy
 from dqn_mlx.core.replay import BYTES_PER_TRANSITION, ReplayMemory
 from dqn_mlx.run.metrics import read_metrics
 from dqn_mlx.run.train import train
@@ -56,17 +56,16 @@ def random_batch(rng: np.random.Generator, actions: int) -> tuple[np.ndarray, ..
     )
 
 
-def network_figures(preset: str, emit: Callable[[str, float | str, str], None]) -> None:
+def network_figures(
+    preset: str, compute: Compute, emit: Callable[[str, float | str, str], None]
+) -> None:
     """Compiled update (batch 32) and acting (one observation) for one preset's network."""
-    learner = Learner(PRESETS[preset], 4)
+    learner = Learner(PRESETS[preset], 4, compute)
     batch = random_batch(np.random.default_rng(0), 4)
     emit(f"update_ms_{preset}", _median_ms(lambda: learner.update(*batch), 20), "ms")
     update_part_figures(preset, learner, batch, emit)
-    act = compiled_greedy_policy(learner.online)
+    act = greedy_policy(learner.online)
     emit(f"act_ms_{preset}", _median_ms(lambda: act(batch[0][0]), 50), "ms")
-    if learner.online.formulation.greedy_policy is not None:  # how the loop acts on the CPU
-        act_numpy = greedy_policy(learner.online)
-        emit(f"act_numpy_ms_{preset}", _median_ms(lambda: act_numpy(batch[0][0]), 50), "ms")
 
 
 def update_part_figures(
@@ -94,7 +93,7 @@ def update_part_figures(
 
     @partial(mx.compile, inputs=evaluator.state)
     def targets_of(next_states: mx.array, rewards: mx.array, terminals: mx.array) -> mx.array:
-        return td_target(rewards, terminals, evaluator.predict(next_states), config.gamma)
+        return td_target(rewards, terminals, evaluator(next_states), config.gamma)
 
     targets = targets_of(next_states, rewards, terminals)
 
@@ -156,9 +155,7 @@ def replay_figures(emit: Callable[[str, float | str, str], None], capacity: int 
     emit("replay_bytes_1m_transitions", BYTES_PER_TRANSITION * 1_000_000 / 1e9, "GB")
 
 
-def end_to_end_steps_per_s(
-    steps: int, extra_loggers: Sequence[Any] = (), num_envs: int = 1
-) -> float:
+def end_to_end_steps_per_s(steps: int, compute: Compute = PLAIN, num_envs: int = 1) -> float:
     """Agent steps/s of ``train`` (Nature preset, ``num_envs`` games at once) once learning has
     started: epoch 1 is the random replay start plus ``steps`` steps of warm-up, epoch 2 is the
     ``steps`` measured. Epsilon is its final 0.1 from the start, so 90% of the actions are
@@ -190,7 +187,7 @@ def end_to_end_steps_per_s(
             Path(tmp),
             log=lambda _: None,
             frame_skip=4,
-            extra_loggers=extra_loggers,
+            compute=compute,
         )
         return float(read_metrics(out)[1]["agent_steps_per_s"])
 
@@ -200,11 +197,22 @@ def peak_memory_mib() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes vs KiB
 
 
-def run_benchmark(end_to_end_steps: int = 2_000, extra_loggers: Sequence[Any] = ()) -> None:
-    """Every figure, one per line. ``extra_loggers`` go to the end-to-end run (the CLI passes
-    the BLAS thread share, so that benchmarks side by side split the cores)."""
-    from dqn_mlx import accel
-    from dqn_mlx.accel.blas import measure_gflops
+def measure_gflops(layers: Layers, size: int = 512, repeats: int = 5) -> float:
+    """Median GFLOP/s of a (size x size) @ (size x size) float32 product through the
+    network's dense layer (a probe of the products the layers compute with)."""
+    layer = layers.dense(size, size, relu=False)
+    x = mx.random.normal((size, size))
+    mx.eval(layer.parameters(), x, layer(x))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        mx.eval(layer(x))
+        times.append(time.perf_counter() - start)
+    return 2.0 * size**3 / statistics.median(times) / 1e9
+
+
+def run_benchmark(end_to_end_steps: int = 2_000, compute: Compute = PLAIN) -> None:
+    """Every figure, one per line, computed with ``compute`` (the CLI passes the platform's)."""
 
     def emit(name: str, value: float | str, unit: str) -> None:
         text = (
@@ -215,16 +223,13 @@ def run_benchmark(end_to_end_steps: int = 2_000, extra_loggers: Sequence[Any] = 
         print(f"{name} {text} {unit}", flush=True)
 
     emit("device", "gpu" if mx.default_device() == mx.gpu else "cpu", "-")
-    status = accel.status()
-    emit("accel", "on" if status is not None else "off", "-")
-    emit("blas", status.blas.name.split(" ")[0] if status else "default", "-")
-    emit("blas_gflops", measure_gflops(), "GFLOP/s")
-    emit("cpu_kernels", "vectorised" if status and status.kernels.vectorized else "plain", "-")
+    emit("compute", compute.name.replace(" ", "_"), "-")
+    emit("blas_gflops", measure_gflops(compute.layers), "GFLOP/s")
     for preset in PRESETS:
-        network_figures(preset, emit)
+        network_figures(preset, compute, emit)
     emit("env_agent_steps_per_s", env_steps_per_s(), "agent_steps/s")
     replay_figures(emit)
     for num_envs, suffix in ((1, ""), (4, "_envs4")):
-        rate = end_to_end_steps_per_s(end_to_end_steps, extra_loggers, num_envs)
+        rate = end_to_end_steps_per_s(end_to_end_steps, compute, num_envs)
         emit(f"end_to_end_nature2015{suffix}", rate, "agent_steps/s")
     emit("peak_memory", peak_memory_mib(), "MiB")

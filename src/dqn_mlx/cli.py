@@ -1,20 +1,21 @@
 """Command line: parse, check, dispatch. Heavy imports (MLX, ALE) happen inside the modes so
 ``--help`` stays instant. Every UserError is one line on stderr and exit code 2.
 
-Speed-ups (``dqn_mlx.accel``) are switched on before MLX loads, unless ``--no-accel``."""
+The platform's layers (``dqn_mlx.accel``) are chosen once the device is, unless ``--no-accel``."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 from dqn_mlx.config import DEFAULT_PRESET, PRESETS
+
+if TYPE_CHECKING:
+    from dqn_mlx.core.learner import Compute
 
 app = typer.Typer(
     add_completion=False,
@@ -136,17 +137,17 @@ ThreadsOpt = Annotated[
     int | None,
     _option(
         SPEED,
-        "BLAS threads for MLX's products (Linux CPU). Default: this process's share of "
-        "its cores among the dqn-mlx trainings and benchmarks running, checked every few "
-        "seconds.",
+        "Threads of the oneDNN layers (Linux x86-64 CPU). Default: OMP_NUM_THREADS if set, "
+        "else the cores this process may use (taskset counts); give 1 to each of two runs "
+        "side by side.",
     ),
 ]
 AccelOpt = Annotated[
     bool,
     _option(
         SPEED,
-        "Platform speed-ups (Linux CPU: oneDNN/OpenBLAS products, vectorised kernels, "
-        "matrix-product convolutions); --no-accel computes with the plain definition only.",
+        "The platform's layers and optimizer (Linux x86-64 CPU: oneDNN's, built at install); "
+        "--no-accel computes with MLX's own, the definitions.",
     ),
 ]
 
@@ -189,7 +190,7 @@ def main(
     from dqn_mlx.errors import UserError
 
     try:
-        _select_device(device, accel)
+        compute = _select_device(device, accel, threads)
         flags = _overrides(
             total_steps=steps, epoch_updates=epoch_updates, replay_size=replay_size,
             learning_starts=learning_starts, seed=seed, eval_steps=eval_steps,
@@ -203,10 +204,9 @@ def main(
         one_env = env[0] if env else None
         if mode == "train":
             output = (weights_dir, run_name, save_replay)
-            with _share_the_machine(threads) as extra:
-                _train_mode(
-                    preset and preset.value, flags, set_ or [], one_env, output, resume, extra
-                )
+            _train_mode(
+                preset and preset.value, flags, set_ or [], one_env, output, resume, compute
+            )
         elif mode == "sweep":
             from dqn_mlx.sweep import sweep_mode
 
@@ -225,14 +225,14 @@ def main(
                 eval_steps,
                 video,
                 value_trace,
+                compute.layers,
             )
         elif mode == "report":
             from dqn_mlx.report.table import write_report
 
             print(f"results table written to {write_report(weights_dir)}")
         else:
-            with _share_the_machine(threads) as extra:
-                _bench_mode(steps, extra)
+            _bench_mode(steps, compute)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -246,14 +246,13 @@ def _overrides(**values: object) -> dict[str, object]:
     return {name: value for name, value in values.items() if value is not None}
 
 
-def _select_device(device: str, accel: bool) -> None:
-    """Switch the speed-ups on (before MLX loads), then pick MLX's device."""
+def _select_device(device: str, accel: bool, threads: int | None) -> Compute:
+    """Pick MLX's device, then how to compute on it: the platform's layers, or with
+    ``--no-accel`` MLX's own."""
     from dqn_mlx.errors import UserError
 
-    if accel:
-        from dqn_mlx import accel as speedups
-
-        speedups.enable()
+    if threads is not None and threads <= 0:
+        raise UserError(f"--threads must be positive, got {threads}")
     try:
         import mlx.core as mx
     except ImportError as exc:  # e.g. the cuda group on a machine without an NVIDIA driver
@@ -266,6 +265,15 @@ def _select_device(device: str, accel: bool) -> None:
         raise UserError("--device gpu: MLX sees no GPU on this machine; use --device cpu")
     if device != "auto":
         mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)
+    if not accel:
+        import dataclasses
+
+        from dqn_mlx.core.learner import PLAIN
+
+        return dataclasses.replace(PLAIN, name=f"{PLAIN.name} (--no-accel)")
+    from dqn_mlx.accel import platform_compute
+
+    return platform_compute(threads)
 
 
 def _train_mode(
@@ -275,7 +283,7 @@ def _train_mode(
     env: str | None,
     output: tuple[Path, str | None, bool],
     resume: Path | None,
-    extra: list[Any],
+    compute: Compute,
 ) -> None:
     """``--mode train``: a new run from the preset and the flags, or ``--resume`` a run."""
     from dqn_mlx.config import parse_assignments, with_overrides
@@ -291,7 +299,7 @@ def _train_mode(
                 f"--run-name {run_name}: --resume continues the run in "
                 f"{_run_folder_of(resume)}; drop --run-name or give that run's name"
             )
-        _resume(resume, given, preset, env, save_replay, extra)
+        _resume(resume, given, preset, env, save_replay, compute)
         return
     config = with_overrides(get_preset(preset or DEFAULT_PRESET), given).validate()
     env_id = env or "BreakoutNoFrameskip-v4"
@@ -299,7 +307,7 @@ def _train_mode(
     if run_name is None:  # a default name is never refused: claim a free one, -2, -3, ...
         folder = _claim(folder)
     try:
-        _train(config, env_id, folder, save_replay, extra)
+        _train(config, env_id, folder, save_replay, compute)
     except UserError:
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()  # refused before training: leave nothing behind
@@ -335,7 +343,7 @@ def _resume(
     preset: str | None,
     env: str | None,
     save_replay: bool,
-    extra: list[Any],
+    compute: Compute,
 ) -> None:
     """Continue a run with its saved settings. The command that started it may be given again:
     every setting it names must equal the saved one; only --steps may change, to extend it."""
@@ -358,7 +366,7 @@ def _resume(
             "larger --steps to train further"
         )
     config = dataclasses.replace(loaded.config, total_steps=steps).validate()
-    _train(config, loaded.env_id, loaded.path.parent, save_replay, extra, resume=loaded)
+    _train(config, loaded.env_id, loaded.path.parent, save_replay, compute, resume=loaded)
 
 
 def _train(
@@ -366,7 +374,7 @@ def _train(
     env_id: str,
     folder: Path,
     save_replay: bool,
-    extra: list[Any],
+    compute: Compute,
     resume: object = None,
 ) -> None:
     from dqn_mlx.config import DQNConfig
@@ -381,7 +389,7 @@ def _train(
     note = comparability_note(game)
     if note:
         print(note)
-    print(backend_line())
+    print(backend_line(compute))
     print(f"run folder: {folder}")
 
     def make_env(seed: int) -> AtariEnv:
@@ -405,7 +413,7 @@ def _train(
             resume=resume,
             save_replay_memory=save_replay,
             should_stop=lambda: bool(requested),
-            extra_loggers=extra,
+            compute=compute,
             progress_bar=sys.stdout.isatty(),
         )
     except TrainingInterrupted as stop:
@@ -444,14 +452,11 @@ def _stop_on_signals() -> list[int]:
     return requested
 
 
-def backend_line() -> str:
-    """One line on the backend: MLX and the device; on the CPU also what ``dqn_mlx.accel``
-    switched on, with the BLAS's measured speed (a warning follows on stderr when the slow
-    reference BLAS is in use)."""
+def backend_line(compute: Compute) -> str:
+    """One line on the backend: MLX, the device, and the layers and optimizer it computes
+    with (which path, and why where it is not the platform's own)."""
     import mlx.core as mx
 
-    from dqn_mlx import accel
-    from dqn_mlx.accel.blas import measure_gflops
     from dqn_mlx.run.checkpoint import mlx_version
 
     device = mx.default_device()
@@ -461,49 +466,16 @@ def backend_line() -> str:
     except (AttributeError, RuntimeError):
         name = ""
     head = f"MLX {mlx_version()} on {device}" + (f" ({name})" if name else "")
-    if device != mx.cpu:
-        return head
-    head += f"; {measure_gflops():.0f} GFLOP/s"
-    status = accel.status()
-    if status is None:
-        return f"{head}; speed-ups off (--no-accel): the plain definition throughout"
-    if not status.blas.fast:
-        print(f"warning: slow reference BLAS in use: {status.blas.detail}", file=sys.stderr)
-    jit = "vectorised" if status.kernels.vectorized else "plain"
-    return (
-        f"{head} with BLAS {status.blas.name}; fused CPU kernels: {jit} "
-        f"({status.kernels.detail}); CPU network: {status.cpu_formulation}"
-    )
+    return f"{head}; {compute.name}"
 
 
-def _bench_mode(steps: int | None, extra: list[Any]) -> None:
+def _bench_mode(steps: int | None, compute: Compute) -> None:
     from dqn_mlx.bench import run_benchmark
     from dqn_mlx.errors import UserError
 
     if steps is not None and steps <= 0:
         raise UserError(f"--steps must be positive, got {steps}")
-    run_benchmark(steps or 2_000, extra)
-
-
-@contextmanager
-def _share_the_machine(threads: int | None) -> Iterator[list[Any]]:
-    """With the speed-ups on, this process's BLAS threads follow its share of the machine
-    (``accel/threads.py``) while the mode runs; yields the run loggers that keep it so."""
-    from dqn_mlx import accel
-    from dqn_mlx.errors import UserError
-
-    if threads is not None and threads <= 0:
-        raise UserError(f"--threads must be positive, got {threads}")
-    if accel.status() is None:
-        yield []
-        return
-    from dqn_mlx.accel.threads import ThreadShare
-
-    share = ThreadShare(threads).start()
-    try:
-        yield [share]
-    finally:
-        share.close()
+    run_benchmark(steps or 2_000, compute)
 
 
 def run() -> None:

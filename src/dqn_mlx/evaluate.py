@@ -26,7 +26,7 @@ from dqn_mlx.core.env import (
     make_atari_env,
     resolve_game,
 )
-from dqn_mlx.core.network import QNetwork
+from dqn_mlx.core.network import PLAIN, Layers, QNetwork
 from dqn_mlx.core.policy import Policy
 from dqn_mlx.errors import UserError
 from dqn_mlx.files import atomic_write_text
@@ -158,7 +158,7 @@ class ValueRecorder:
         self.max_q: list[float] = []
 
     def __call__(self, state: np.ndarray) -> int:
-        q = self.network.predict(mx.array(state[None]))[0]  # (actions,)
+        q = self.network(mx.array(state[None]))[0]  # (actions,)
         self.max_q.append(float(mx.max(q).item()))  # type: ignore[arg-type]
         if self.rng.random() < self.epsilon:
             return int(self.rng.integers(self.num_actions))
@@ -169,7 +169,7 @@ def average_max_q(network: QNetwork, states: np.ndarray, batch_size: int = 256) 
     """Mean over held-out states of max_a Q(s, a) (2013 Sec. 5.1, Figure 2), in batches."""
     total = 0.0
     for start in range(0, len(states), batch_size):
-        q = network.predict(mx.array(states[start : start + batch_size]))  # (batch, actions)
+        q = network(mx.array(states[start : start + batch_size]))  # (batch, actions)
         total += float(mx.sum(mx.max(q, axis=1)).item())  # type: ignore[arg-type]
     return total / max(len(states), 1)
 
@@ -200,12 +200,13 @@ def evaluate_checkpoint(
     eval_steps: int | None,
     video: Path | None,
     value_trace: bool,
+    layers: Layers = PLAIN,
 ) -> None:
     """``--mode eval``: play a checkpoint, print its raw scores and save them as JSON beside
     it; optionally record videos and the value trace of the first game."""
     _check_eval_flags(load_path, protocol_name, episodes, epsilon, eval_steps)
     assert load_path is not None
-    ckpt = load_checkpoint(load_path)
+    ckpt = load_checkpoint(load_path, layers)
     env_id = env_override or ckpt.env_id
     game, cfg = resolve_game(env_id), ckpt.config
     protocol = PROTOCOLS.get(protocol_name or "")

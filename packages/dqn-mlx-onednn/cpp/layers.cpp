@@ -6,6 +6,8 @@
 // backward-weights primitive) and, where wanted, of the input (backward-data).
 #include "layers.h"
 
+#include "dense.h"
+
 #include <omp.h>
 
 #include <atomic>
@@ -36,13 +38,21 @@ dnnl::engine& cpu_engine() {
   return engine;
 }
 
-// Runs on MLX's CPU thread: oneDNN's OpenMP team is sized there.
-dnnl::stream& thread_stream() {
-  thread_local dnnl::stream stream(cpu_engine());
+}  // namespace
+
+// OpenMP sizes its team per calling thread: every pass sets it on MLX's CPU thread.
+void apply_thread_count() {
   int n = g_num_threads.load(std::memory_order_relaxed);
   if (n > 0 && omp_get_max_threads() != n) {
     omp_set_num_threads(n);
   }
+}
+
+namespace {
+
+dnnl::stream& thread_stream() {
+  thread_local dnnl::stream stream(cpu_engine());
+  apply_thread_count();
   return stream;
 }
 
@@ -265,10 +275,6 @@ Cache<dnnl::inner_product_backward_weights> linear_backward_weights_cache;
 // ----------------------------------------------------------------------------------------
 // Primitives.
 
-mx::array contiguous(const mx::array& a, const mx::Stream& s) {
-  return mx::contiguous(a, false, s);
-}
-
 class ReluBackward : public mx::UnaryPrimitive {
  public:
   explicit ReluBackward(mx::Stream stream) : mx::UnaryPrimitive(stream) {}
@@ -280,8 +286,10 @@ class ReluBackward : public mx::UnaryPrimitive {
     encoder.set_input_array(dy);
     encoder.set_input_array(y);
     encoder.set_output_array(out);
-    encoder.dispatch([dy = dy.data<float>(), y = y.data<float>(), dx = out.data<float>(),
-                      size = static_cast<long>(out.size())]() {
+    encoder.dispatch([dyi = Input(dy), yi = Input(y), dx = out.data<float>(),
+                      size = static_cast<long>(out.size())]() mutable {
+      const float* dy = dyi.get<float>();
+      const float* y = yi.get<float>();
       static Cache<dnnl::eltwise_backward> cache;
       memory::desc md({size}, dt::f32, tag::a);
       auto prim = cache.get(key_of({size}), [&] {
@@ -308,7 +316,7 @@ class ReluBackward : public mx::UnaryPrimitive {
 // dL/d(pre-activation) from dL/d(output), given the layer's output.
 mx::array relu_backward(const mx::array& dy, const mx::array& y, const mx::Stream& s) {
   return mx::array(y.shape(), mx::float32, std::make_shared<ReluBackward>(s),
-                   {contiguous(dy, s), y});
+                   {dy, y});
 }
 
 class Conv2dBackwardData : public mx::UnaryPrimitive {
@@ -324,7 +332,9 @@ class Conv2dBackwardData : public mx::UnaryPrimitive {
     encoder.set_input_array(dpre);
     encoder.set_input_array(w);
     encoder.set_output_array(dx);
-    encoder.dispatch([g, dy = dpre.data<float>(), wp = w.data<float>(), dxp = dx.data<float>()]() {
+    encoder.dispatch([g, dyi = Input(dpre), wi = Input(w), dxp = dx.data<float>()]() mutable {
+      const float* dy = dyi.get<float>();
+      const float* wp = wi.get<float>();
       auto p = conv_backward_data(g);
       auto& s = thread_stream();
       std::vector<char> scratch;
@@ -364,8 +374,10 @@ class Conv2dBackwardWeights : public mx::Primitive {
     encoder.set_input_array(dpre);
     encoder.set_output_array(dw);
     encoder.set_output_array(db);
-    encoder.dispatch([g, xp = x.data<float>(), dy = dpre.data<float>(), dwp = dw.data<float>(),
-                      dbp = db.data<float>()]() {
+    encoder.dispatch([g, xi = Input(x), dyi = Input(dpre), dwp = dw.data<float>(),
+                      dbp = db.data<float>()]() mutable {
+      const float* xp = xi.get<float>();
+      const float* dy = dyi.get<float>();
       auto p = conv_backward_weights(g);
       auto& s = thread_stream();
       memory::desc mlx_layout(g.weights(), dt::f32, tag::ohwi);
@@ -421,20 +433,23 @@ class Conv2d : public mx::Primitive {
     encoder.set_input_array(w);
     encoder.set_input_array(b);
     encoder.set_output_array(y);
-    const void* src = x.data<void>();
     float* converted = nullptr;
     if (pixels_) {
       allocate(outputs[1]);
       encoder.set_output_array(outputs[1]);
       converted = outputs[1].data<float>();
     }
-    encoder.dispatch([g, relu = relu_, src, converted, wp = w.data<float>(),
-                      bp = b.data<float>(), yp = y.data<float>()]() {
+    encoder.dispatch([g, relu = relu_, xi = Input(x), converted, wi = Input(w), bi = Input(b),
+                      yp = y.data<float>()]() mutable {
+      const float* wp = wi.get<float>();
+      const float* bp = bi.get<float>();
       auto p = conv_forward(g, relu);
       auto& s = thread_stream();
-      const void* input = src;
-      if (converted != nullptr) {
-        pixels_to_nhwc(static_cast<const uint8_t*>(src), converted, g.n, g.c, g.h, g.w);
+      const void* input = nullptr;
+      if (converted == nullptr) {
+        input = xi.get<float>();
+      } else {
+        pixels_to_nhwc(xi.get<uint8_t>(), converted, g.n, g.c, g.h, g.w);
         input = converted;
       }
       std::vector<char> scratch;
@@ -460,7 +475,7 @@ class Conv2d : public mx::Primitive {
     const auto& w = primals[1];
     auto s = stream();
     mx::array dpre = relu_ ? relu_backward(cotangents[0], outputs[0], s)
-                           : contiguous(cotangents[0], s);
+                           : cotangents[0];
     std::vector<mx::array> weight_grads;
     std::vector<mx::array> grads;
     for (int arg : argnums) {
@@ -508,7 +523,9 @@ class LinearBackwardData : public mx::UnaryPrimitive {
     encoder.set_input_array(dpre);
     encoder.set_input_array(w);
     encoder.set_output_array(dx);
-    encoder.dispatch([g, dy = dpre.data<float>(), wp = w.data<float>(), dxp = dx.data<float>()]() {
+    encoder.dispatch([g, dyi = Input(dpre), wi = Input(w), dxp = dx.data<float>()]() mutable {
+      const float* dy = dyi.get<float>();
+      const float* wp = wi.get<float>();
       auto prim = linear_backward_data_cache.get(g.key(false), [&] {
         return dnnl::inner_product_backward_data(dnnl::inner_product_backward_data::primitive_desc(
             cpu_engine(), memory::desc({g.n, g.i}, dt::f32, tag::ab),
@@ -545,8 +562,10 @@ class LinearBackwardWeights : public mx::Primitive {
     encoder.set_input_array(dpre);
     encoder.set_output_array(dw);
     encoder.set_output_array(db);
-    encoder.dispatch([g, xp = x.data<float>(), dy = dpre.data<float>(), dwp = dw.data<float>(),
-                      dbp = db.data<float>()]() {
+    encoder.dispatch([g, xi = Input(x), dyi = Input(dpre), dwp = dw.data<float>(),
+                      dbp = db.data<float>()]() mutable {
+      const float* xp = xi.get<float>();
+      const float* dy = dyi.get<float>();
       auto prim = linear_backward_weights_cache.get(g.key(false), [&] {
         return dnnl::inner_product_backward_weights(
             dnnl::inner_product_backward_weights::primitive_desc(
@@ -583,8 +602,11 @@ class Linear : public mx::UnaryPrimitive {
     encoder.set_input_array(w);
     encoder.set_input_array(b);
     encoder.set_output_array(y);
-    encoder.dispatch([g, relu = relu_, xp = x.data<float>(), wp = w.data<float>(),
-                      bp = b.data<float>(), yp = y.data<float>()]() {
+    encoder.dispatch([g, relu = relu_, xi = Input(x), wi = Input(w), bi = Input(b),
+                      yp = y.data<float>()]() mutable {
+      const float* xp = xi.get<float>();
+      const float* wp = wi.get<float>();
+      const float* bp = bi.get<float>();
       auto prim = linear_forward_cache.get(g.key(relu), [&] {
         return dnnl::inner_product_forward(linear_forward_pd(g, relu));
       });
@@ -608,7 +630,7 @@ class Linear : public mx::UnaryPrimitive {
     const auto& w = primals[1];
     auto s = stream();
     mx::array dpre = relu_ ? relu_backward(cotangents[0], outputs[0], s)
-                           : contiguous(cotangents[0], s);
+                           : cotangents[0];
     std::vector<mx::array> weight_grads;
     std::vector<mx::array> grads;
     for (int arg : argnums) {
@@ -660,8 +682,7 @@ mx::array conv2d(const mx::array& x, const mx::array& w, const mx::array& b, int
   mx::Shape y_shape{static_cast<int>(g.n), static_cast<int>(g.oh), static_cast<int>(g.ow),
                     static_cast<int>(g.o)};
   auto prim = std::make_shared<Conv2d>(stream, stride, relu, pixels);
-  std::vector<mx::array> inputs{contiguous(x, stream), contiguous(w, stream),
-                                contiguous(b, stream)};
+  std::vector<mx::array> inputs{x, w, b};
   if (!pixels) {
     return mx::array(y_shape, mx::float32, prim, std::move(inputs));
   }
@@ -678,7 +699,7 @@ mx::array linear(const mx::array& x, const mx::array& w, const mx::array& b, boo
         "linear: x, w and b are float32");
   check(x.shape(1) == w.shape(1) && b.shape(0) == w.shape(0), "linear: shapes of x, w, b differ");
   return mx::array({x.shape(0), w.shape(0)}, mx::float32, std::make_shared<Linear>(stream, relu),
-                   {contiguous(x, stream), contiguous(w, stream), contiguous(b, stream)});
+                   {x, w, b});
 }
 
 void set_num_threads(int n) {

@@ -1,64 +1,52 @@
-"""Opt-in speed for a platform, never part of the algorithm: ``enable()`` switches it on.
+"""Speed for a platform, behind one seam: ``platform_compute`` picks how a learner computes.
 
-On a Linux CPU (elsewhere the first three do nothing):
-- ``blas``: MLX's matrix products on oneDNN's sgemm (x86-64) or OpenBLAS instead of the
-  reference BLAS of the Linux wheel;
-- ``jit``: a ``g++`` wrapper that lets MLX's JIT vectorise the element-wise kernels it fuses;
-- ``allocator``: glibc thresholds that keep memory freed between updates mapped;
-- ``gemm`` and ``numpy_actor``: the CPU formulation of ``QNetwork`` (convolutions as matrix
-  products; acting in numpy where OpenBLAS computes the products), registered for the CPU
-  device.
-Each is proven equal to the plain definition by ``tests/test_accel.py``. Why and how:
-docs/linux-cpu.md; the figures: docs/performance.md.
-
-``enable()`` must run before the first ``import mlx.core`` (the BLAS must be in the process
-before MLX binds its products); the command line and the tests' conftest call it first.
+On a Linux x86-64 CPU: the layers and optimizer steps of ``dqn-mlx-onednn``
+(packages/dqn-mlx-onednn; oneDNN's convolutions and inner products, and one-pass Adam and
+centered RMSProp, as MLX primitives compiled by ``uv sync``). Everywhere else (a Mac's GPU,
+CUDA, another CPU), or with ``--no-accel``: MLX's own (``core.learner.PLAIN``), the
+definitions. tests/test_onednn_layers.py and tests/test_accel.py prove the two equal,
+gradients and optimizer steps included. The algorithm (``core/``) never imports this package,
+and importing it changes nothing in the process.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import os
+import platform
+import sys
 
-from dqn_mlx.accel.blas import BlasStatus
-from dqn_mlx.accel.jit import KernelStatus
-
-
-@dataclass(frozen=True)
-class AccelStatus:
-    """What ``enable()`` switched on in this process, and why not where it did not."""
-
-    blas: BlasStatus
-    kernels: KernelStatus
-    malloc_tuned: bool
-    cpu_formulation: str
+from dqn_mlx.core.learner import PLAIN, Compute
 
 
-_status: AccelStatus | None = None
+def default_threads() -> int:
+    """The cores this process may run on (its CPU affinity, so ``taskset`` counts)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
-def enable() -> AccelStatus:
-    """Switch every speed-up on for this process (idempotent); returns what was switched on."""
-    global _status
-    if _status is None:
-        from dqn_mlx.accel.allocator import keep_freed_memory
-        from dqn_mlx.accel.blas import load_fast_blas
-        from dqn_mlx.accel.jit import use_vectorizing_compiler
+def platform_compute(threads: int | None = None) -> Compute:
+    """The ``Compute`` for MLX's default device; its name says which path, and why where it
+    is MLX's own.
 
-        blas = load_fast_blas()  # first: before anything imports mlx.core
-        kernels = use_vectorizing_compiler()
-        malloc = keep_freed_memory()
-        from dqn_mlx.accel.gemm import cpu_formulation
-        from dqn_mlx.core.network import register_formulation
+    ``threads``: the CPU layers' OpenMP threads; default ``OMP_NUM_THREADS`` where set, else
+    the cores of this process's affinity."""
+    import mlx.core as mx
 
-        # With oneDNN's sgemm, MLX's compiled greedy pass beats numpy's (docs/performance.md)
-        numpy_acting = not blas.onednn
-        formulation = cpu_formulation(numpy_acting)
-        register_formulation("cpu", formulation)
-        acting = "numpy acting" if numpy_acting else "MLX acting"
-        _status = AccelStatus(blas, kernels, malloc, f"{formulation.name}, {acting}")
-    return _status
+    if mx.default_device() != mx.cpu:
+        return PLAIN
+    if not (sys.platform == "linux" and platform.machine() == "x86_64"):
+        return _plain("no oneDNN layers for this platform")
+    try:
+        from dqn_mlx.accel.onednn import ONEDNN, use_threads
+    except ImportError as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return _plain(f"the oneDNN layers did not load: {why}")
+    count = use_threads(threads)
+    return dataclasses.replace(ONEDNN, name=f"{ONEDNN.name}, {count} threads")
 
 
-def status() -> AccelStatus | None:
-    """What ``enable()`` switched on, or None if it was not called."""
-    return _status
+def _plain(why: str) -> Compute:
+    return dataclasses.replace(PLAIN, name=f"{PLAIN.name} ({why})")

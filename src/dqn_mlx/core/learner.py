@@ -8,6 +8,8 @@ Each equation lives in one function:
 - ``minibatch_objective``: the per-sample losses summed (DeepMind) or averaged (CleanRL).
 - ``CenteredRMSProp``: the RMSProp variant of DeepMind's 2015 code (2015 Table 1 constants);
   ``make_optimizer`` picks it or Adam.
+- ``Compute``: the layers and optimizer classes a learner computes with (``PLAIN``: MLX's own).
+  A platform may bring equal ones (``dqn_mlx.accel``); the algorithm here never changes.
 - ``Learner``: theta, theta^- and the optimizer, and the compiled update.
 
 theta^- is the target network's parameters (2015), synced every ``target_update_agent_steps``
@@ -22,6 +24,7 @@ each sample's gradient; centered RMSProp divides out the gradient's scale, excep
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -31,7 +34,8 @@ import mlx.optimizers as optim
 from mlx.utils import tree_map
 
 from dqn_mlx.config import DQNConfig
-from dqn_mlx.core.network import QNetwork
+from dqn_mlx.core.network import PLAIN as PLAIN_LAYERS
+from dqn_mlx.core.network import Layers, QNetwork
 
 
 def td_target(rewards: mx.array, terminals: mx.array, next_q: mx.array, gamma: float) -> mx.array:
@@ -93,12 +97,28 @@ class CenteredRMSProp(optim.Optimizer):
         return parameter - lr * gradient / mx.sqrt(g2 - mx.square(g) + self.min_sq)
 
 
-def make_optimizer(config: DQNConfig) -> optim.Optimizer:
+@dataclass(frozen=True)
+class Compute:
+    """How a learner computes: the network's layers and the optimizers' classes. Every
+    ``Compute`` computes the same functions as ``PLAIN`` (a platform's are proven equal by its
+    tests), so a run's results and checkpoints do not depend on it beyond float rounding."""
+
+    name: str
+    layers: Layers
+    adam: type[optim.Adam]
+    rmsprop: type[CenteredRMSProp]
+
+
+PLAIN = Compute("MLX's own layers and optimizer", PLAIN_LAYERS, optim.Adam, CenteredRMSProp)
+"""The definitions: MLX's own layers and optimizers."""
+
+
+def make_optimizer(config: DQNConfig, compute: Compute = PLAIN) -> optim.Optimizer:
     """The config's optimizer. Adam with bias correction, as PyTorch's (CleanRL's) Adam has;
     MLX's Adam leaves it off unless asked."""
     if config.optimizer == "adam":
-        return optim.Adam(config.learning_rate, eps=config.adam_eps, bias_correction=True)
-    return CenteredRMSProp(
+        return compute.adam(config.learning_rate, eps=config.adam_eps, bias_correction=True)
+    return compute.rmsprop(
         config.learning_rate, config.rms_grad_decay, config.rms_sq_decay, config.rms_min_sq
     )
 
@@ -118,15 +138,17 @@ class Learner:
     ``update`` is synchronous: when it returns, theta holds the new weights, so the next
     action is chosen with them (Algorithm 1's order)."""
 
-    def __init__(self, config: DQNConfig, num_actions: int):
+    def __init__(self, config: DQNConfig, num_actions: int, compute: Compute = PLAIN):
         self.config = config
-        self.online = QNetwork(num_actions, config.network, config.history_length)
+        self.compute = compute
+        layers = compute.layers
+        self.online = QNetwork(num_actions, config.network, config.history_length, layers)
         mx.eval(self.online.parameters())
         self.target: QNetwork | None = None
         if config.target_update_agent_steps > 0:
-            self.target = QNetwork(num_actions, config.network, config.history_length)
+            self.target = QNetwork(num_actions, config.network, config.history_length, layers)
             self.sync_target()
-        self.optimizer = make_optimizer(config)
+        self.optimizer = make_optimizer(config, compute)
         self.updates = 0
         self._step = self._build_step()
 
@@ -141,9 +163,7 @@ class Learner:
             next_states: mx.array,
             terminals: mx.array,
         ) -> tuple[mx.array, mx.array]:
-            next_q = mx.stop_gradient(
-                (target if target is not None else model).predict(next_states)
-            )
+            next_q = mx.stop_gradient((target if target is not None else model)(next_states))
             targets = td_target(rewards, terminals, next_q, config.gamma)  # (batch,)
             q = model(states)  # (batch, actions)
             q_taken = mx.take_along_axis(q, actions[:, None], axis=1).squeeze(1)  # (batch,)

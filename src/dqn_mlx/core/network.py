@@ -9,21 +9,18 @@ Shapes (2013 Sec. 4.1 / 2015 Methods), "conv C KxK/S" = C filters of KxK with st
 - ``nature2015``: conv 32 8x8/4 -> conv 64 4x4/2 -> conv 64 3x3/1 -> fc 512 -> |A|
 ReLU after every hidden layer.
 
-``QNetwork.definition`` is the one definition of the function. A platform may compute the same
-function another way (a ``Formulation``: on a Linux CPU, convolutions as matrix products and
-acting in numpy, in ``dqn_mlx.accel``), always from these layers' weights, so that every
-checkpoint has one format; ``dqn_mlx.accel.enable()`` registers such formulations, and tests
-prove each equal to the definition, gradients included.
+The layers are given at construction (``Layers``): ``PLAIN``, MLX's own ``nn.Conv2d`` and
+``nn.Linear``, is the definition. A platform may bring layers that compute the same function
+with the same parameters (on a Linux x86-64 CPU, oneDNN's, in ``dqn_mlx.accel``), so that
+every checkpoint has one format; its tests prove them equal to these, gradients included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 
 # (filters, kernel, stride) per conv layer, and the width of the fully connected layer.
 ARCHITECTURES: dict[str, tuple[tuple[tuple[int, int, int], ...], int]] = {
@@ -34,81 +31,75 @@ ARCHITECTURES: dict[str, tuple[tuple[tuple[int, int, int], ...], int]] = {
 FRAME_SIZE = 84
 
 
-@dataclass(frozen=True)
-class Formulation:
-    """How a ``QNetwork`` computes its function (never what the function is).
+class ConvReLU(nn.Conv2d):
+    """relu(conv(x) + b) for NHWC float32 ``x``, no padding (MLX's ``nn.Conv2d``, then ReLU)."""
 
-    ``learning_pass`` computes the Q-values that gradients flow through (the update);
-    ``no_grad_pass`` the Q-values of passes with no gradient (TD targets, evaluation), and
-    ``greedy_policy``, if given, builds the argmax_a Q(s, a) of a few observations (n, history,
-    84, 84) -> (n,) for acting."""
+    def __call__(self, x: mx.array) -> mx.array:
+        return nn.relu(super().__call__(x))
+
+
+class PixelConvReLU(ConvReLU):
+    """The input layer: the uint8 frames (batch, history, 84, 84) read as pixels / 255, NHWC."""
+
+    def __call__(self, frames: mx.array) -> mx.array:
+        return super().__call__(frames.transpose(0, 2, 3, 1).astype(mx.float32) * (1.0 / 255.0))
+
+
+class Dense(nn.Linear):
+    """x @ W^T + b, then ReLU if ``relu`` (MLX's ``nn.Linear``)."""
+
+    def __init__(self, inputs: int, outputs: int, relu: bool):
+        super().__init__(inputs, outputs)
+        self.relu = relu
+
+    def __call__(self, x: mx.array) -> mx.array:
+        y = super().__call__(x)
+        return nn.relu(y) if self.relu else y
+
+
+@dataclass(frozen=True)
+class Layers:
+    """The layer classes a ``QNetwork`` is built from. Every set has the parameters of
+    ``PLAIN``'s (the same names and shapes) and computes the same function."""
 
     name: str
-    learning_pass: Callable[[QNetwork, mx.array], mx.array]
-    no_grad_pass: Callable[[QNetwork, mx.array], mx.array]
-    greedy_policy: Callable[[QNetwork], Callable[[np.ndarray], np.ndarray]] | None = None
+    pixel_conv: type[PixelConvReLU]
+    conv: type[ConvReLU]
+    dense: type[Dense]
 
 
-def _definition(network: QNetwork, frames: mx.array) -> mx.array:
-    return network.definition(frames)
-
-
-DEFINITION = Formulation("definition", _definition, _definition)
-"""The definition itself: ``nn.Conv2d`` layers (Metal has native convolution kernels)."""
-
-_REGISTERED: dict[str, Formulation] = {}
-
-
-def register_formulation(device_type: str, formulation: Formulation) -> None:
-    """Make ``formulation`` the default for new networks on a device type (``cpu``, ``gpu``)."""
-    _REGISTERED[device_type] = formulation
-
-
-def default_formulation() -> Formulation:
-    """The formulation registered for the default device, or the definition."""
-    device = "cpu" if mx.default_device() == mx.cpu else "gpu"
-    return _REGISTERED.get(device, DEFINITION)
+PLAIN = Layers("MLX's layers", PixelConvReLU, ConvReLU, Dense)
+"""The definition: MLX's own layers (Metal has native convolution kernels)."""
 
 
 class QNetwork(nn.Module):
-    """Q(s, .; theta) for one architecture and action count."""
+    """Q(s, .; theta) for one architecture and action count: (batch, history, 84, 84) uint8 ->
+    (batch, actions)."""
 
     def __init__(
         self,
         num_actions: int,
         architecture: str = "nips2013",
         history: int = 4,
-        formulation: Formulation | None = None,
+        layers: Layers = PLAIN,
     ):
-        """``formulation``: how to compute it; None takes the default device's
-        (``default_formulation``)."""
         super().__init__()
-        self.formulation = formulation or default_formulation()
+        self.layers = layers
         convs, hidden = ARCHITECTURES[architecture]
-        self.strides = [stride for _, _, stride in convs]
         self.convs = []
         channels, size = history, FRAME_SIZE
-        for filters, kernel, stride in convs:
-            self.convs.append(nn.Conv2d(channels, filters, kernel, stride=stride))
+        for index, (filters, kernel, stride) in enumerate(convs):
+            layer = layers.pixel_conv if index == 0 else layers.conv
+            self.convs.append(layer(channels, filters, kernel, stride=stride))
             channels, size = filters, (size - kernel) // stride + 1
-        self.hidden = nn.Linear(channels * size * size, hidden)
-        self.head = nn.Linear(hidden, num_actions)
-
-    def definition(self, frames: mx.array) -> mx.array:
-        """Q(s, .): (batch, history, 84, 84) uint8 -> (batch, actions). The one definition."""
-        x = frames.transpose(0, 2, 3, 1).astype(mx.float32) * (1.0 / 255.0)  # NHWC in [0, 1]
-        for conv in self.convs:
-            x = nn.relu(conv(x))
-        x = nn.relu(self.hidden(x.reshape(x.shape[0], -1)))  # (batch, hidden)
-        return self.head(x)  # (batch, actions)
+        self.hidden = layers.dense(channels * size * size, hidden, relu=True)
+        self.head = layers.dense(hidden, num_actions, relu=False)
 
     def __call__(self, frames: mx.array) -> mx.array:
-        """Q-values for a pass that learns (gradients flow through it)."""
-        return self.formulation.learning_pass(self, frames)
-
-    def predict(self, frames: mx.array) -> mx.array:
-        """The same Q-values, for passes no gradient flows through (targets, evaluation)."""
-        return self.formulation.no_grad_pass(self, frames)
+        x = frames
+        for conv in self.convs:
+            x = conv(x)  # (batch, h, w, filters)
+        return self.head(self.hidden(x.reshape(x.shape[0], -1)))
 
 
 def parameter_shapes(network: nn.Module) -> dict[str, tuple[int, ...]]:

@@ -25,30 +25,14 @@ BatchPolicy = Callable[[np.ndarray], np.ndarray]  # stacks (n, history, 84, 84) 
 
 
 def greedy_actions(network: QNetwork) -> BatchPolicy:
-    """argmax_a Q(s, a) for each of n uint8 stacks in one pass, with ``network``'s weights at
-    each call.
-
-    The network's formulation may bring its own (on a Linux CPU with ``dqn_mlx.accel``: numpy);
-    otherwise a compiled MLX pass: a few observations are too small a job for MLX's
-    per-operation overhead. The parameters are the compiled function's state, so weight
-    updates are seen."""
-    if network.formulation.greedy_policy is not None:
-        return network.formulation.greedy_policy(network)
-    return compiled_greedy_actions(network)
-
-
-def greedy_policy(network: QNetwork) -> Policy:
-    """argmax_a Q(s, a) for one uint8 stack (``greedy_actions`` of a batch of one)."""
-    act = greedy_actions(network)
-    return lambda state: int(act(state[None])[0])
-
-
-def compiled_greedy_actions(network: QNetwork) -> BatchPolicy:
-    """argmax_a Q(s, a) as one compiled MLX function of the observations."""
+    """argmax_a Q(s, a) for each of n uint8 stacks in one compiled pass, with ``network``'s
+    weights at each call: a few observations are too small a job for MLX's per-operation
+    overhead uncompiled. The parameters are the compiled function's state, so weight updates
+    are seen."""
 
     @partial(mx.compile, inputs=network.state)
     def best_actions(frames: mx.array) -> mx.array:
-        return mx.argmax(network.predict(frames), axis=1)
+        return mx.argmax(network(frames), axis=1)
 
     def act(states: np.ndarray) -> np.ndarray:
         return np.array(best_actions(mx.array(states)))
@@ -56,9 +40,9 @@ def compiled_greedy_actions(network: QNetwork) -> BatchPolicy:
     return act
 
 
-def compiled_greedy_policy(network: QNetwork) -> Policy:
-    """argmax_a Q(s, a) for one observation with MLX, whatever the formulation (the bench)."""
-    act = compiled_greedy_actions(network)
+def greedy_policy(network: QNetwork) -> Policy:
+    """argmax_a Q(s, a) for one uint8 stack (``greedy_actions`` of a batch of one)."""
+    act = greedy_actions(network)
     return lambda state: int(act(state[None])[0])
 
 

@@ -1,7 +1,7 @@
 """Checkpoints: one self-describing safetensors file per epoch, written atomically.
 
 ``<weights dir>/<env-id>/<run-name>/epoch_<N>.safetensors`` holds the online network's weights
-(MLX layout, whatever formulation computed them) and string metadata: the env id, the preset
+(MLX layout, whatever layers computed them) and string metadata: the env id, the preset
 and the full config (JSON), the number and meaning of the actions, the epoch, agent steps,
 emulator frames, updates, and the versions of dqn-mlx and MLX. Evaluation needs nothing else.
 
@@ -23,7 +23,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 from dqn_mlx.config import DQNConfig, with_overrides
-from dqn_mlx.core.network import ARCHITECTURES, QNetwork, parameter_shapes
+from dqn_mlx.core.network import ARCHITECTURES, PLAIN, Layers, QNetwork, parameter_shapes
 from dqn_mlx.errors import UserError
 from dqn_mlx.files import atomic_write
 
@@ -106,8 +106,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, mx.array], dict[str, str]]:
     return loaded[0], loaded[1]
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
-    """Load and check a checkpoint; every problem is a one-line UserError."""
+def load_checkpoint(path: Path, layers: Layers = PLAIN) -> Checkpoint:
+    """Load and check a checkpoint into a network of ``layers``; every problem is a one-line
+    UserError."""
     path = Path(path)
     if not path.exists():
         raise UserError(
@@ -133,7 +134,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     action_meanings = json.loads(metadata["action_meanings"])
     if config.network not in ARCHITECTURES:
         raise UserError(f"--load-path {path}: unknown architecture {config.network!r}")
-    network = QNetwork(len(action_meanings), config.network, config.history_length)
+    network = QNetwork(len(action_meanings), config.network, config.history_length, layers)
     expected = parameter_shapes(network)
     found = {name: tuple(value.shape) for name, value in arrays.items()}
     if found != expected:

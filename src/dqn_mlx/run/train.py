@@ -20,7 +20,7 @@ import numpy as np
 from dqn_mlx.config import DQNConfig
 from dqn_mlx.core.env import PixelEnv
 from dqn_mlx.core.game import FinishedGame, GameRecord, TrainingGame
-from dqn_mlx.core.learner import Learner, UpdateStats
+from dqn_mlx.core.learner import PLAIN, Compute, Learner, UpdateStats
 from dqn_mlx.core.loop import NonFiniteLoss, RunState, StopRequested, Training, run_loop
 from dqn_mlx.core.network import parameter_shapes
 from dqn_mlx.core.policy import exploration_rate
@@ -88,6 +88,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     extra_loggers: Sequence[RunLogger] = (),
     progress_bar: bool = False,
+    compute: Compute = PLAIN,
 ) -> Path:
     """Train from scratch in the run folder ``out_dir``, which must not hold another run, or
     continue ``resume`` in its own folder; returns the run folder.
@@ -98,6 +99,7 @@ def train(
     the run with a UserError before anything is saved.
     ``extra_loggers`` join the run's own (console, metrics files, live metrics).
     ``progress_bar``: a live bar (for a terminal) instead of a progress line every 5 seconds.
+    ``compute``: the layers and optimizer classes (the platform's, or MLX's own).
     """
     config.validate()
     memory_warning = check_replay_fits(config.replay_size)
@@ -111,7 +113,7 @@ def train(
     envs = [make_env(config.seed + (1 + k if k else 0)) for k in range(config.num_envs)]
     env, eval_env = envs[0], make_env(config.seed + 1)
     run = resume.run if resume is not None else RunState(games=_new_records(config.num_envs))
-    t = _new_training(config, envs, run)
+    t = _new_training(config, envs, run, compute)
     epoch_bytes = check_disk_space(out_dir, config, t.learner, save_replay_memory)
     log(
         f"{env_id}: {env.num_actions} actions {env.action_meanings}; preset {config.preset}; "
@@ -143,12 +145,14 @@ def _new_records(games: int) -> list[GameRecord]:
     return [GameRecord() for _ in range(games)]
 
 
-def _new_training(config: DQNConfig, envs: list[PixelEnv], run: RunState) -> Training:
+def _new_training(
+    config: DQNConfig, envs: list[PixelEnv], run: RunState, compute: Compute
+) -> Training:
     """Algorithm 1's state at its start: theta (and theta^-), an empty replay memory (a stream
     per game), the games (``run.games`` are their records) and the run's generator."""
     return Training(
         config,
-        Learner(config, envs[0].num_actions),
+        Learner(config, envs[0].num_actions, compute),
         ReplayStreams(config.replay_size, config.history_length, config.batch_size, len(envs)),
         [
             TrainingGame(env, config.history_length, record)

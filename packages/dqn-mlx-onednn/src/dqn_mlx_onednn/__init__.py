@@ -12,6 +12,8 @@ import mlx.core as mx  # registers mlx.core.array with nanobind before the layer
 from dqn_mlx_onednn._layers import (
     MLX_VERSION,
     ONEDNN_VERSION,
+    adam_step,
+    centered_rmsprop_step,
     conv2d,
     linear,
     num_threads,
@@ -24,4 +26,13 @@ if mx.__version__.split(".dev")[0] != MLX_VERSION:
         "installed: rebuild it with `uv sync --reinstall-package dqn-mlx-onednn`"
     )
 
-__all__ = ["MLX_VERSION", "ONEDNN_VERSION", "conv2d", "linear", "num_threads", "set_num_threads"]
+__all__ = [
+    "MLX_VERSION",
+    "ONEDNN_VERSION",
+    "adam_step",
+    "centered_rmsprop_step",
+    "conv2d",
+    "linear",
+    "num_threads",
+    "set_num_threads",
+]
