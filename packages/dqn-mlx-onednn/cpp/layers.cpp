@@ -250,21 +250,21 @@ void pixels_to_nhwc(const uint8_t* src, float* dst, long n, long c, long h, long
 }
 
 // ----------------------------------------------------------------------------------------
-// Inner product.
+// Inner product (its weights (O, I) are MLX's nn.Linear layout as they are).
 
 struct LinearShape {
   long n, i, o;
   std::string key(bool relu) const { return key_of({n, i, o, relu}); }
+  memory src(const void* p) const { return make_memory({{n, i}, dt::f32, tag::ab}, p); }
+  memory weights(const void* p) const { return make_memory({{o, i}, dt::f32, tag::ab}, p); }
+  memory bias(const void* p) const { return make_memory({{o}, dt::f32, tag::a}, p); }
+  memory dst(const void* p) const { return make_memory({{n, o}, dt::f32, tag::ab}, p); }
 };
 
 dnnl::inner_product_forward::primitive_desc linear_forward_pd(const LinearShape& g, bool relu) {
   return dnnl::inner_product_forward::primitive_desc(
-      cpu_engine(),
-      dnnl::prop_kind::forward_training,
-      memory::desc({g.n, g.i}, dt::f32, tag::ab),
-      memory::desc({g.o, g.i}, dt::f32, tag::ab),
-      memory::desc({g.o}, dt::f32, tag::a),
-      memory::desc({g.n, g.o}, dt::f32, tag::ab),
+      cpu_engine(), dnnl::prop_kind::forward_training, g.src(nullptr).get_desc(),
+      g.weights(nullptr).get_desc(), g.bias(nullptr).get_desc(), g.dst(nullptr).get_desc(),
       relu_attr(relu));
 }
 
@@ -275,21 +275,49 @@ Cache<dnnl::inner_product_backward_weights> linear_backward_weights_cache;
 // ----------------------------------------------------------------------------------------
 // Primitives.
 
-class ReluBackward : public mx::UnaryPrimitive {
+// What every layer primitive shares: CPU only, identified by its kind and geometry, and run as
+// one task on the stream with its inputs and outputs registered.
+class CpuLayer : public mx::Primitive {
  public:
-  explicit ReluBackward(mx::Stream stream) : mx::UnaryPrimitive(stream) {}
-  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
-    const auto& dy = inputs[0];
-    const auto& y = inputs[1];
-    allocate(out);
+  CpuLayer(mx::Stream stream, const char* kind, int stride, bool relu = false, bool pixels = false)
+      : mx::Primitive(stream), kind_(kind), stride_(stride), relu_(relu), pixels_(pixels) {}
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
+    throw std::runtime_error(std::string("[dqn_mlx_onednn] ") + kind_ + " runs on the CPU only.");
+  }
+  const char* name() const override { return kind_; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    const auto& o = static_cast<const CpuLayer&>(other);
+    return kind_ == o.kind_ && stride_ == o.stride_ && relu_ == o.relu_ && pixels_ == o.pixels_;
+  }
+
+ protected:
+  // Outputs get their memory first: ``make_task`` reads their addresses.
+  template <typename MakeTask>
+  void run(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs,
+           MakeTask make_task) {
     auto& encoder = mx::cpu::get_command_encoder(stream());
-    encoder.set_input_array(dy);
-    encoder.set_input_array(y);
-    encoder.set_output_array(out);
-    encoder.dispatch([dyi = Input(dy), yi = Input(y), dx = out.data<float>(),
-                      size = static_cast<long>(out.size())]() mutable {
-      const float* dy = dyi.get<float>();
-      const float* y = yi.get<float>();
+    for (const auto& in : inputs) {
+      encoder.set_input_array(in);
+    }
+    for (auto& out : outputs) {
+      allocate(out);
+      encoder.set_output_array(out);
+    }
+    encoder.dispatch(make_task());
+  }
+  const char* kind_;
+  int stride_;
+  bool relu_, pixels_;
+};
+
+// dL/d(pre-activation) = dL/d(output) where the output (a ReLU's) is positive, else 0.
+class ReluBackward : public CpuLayer {
+ public:
+  explicit ReluBackward(mx::Stream stream) : CpuLayer(stream, "OnednnReluBackward", 0) {}
+  void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& out) override {
+    run(in, out, [&] {
+      return [dy = Input(in[0]), y = Input(in[1]), dx = out[0].data<float>(),
+                  size = static_cast<long>(out[0].size())]() mutable {
       static Cache<dnnl::eltwise_backward> cache;
       memory::desc md({size}, dt::f32, tag::a);
       auto prim = cache.get(key_of({size}), [&] {
@@ -300,170 +328,110 @@ class ReluBackward : public mx::UnaryPrimitive {
             cpu_engine(), algorithm, md, md, md, 0.f, 0.f, hint));
       });
       auto& s = thread_stream();
-      prim->execute(s, {{DNNL_ARG_DIFF_DST, make_memory(md, dy)},
-                        {DNNL_ARG_DST, make_memory(md, y)},
+      prim->execute(s, {{DNNL_ARG_DIFF_DST, make_memory(md, dy.get<float>())},
+                        {DNNL_ARG_DST, make_memory(md, y.get<float>())},
                         {DNNL_ARG_DIFF_SRC, make_memory(md, dx)}});
       s.wait();
+    };
     });
   }
-  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
-    throw std::runtime_error("[dqn_mlx_onednn] ReluBackward runs on the CPU only.");
-  }
-  const char* name() const override { return "OnednnReluBackward"; }
-  bool is_equivalent(const mx::Primitive&) const override { return true; }
 };
 
-// dL/d(pre-activation) from dL/d(output), given the layer's output.
 mx::array relu_backward(const mx::array& dy, const mx::array& y, const mx::Stream& s) {
-  return mx::array(y.shape(), mx::float32, std::make_shared<ReluBackward>(s),
-                   {dy, y});
+  return mx::array(y.shape(), mx::float32, std::make_shared<ReluBackward>(s), {dy, y});
 }
 
-class Conv2dBackwardData : public mx::UnaryPrimitive {
+memory nhwc(const memory::dims& dims, const void* data) {
+  return make_memory({dims, dt::f32, tag::nhwc}, data);
+}
+
+// inputs: dL/d(pre-activation), w. output: dL/dx (N, H, W, C).
+class Conv2dBackwardData : public CpuLayer {
  public:
-  Conv2dBackwardData(mx::Stream stream, int stride) : mx::UnaryPrimitive(stream), stride_(stride) {}
-  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& dx) override {
-    const auto& dpre = inputs[0];
-    const auto& w = inputs[1];
-    allocate(dx);
-    ConvShape g = conv_shape(dx.shape(0), dx.shape(1), dx.shape(2), dx.shape(3), w.shape(0),
-                             w.shape(1), stride_);
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    encoder.set_input_array(dpre);
-    encoder.set_input_array(w);
-    encoder.set_output_array(dx);
-    encoder.dispatch([g, dyi = Input(dpre), wi = Input(w), dxp = dx.data<float>()]() mutable {
-      const float* dy = dyi.get<float>();
-      const float* wp = wi.get<float>();
+  Conv2dBackwardData(mx::Stream stream, int stride)
+      : CpuLayer(stream, "OnednnConv2dBackwardData", stride) {}
+  void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& out) override {
+    const auto& dx = out[0];
+    ConvShape g = conv_shape(dx.shape(0), dx.shape(1), dx.shape(2), dx.shape(3), in[1].shape(0),
+                             in[1].shape(1), stride_);
+    run(in, out, [&] {
+      return [g, dy = Input(in[0]), w = Input(in[1]), dx = out[0].data<float>()]() mutable {
       auto p = conv_backward_data(g);
       auto& s = thread_stream();
       std::vector<char> scratch;
-      memory weights = reordered(p->weights, wp, scratch, s);
-      p->prim.execute(s, {{DNNL_ARG_DIFF_DST, make_memory({g.dst(), dt::f32, tag::nhwc}, dy)},
+      memory weights = reordered(p->weights, w.get<float>(), scratch, s);
+      p->prim.execute(s, {{DNNL_ARG_DIFF_DST, nhwc(g.dst(), dy.get<float>())},
                           {DNNL_ARG_WEIGHTS, weights},
-                          {DNNL_ARG_DIFF_SRC, make_memory({g.src(), dt::f32, tag::nhwc}, dxp)}});
+                          {DNNL_ARG_DIFF_SRC, nhwc(g.src(), dx)}});
       s.wait();
+    };
     });
   }
-  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
-    throw std::runtime_error("[dqn_mlx_onednn] Conv2dBackwardData runs on the CPU only.");
-  }
-  const char* name() const override { return "OnednnConv2dBackwardData"; }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    return stride_ == static_cast<const Conv2dBackwardData&>(other).stride_;
-  }
-
- private:
-  int stride_;
 };
 
-class Conv2dBackwardWeights : public mx::Primitive {
+// inputs: x (N, H, W, C) float32, dL/d(pre-activation). outputs: dL/dw, dL/db.
+class Conv2dBackwardWeights : public CpuLayer {
  public:
-  Conv2dBackwardWeights(mx::Stream stream, int stride) : mx::Primitive(stream), stride_(stride) {}
-  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
-    const auto& x = inputs[0];  // (N, H, W, C) float32
-    const auto& dpre = inputs[1];
-    auto& dw = outputs[0];
-    auto& db = outputs[1];
-    allocate(dw);
-    allocate(db);
-    ConvShape g = conv_shape(x.shape(0), x.shape(1), x.shape(2), x.shape(3), dw.shape(0),
-                             dw.shape(1), stride_);
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    encoder.set_input_array(x);
-    encoder.set_input_array(dpre);
-    encoder.set_output_array(dw);
-    encoder.set_output_array(db);
-    encoder.dispatch([g, xi = Input(x), dyi = Input(dpre), dwp = dw.data<float>(),
-                      dbp = db.data<float>()]() mutable {
-      const float* xp = xi.get<float>();
-      const float* dy = dyi.get<float>();
+  Conv2dBackwardWeights(mx::Stream stream, int stride)
+      : CpuLayer(stream, "OnednnConv2dBackwardWeights", stride) {}
+  void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& out) override {
+    const auto& x = in[0];
+    ConvShape g = conv_shape(x.shape(0), x.shape(1), x.shape(2), x.shape(3), out[0].shape(0),
+                             out[0].shape(1), stride_);
+    run(in, out, [&] {
+      return [g, x = Input(in[0]), dy = Input(in[1]), dw = out[0].data<float>(),
+                  db = out[1].data<float>()]() mutable {
       auto p = conv_backward_weights(g);
       auto& s = thread_stream();
-      memory::desc mlx_layout(g.weights(), dt::f32, tag::ohwi);
-      std::vector<char> scratch;
-      memory grad = make_memory(mlx_layout, dwp);
-      if (p->weights.needed) {
-        scratch.resize(p->weights.from.get_size());
-        grad = make_memory(p->weights.from, scratch.data());
-      }
-      p->prim.execute(s, {{DNNL_ARG_SRC, make_memory({g.src(), dt::f32, tag::nhwc}, xp)},
-                          {DNNL_ARG_DIFF_DST, make_memory({g.dst(), dt::f32, tag::nhwc}, dy)},
+      memory mlx_layout = make_memory({g.weights(), dt::f32, tag::ohwi}, dw);
+      std::vector<char> scratch(p->weights.needed ? p->weights.from.get_size() : 0);
+      memory grad = p->weights.needed ? make_memory(p->weights.from, scratch.data()) : mlx_layout;
+      p->prim.execute(s, {{DNNL_ARG_SRC, nhwc(g.src(), x.get<float>())},
+                          {DNNL_ARG_DIFF_DST, nhwc(g.dst(), dy.get<float>())},
                           {DNNL_ARG_DIFF_WEIGHTS, grad},
-                          {DNNL_ARG_DIFF_BIAS, make_memory({{g.o}, dt::f32, tag::a}, dbp)}});
+                          {DNNL_ARG_DIFF_BIAS, make_memory({{g.o}, dt::f32, tag::a}, db)}});
       if (p->weights.needed) {
-        memory out = make_memory(mlx_layout, dwp);
-        p->weights.prim.execute(s, grad, out);
+        p->weights.prim.execute(s, grad, mlx_layout);
       }
       s.wait();
+    };
     });
   }
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("[dqn_mlx_onednn] Conv2dBackwardWeights runs on the CPU only.");
-  }
-  const char* name() const override { return "OnednnConv2dBackwardWeights"; }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    return stride_ == static_cast<const Conv2dBackwardWeights&>(other).stride_;
-  }
-
- private:
-  int stride_;
 };
 
-class Conv2d : public mx::Primitive {
+// inputs: x, w, b. outputs: y; with ``pixels`` (x is (N, C, H, W) uint8) also x as
+// (N, H, W, C) float32 in [0, 1], kept for the weight gradient.
+class Conv2d : public CpuLayer {
  public:
-  // ``pixels``: the input is (N, C, H, W) uint8, and a second output keeps it as (N, H, W, C)
-  // float32 for the weight gradient.
   Conv2d(mx::Stream stream, int stride, bool relu, bool pixels)
-      : mx::Primitive(stream), stride_(stride), relu_(relu), pixels_(pixels) {}
+      : CpuLayer(stream, "OnednnConv2d", stride, relu, pixels) {}
 
-  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
-    const auto& x = inputs[0];
-    const auto& w = inputs[1];
-    const auto& b = inputs[2];
-    auto& y = outputs[0];
-    allocate(y);
-    long n = x.shape(0);
-    long h = pixels_ ? x.shape(2) : x.shape(1);
-    long wd = pixels_ ? x.shape(3) : x.shape(2);
-    long c = pixels_ ? x.shape(1) : x.shape(3);
-    ConvShape g = conv_shape(n, h, wd, c, w.shape(0), w.shape(1), stride_);
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    encoder.set_input_array(x);
-    encoder.set_input_array(w);
-    encoder.set_input_array(b);
-    encoder.set_output_array(y);
-    float* converted = nullptr;
-    if (pixels_) {
-      allocate(outputs[1]);
-      encoder.set_output_array(outputs[1]);
-      converted = outputs[1].data<float>();
-    }
-    encoder.dispatch([g, relu = relu_, xi = Input(x), converted, wi = Input(w), bi = Input(b),
-                      yp = y.data<float>()]() mutable {
-      const float* wp = wi.get<float>();
-      const float* bp = bi.get<float>();
+  void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& out) override {
+    const auto& x = in[0];
+    long n = x.shape(0), c = x.shape(pixels_ ? 1 : 3);
+    long h = x.shape(pixels_ ? 2 : 1), w = x.shape(pixels_ ? 3 : 2);
+    ConvShape g = conv_shape(n, h, w, c, in[1].shape(0), in[1].shape(1), stride_);
+    run(in, out, [&] {
+      return [g, relu = relu_, x = Input(in[0]), w = Input(in[1]), b = Input(in[2]),
+                  y = out[0].data<float>(),
+                  converted = pixels_ ? out[1].data<float>() : nullptr]() mutable {
       auto p = conv_forward(g, relu);
       auto& s = thread_stream();
-      const void* input = nullptr;
-      if (converted == nullptr) {
-        input = xi.get<float>();
+      const void* input = converted;
+      if (converted != nullptr) {
+        pixels_to_nhwc(x.get<uint8_t>(), converted, g.n, g.c, g.h, g.w);
       } else {
-        pixels_to_nhwc(xi.get<uint8_t>(), converted, g.n, g.c, g.h, g.w);
-        input = converted;
+        input = x.get<float>();
       }
       std::vector<char> scratch;
-      memory weights = reordered(p->weights, wp, scratch, s);
-      p->prim.execute(s, {{DNNL_ARG_SRC, make_memory({g.src(), dt::f32, tag::nhwc}, input)},
+      memory weights = reordered(p->weights, w.get<float>(), scratch, s);
+      p->prim.execute(s, {{DNNL_ARG_SRC, nhwc(g.src(), input)},
                           {DNNL_ARG_WEIGHTS, weights},
-                          {DNNL_ARG_BIAS, make_memory({{g.o}, dt::f32, tag::a}, bp)},
-                          {DNNL_ARG_DST, make_memory({g.dst(), dt::f32, tag::nhwc}, yp)}});
+                          {DNNL_ARG_BIAS, make_memory({{g.o}, dt::f32, tag::a}, b.get<float>())},
+                          {DNNL_ARG_DST, nhwc(g.dst(), y)}});
       s.wait();
+    };
     });
-  }
-
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("[dqn_mlx_onednn] Conv2d runs on the CPU only.");
   }
 
   std::vector<mx::array> vjp(
@@ -474,165 +442,107 @@ class Conv2d : public mx::Primitive {
     const auto& x = primals[0];
     const auto& w = primals[1];
     auto s = stream();
-    mx::array dpre = relu_ ? relu_backward(cotangents[0], outputs[0], s)
-                           : cotangents[0];
-    std::vector<mx::array> weight_grads;
-    std::vector<mx::array> grads;
+    mx::array dpre = relu_ ? relu_backward(cotangents[0], outputs[0], s) : cotangents[0];
+    std::vector<mx::array> weight_grads, grads;
     for (int arg : argnums) {
       if (arg == 0) {
-        if (pixels_) {
-          grads.push_back(mx::zeros_like(x, s));  // pixels are data, not parameters
-        } else {
-          grads.push_back(mx::array(x.shape(), mx::float32,
-                                    std::make_shared<Conv2dBackwardData>(s, stride_), {dpre, w}));
-        }
+        grads.push_back(pixels_ ? mx::zeros_like(x, s)  // pixels are data, not parameters
+                                : mx::array(x.shape(), mx::float32,
+                                            std::make_shared<Conv2dBackwardData>(s, stride_),
+                                            {dpre, w}));
         continue;
       }
       if (weight_grads.empty()) {
         weight_grads = mx::array::make_arrays(
             {w.shape(), {w.shape(0)}}, {mx::float32, mx::float32},
-            std::make_shared<Conv2dBackwardWeights>(s, stride_),
-            {pixels_ ? outputs[1] : x, dpre});
+            std::make_shared<Conv2dBackwardWeights>(s, stride_), {pixels_ ? outputs[1] : x, dpre});
       }
       grads.push_back(weight_grads[arg == 1 ? 0 : 1]);
     }
     return grads;
   }
-
-  const char* name() const override { return "OnednnConv2d"; }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    const auto& o = static_cast<const Conv2d&>(other);
-    return stride_ == o.stride_ && relu_ == o.relu_ && pixels_ == o.pixels_;
-  }
-
- private:
-  int stride_;
-  bool relu_;
-  bool pixels_;
 };
 
-class LinearBackwardData : public mx::UnaryPrimitive {
+// inputs: dL/d(pre-activation), w. output: dL/dx (N, I).
+class LinearBackwardData : public CpuLayer {
  public:
-  explicit LinearBackwardData(mx::Stream stream) : mx::UnaryPrimitive(stream) {}
-  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& dx) override {
-    const auto& dpre = inputs[0];
-    const auto& w = inputs[1];
-    allocate(dx);
-    LinearShape g{dx.shape(0), dx.shape(1), w.shape(0)};
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    encoder.set_input_array(dpre);
-    encoder.set_input_array(w);
-    encoder.set_output_array(dx);
-    encoder.dispatch([g, dyi = Input(dpre), wi = Input(w), dxp = dx.data<float>()]() mutable {
-      const float* dy = dyi.get<float>();
-      const float* wp = wi.get<float>();
-      auto prim = linear_backward_data_cache.get(g.key(false), [&] {
-        return dnnl::inner_product_backward_data(dnnl::inner_product_backward_data::primitive_desc(
-            cpu_engine(), memory::desc({g.n, g.i}, dt::f32, tag::ab),
-            memory::desc({g.o, g.i}, dt::f32, tag::ab), memory::desc({g.n, g.o}, dt::f32, tag::ab),
-            linear_forward_pd(g, false)));
-      });
-      auto& s = thread_stream();
-      prim->execute(s, {{DNNL_ARG_DIFF_DST, make_memory({{g.n, g.o}, dt::f32, tag::ab}, dy)},
-                        {DNNL_ARG_WEIGHTS, make_memory({{g.o, g.i}, dt::f32, tag::ab}, wp)},
-                        {DNNL_ARG_DIFF_SRC, make_memory({{g.n, g.i}, dt::f32, tag::ab}, dxp)}});
-      s.wait();
+  explicit LinearBackwardData(mx::Stream stream) : CpuLayer(stream, "OnednnLinearBackwardData", 0) {}
+  void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& out) override {
+    LinearShape g{out[0].shape(0), out[0].shape(1), in[1].shape(0)};
+    run(in, out, [&] {
+      return [g, dy = Input(in[0]), w = Input(in[1]), dx = out[0].data<float>()]() mutable {
+        auto prim = linear_backward_data_cache.get(g.key(false), [&] {
+          return dnnl::inner_product_backward_data({cpu_engine(), g.src(nullptr).get_desc(),
+                                                    g.weights(nullptr).get_desc(),
+                                                    g.dst(nullptr).get_desc(),
+                                                    linear_forward_pd(g, false)});
+        });
+        auto& s = thread_stream();
+        prim->execute(s, {{DNNL_ARG_DIFF_DST, g.dst(dy.get<float>())},
+                          {DNNL_ARG_WEIGHTS, g.weights(w.get<float>())},
+                          {DNNL_ARG_DIFF_SRC, g.src(dx)}});
+        s.wait();
+      };
     });
   }
-  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
-    throw std::runtime_error("[dqn_mlx_onednn] LinearBackwardData runs on the CPU only.");
-  }
-  const char* name() const override { return "OnednnLinearBackwardData"; }
-  bool is_equivalent(const mx::Primitive&) const override { return true; }
 };
 
-class LinearBackwardWeights : public mx::Primitive {
+// inputs: x, dL/d(pre-activation). outputs: dL/dw, dL/db.
+class LinearBackwardWeights : public CpuLayer {
  public:
-  explicit LinearBackwardWeights(mx::Stream stream) : mx::Primitive(stream) {}
-  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
-    const auto& x = inputs[0];
-    const auto& dpre = inputs[1];
-    auto& dw = outputs[0];
-    auto& db = outputs[1];
-    allocate(dw);
-    allocate(db);
-    LinearShape g{x.shape(0), x.shape(1), dw.shape(0)};
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    encoder.set_input_array(x);
-    encoder.set_input_array(dpre);
-    encoder.set_output_array(dw);
-    encoder.set_output_array(db);
-    encoder.dispatch([g, xi = Input(x), dyi = Input(dpre), dwp = dw.data<float>(),
-                      dbp = db.data<float>()]() mutable {
-      const float* xp = xi.get<float>();
-      const float* dy = dyi.get<float>();
-      auto prim = linear_backward_weights_cache.get(g.key(false), [&] {
-        return dnnl::inner_product_backward_weights(
-            dnnl::inner_product_backward_weights::primitive_desc(
-                cpu_engine(), memory::desc({g.n, g.i}, dt::f32, tag::ab),
-                memory::desc({g.o, g.i}, dt::f32, tag::ab), memory::desc({g.o}, dt::f32, tag::a),
-                memory::desc({g.n, g.o}, dt::f32, tag::ab), linear_forward_pd(g, false)));
-      });
-      auto& s = thread_stream();
-      prim->execute(s, {{DNNL_ARG_SRC, make_memory({{g.n, g.i}, dt::f32, tag::ab}, xp)},
-                        {DNNL_ARG_DIFF_DST, make_memory({{g.n, g.o}, dt::f32, tag::ab}, dy)},
-                        {DNNL_ARG_DIFF_WEIGHTS, make_memory({{g.o, g.i}, dt::f32, tag::ab}, dwp)},
-                        {DNNL_ARG_DIFF_BIAS, make_memory({{g.o}, dt::f32, tag::a}, dbp)}});
-      s.wait();
+  explicit LinearBackwardWeights(mx::Stream stream)
+      : CpuLayer(stream, "OnednnLinearBackwardWeights", 0) {}
+  void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& out) override {
+    LinearShape g{in[0].shape(0), in[0].shape(1), out[0].shape(0)};
+    run(in, out, [&] {
+      return [g, x = Input(in[0]), dy = Input(in[1]), dw = out[0].data<float>(),
+              db = out[1].data<float>()]() mutable {
+        auto prim = linear_backward_weights_cache.get(g.key(false), [&] {
+          return dnnl::inner_product_backward_weights(
+              {cpu_engine(), g.src(nullptr).get_desc(), g.weights(nullptr).get_desc(),
+               g.bias(nullptr).get_desc(), g.dst(nullptr).get_desc(),
+               linear_forward_pd(g, false)});
+        });
+        auto& s = thread_stream();
+        prim->execute(s, {{DNNL_ARG_SRC, g.src(x.get<float>())},
+                          {DNNL_ARG_DIFF_DST, g.dst(dy.get<float>())},
+                          {DNNL_ARG_DIFF_WEIGHTS, g.weights(dw)},
+                          {DNNL_ARG_DIFF_BIAS, g.bias(db)}});
+        s.wait();
+      };
     });
   }
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("[dqn_mlx_onednn] LinearBackwardWeights runs on the CPU only.");
-  }
-  const char* name() const override { return "OnednnLinearBackwardWeights"; }
-  bool is_equivalent(const mx::Primitive&) const override { return true; }
 };
 
-class Linear : public mx::UnaryPrimitive {
+// inputs: x, w, b. output: relu?(x @ w.T + b).
+class Linear : public CpuLayer {
  public:
-  Linear(mx::Stream stream, bool relu) : mx::UnaryPrimitive(stream), relu_(relu) {}
-  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& y) override {
-    const auto& x = inputs[0];
-    const auto& w = inputs[1];
-    const auto& b = inputs[2];
-    allocate(y);
-    LinearShape g{x.shape(0), x.shape(1), w.shape(0)};
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    encoder.set_input_array(x);
-    encoder.set_input_array(w);
-    encoder.set_input_array(b);
-    encoder.set_output_array(y);
-    encoder.dispatch([g, relu = relu_, xi = Input(x), wi = Input(w), bi = Input(b),
-                      yp = y.data<float>()]() mutable {
-      const float* xp = xi.get<float>();
-      const float* wp = wi.get<float>();
-      const float* bp = bi.get<float>();
-      auto prim = linear_forward_cache.get(g.key(relu), [&] {
-        return dnnl::inner_product_forward(linear_forward_pd(g, relu));
-      });
-      auto& s = thread_stream();
-      prim->execute(s, {{DNNL_ARG_SRC, make_memory({{g.n, g.i}, dt::f32, tag::ab}, xp)},
-                        {DNNL_ARG_WEIGHTS, make_memory({{g.o, g.i}, dt::f32, tag::ab}, wp)},
-                        {DNNL_ARG_BIAS, make_memory({{g.o}, dt::f32, tag::a}, bp)},
-                        {DNNL_ARG_DST, make_memory({{g.n, g.o}, dt::f32, tag::ab}, yp)}});
-      s.wait();
+  Linear(mx::Stream stream, bool relu) : CpuLayer(stream, "OnednnLinear", 0, relu) {}
+  void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& out) override {
+    LinearShape g{in[0].shape(0), in[0].shape(1), in[1].shape(0)};
+    run(in, out, [&] {
+      return [g, relu = relu_, x = Input(in[0]), w = Input(in[1]), b = Input(in[2]),
+              y = out[0].data<float>()]() mutable {
+        auto prim = linear_forward_cache.get(
+            g.key(relu), [&] { return dnnl::inner_product_forward(linear_forward_pd(g, relu)); });
+        auto& s = thread_stream();
+        prim->execute(s, {{DNNL_ARG_SRC, g.src(x.get<float>())},
+                          {DNNL_ARG_WEIGHTS, g.weights(w.get<float>())},
+                          {DNNL_ARG_BIAS, g.bias(b.get<float>())},
+                          {DNNL_ARG_DST, g.dst(y)}});
+        s.wait();
+      };
     });
   }
-  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
-    throw std::runtime_error("[dqn_mlx_onednn] Linear runs on the CPU only.");
-  }
-  std::vector<mx::array> vjp(
-      const std::vector<mx::array>& primals,
-      const std::vector<mx::array>& cotangents,
-      const std::vector<int>& argnums,
-      const std::vector<mx::array>& outputs) override {
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals,
+                             const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums,
+                             const std::vector<mx::array>& outputs) override {
     const auto& x = primals[0];
     const auto& w = primals[1];
     auto s = stream();
-    mx::array dpre = relu_ ? relu_backward(cotangents[0], outputs[0], s)
-                           : cotangents[0];
-    std::vector<mx::array> weight_grads;
-    std::vector<mx::array> grads;
+    mx::array dpre = relu_ ? relu_backward(cotangents[0], outputs[0], s) : cotangents[0];
+    std::vector<mx::array> weight_grads, grads;
     for (int arg : argnums) {
       if (arg == 0) {
         grads.push_back(mx::array(x.shape(), mx::float32,
@@ -648,13 +558,6 @@ class Linear : public mx::UnaryPrimitive {
     }
     return grads;
   }
-  const char* name() const override { return "OnednnLinear"; }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    return relu_ == static_cast<const Linear&>(other).relu_;
-  }
-
- private:
-  bool relu_;
 };
 
 void check(bool ok, const std::string& what) {
@@ -693,13 +596,12 @@ mx::array conv2d(const mx::array& x, const mx::array& w, const mx::array& b, int
 
 mx::array linear(const mx::array& x, const mx::array& w, const mx::array& b, bool relu,
                  mx::StreamOrDevice s) {
-  auto stream = mx::to_stream(s);
   check(x.ndim() == 2 && w.ndim() == 2 && b.ndim() == 1, "linear: x and w are 2-D, b is 1-D");
   check(x.dtype() == mx::float32 && w.dtype() == mx::float32 && b.dtype() == mx::float32,
         "linear: x, w and b are float32");
   check(x.shape(1) == w.shape(1) && b.shape(0) == w.shape(0), "linear: shapes of x, w, b differ");
-  return mx::array({x.shape(0), w.shape(0)}, mx::float32, std::make_shared<Linear>(stream, relu),
-                   {x, w, b});
+  return mx::array({x.shape(0), w.shape(0)}, mx::float32,
+                   std::make_shared<Linear>(mx::to_stream(s), relu), {x, w, b});
 }
 
 void set_num_threads(int n) {
