@@ -42,10 +42,15 @@ def platform_compute(threads: int | None = None) -> Compute:
     try:
         from dqn_mlx.accel.onednn import ONEDNN, use_threads
     except ImportError as exc:
+        if type(exc).__name__ == "MlxVersionMismatch":  # a stale build: say so, never fall back
+            from dqn_mlx.errors import UserError
+
+            raise UserError(str(exc)) from None
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return _plain(f"the oneDNN layers did not load: {why}")
     count = use_threads(threads)
-    return dataclasses.replace(ONEDNN, name=f"{ONEDNN.name}, {count} threads")
+    threads_word = "thread" if count == 1 else "threads"
+    return dataclasses.replace(ONEDNN, name=f"{ONEDNN.name}, {count} {threads_word}")
 
 
 def _plain(why: str) -> Compute:

@@ -20,8 +20,14 @@ from dqn_mlx_onednn._layers import (
     set_num_threads,
 )
 
+
+
+class MlxVersionMismatch(ImportError):
+    """The module was built against another mlx than the one installed."""
+
+
 if mx.__version__.split(".dev")[0] != MLX_VERSION:
-    raise ImportError(
+    raise MlxVersionMismatch(
         f"dqn-mlx-onednn was built against mlx {MLX_VERSION} but mlx {mx.__version__} is "
         "installed: rebuild it with `uv sync --reinstall-package dqn-mlx-onednn`"
     )
