@@ -21,7 +21,6 @@ from dqn_mlx_onednn._layers import (
 )
 
 
-
 class MlxVersionMismatch(ImportError):
     """The module was built against another mlx than the one installed."""
 
