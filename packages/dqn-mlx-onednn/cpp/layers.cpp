@@ -166,32 +166,28 @@ dnnl::convolution_forward::primitive_desc conv_forward_pd(const ConvShape& g, bo
       relu_attr(relu));
 }
 
-struct ConvForward {
-  dnnl::convolution_forward prim;
-  Reordered weights;
-  explicit ConvForward(const dnnl::convolution_forward::primitive_desc& pd)
-      : prim(pd),
-        weights(reorder_between(memory::desc(pd.weights_desc().get_dims(), dt::f32, tag::ohwi),
-                                pd.weights_desc())) {}
-};
+memory::desc mlx_weights(const memory::desc& like) {
+  return memory::desc(like.get_dims(), dt::f32, tag::ohwi);
+}
 
-struct ConvBackwardData {
-  dnnl::convolution_backward_data prim;
+// A primitive that reads the weights, and the reorder of MLX's (out, kh, kw, in) layout into
+// the one it chose.
+template <typename Primitive>
+struct ReadsWeights {
+  Primitive prim;
   Reordered weights;
-  explicit ConvBackwardData(const dnnl::convolution_backward_data::primitive_desc& pd)
-      : prim(pd),
-        weights(reorder_between(memory::desc(pd.weights_desc().get_dims(), dt::f32, tag::ohwi),
-                                pd.weights_desc())) {}
+  explicit ReadsWeights(const typename Primitive::primitive_desc& pd)
+      : prim(pd), weights(reorder_between(mlx_weights(pd.weights_desc()), pd.weights_desc())) {}
 };
+using ConvForward = ReadsWeights<dnnl::convolution_forward>;
+using ConvBackwardData = ReadsWeights<dnnl::convolution_backward_data>;
 
 struct ConvBackwardWeights {
   dnnl::convolution_backward_weights prim;
   Reordered weights;  // from oneDNN's gradient layout back to MLX's
   explicit ConvBackwardWeights(const dnnl::convolution_backward_weights::primitive_desc& pd)
       : prim(pd),
-        weights(reorder_between(
-            pd.diff_weights_desc(),
-            memory::desc(pd.diff_weights_desc().get_dims(), dt::f32, tag::ohwi))) {}
+        weights(reorder_between(pd.diff_weights_desc(), mlx_weights(pd.diff_weights_desc()))) {}
 };
 
 Cache<ConvForward> conv_forward_cache;
