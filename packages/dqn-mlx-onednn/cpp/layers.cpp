@@ -301,10 +301,29 @@ class CpuLayer : public mx::Primitive {
     }
     encoder.dispatch(make_task());
   }
+  // A layer's vjp, in ``argnums`` order: dL/dx from ``input_grad``, and dL/dw, dL/db from the
+  // one backward-weights pair ``weight_grads`` makes on first need.
+  template <typename InputGrad, typename WeightGrads>
+  static std::vector<mx::array> gradients(const std::vector<int>& argnums, InputGrad input_grad,
+                                          WeightGrads weight_grads) {
+    std::vector<mx::array> pair, grads;
+    for (int arg : argnums) {
+      if (arg == 0) {
+        grads.push_back(input_grad());
+        continue;
+      }
+      if (pair.empty()) {
+        pair = weight_grads();
+      }
+      grads.push_back(pair[arg == 1 ? 0 : 1]);
+    }
+    return grads;
+  }
   const char* kind_;
   int stride_;
   bool relu_, pixels_;
 };
+
 
 // dL/d(pre-activation) = dL/d(output) where the output (a ReLU's) is positive, else 0.
 class ReluBackward : public CpuLayer {
@@ -439,23 +458,18 @@ class Conv2d : public CpuLayer {
     const auto& w = primals[1];
     auto s = stream();
     mx::array dpre = relu_ ? relu_backward(cotangents[0], outputs[0], s) : cotangents[0];
-    std::vector<mx::array> weight_grads, grads;
-    for (int arg : argnums) {
-      if (arg == 0) {
-        grads.push_back(pixels_ ? mx::zeros_like(x, s)  // pixels are data, not parameters
-                                : mx::array(x.shape(), mx::float32,
-                                            std::make_shared<Conv2dBackwardData>(s, stride_),
-                                            {dpre, w}));
-        continue;
-      }
-      if (weight_grads.empty()) {
-        weight_grads = mx::array::make_arrays(
-            {w.shape(), {w.shape(0)}}, {mx::float32, mx::float32},
-            std::make_shared<Conv2dBackwardWeights>(s, stride_), {pixels_ ? outputs[1] : x, dpre});
-      }
-      grads.push_back(weight_grads[arg == 1 ? 0 : 1]);
-    }
-    return grads;
+    return gradients(
+        argnums,
+        [&] {
+          return pixels_ ? mx::zeros_like(x, s)  // pixels are data, not parameters
+                         : mx::array(x.shape(), mx::float32,
+                                     std::make_shared<Conv2dBackwardData>(s, stride_), {dpre, w});
+        },
+        [&] {
+          return mx::array::make_arrays({w.shape(), {w.shape(0)}}, {mx::float32, mx::float32},
+                                        std::make_shared<Conv2dBackwardWeights>(s, stride_),
+                                        {pixels_ ? outputs[1] : x, dpre});
+        });
   }
 };
 
@@ -538,21 +552,16 @@ class Linear : public CpuLayer {
     const auto& w = primals[1];
     auto s = stream();
     mx::array dpre = relu_ ? relu_backward(cotangents[0], outputs[0], s) : cotangents[0];
-    std::vector<mx::array> weight_grads, grads;
-    for (int arg : argnums) {
-      if (arg == 0) {
-        grads.push_back(mx::array(x.shape(), mx::float32,
-                                  std::make_shared<LinearBackwardData>(s), {dpre, w}));
-        continue;
-      }
-      if (weight_grads.empty()) {
-        weight_grads = mx::array::make_arrays({w.shape(), {w.shape(0)}},
-                                              {mx::float32, mx::float32},
-                                              std::make_shared<LinearBackwardWeights>(s), {x, dpre});
-      }
-      grads.push_back(weight_grads[arg == 1 ? 0 : 1]);
-    }
-    return grads;
+    return gradients(
+        argnums,
+        [&] {
+          return mx::array(x.shape(), mx::float32, std::make_shared<LinearBackwardData>(s),
+                           {dpre, w});
+        },
+        [&] {
+          return mx::array::make_arrays({w.shape(), {w.shape(0)}}, {mx::float32, mx::float32},
+                                        std::make_shared<LinearBackwardWeights>(s), {x, dpre});
+        });
   }
 };
 
