@@ -2,20 +2,13 @@
 // by a function GCC builds twice (AVX2 and baseline x86-64) and picks between at load time.
 #include "optimizers.h"
 
-#include "dense.h"
-
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <memory>
-#include <stdexcept>
-#include <string>
 
-#include "mlx/allocator.h"
-#include "mlx/backend/cpu/encoder.h"
-#include "mlx/primitives.h"
+#include "primitive.h"
 
 namespace dqn_onednn {
 
@@ -23,41 +16,33 @@ void apply_thread_count();  // layers.cpp: --threads for every oneDNN and OpenMP
 
 namespace {
 
-struct AdamConstants {
-  float b1, b2, eps;
-};
-
 // Each output may be its input's buffer (donated), so element i is read before it is written.
 struct Buffers {
   const float *p, *g, *s1, *s2;  // inputs
   float *p_out, *s1_out, *s2_out;
 };
 
+// Adam: s1, s2 are m, v and k1, k2, k3 are b1, b2, eps.
 __attribute__((target_clones("avx2,fma", "default"))) void adam_range(
-    Buffers b, float c1, float c2, AdamConstants k, long begin, long end) {
-  const float one_minus_b1 = 1.0f - k.b1, one_minus_b2 = 1.0f - k.b2;
+    Buffers b, float c1, float c2, float k1, float k2, float k3, long begin, long end) {
   for (long i = begin; i < end; ++i) {
     float g = b.g[i];
-    float m = k.b1 * b.s1[i] + one_minus_b1 * g;
-    float v = k.b2 * b.s2[i] + one_minus_b2 * (g * g);
-    b.p_out[i] = b.p[i] - (c1 * m) / (std::sqrt(v) * c2 + k.eps);
+    float m = k1 * b.s1[i] + (1.0f - k1) * g;
+    float v = k2 * b.s2[i] + (1.0f - k2) * (g * g);
+    b.p_out[i] = b.p[i] - (c1 * m) / (std::sqrt(v) * c2 + k3);
     b.s1_out[i] = m;
     b.s2_out[i] = v;
   }
 }
 
-struct RmsConstants {
-  float d1, d2, min_sq;
-};
-
+// Centered RMSProp: s1, s2 are a, a2 and k1, k2, k3 are d1, d2, min_sq; c1 is lr.
 __attribute__((target_clones("avx2,fma", "default"))) void rmsprop_range(
-    Buffers b, float lr, RmsConstants k, long begin, long end) {
-  const float one_minus_d1 = 1.0f - k.d1, one_minus_d2 = 1.0f - k.d2;
+    Buffers b, float c1, float, float k1, float k2, float k3, long begin, long end) {
   for (long i = begin; i < end; ++i) {
     float g = b.g[i];
-    float a = k.d1 * b.s1[i] + one_minus_d1 * g;
-    float a2 = k.d2 * b.s2[i] + one_minus_d2 * (g * g);
-    b.p_out[i] = b.p[i] - lr * g / std::sqrt(a2 - a * a + k.min_sq);
+    float a = k1 * b.s1[i] + (1.0f - k1) * g;
+    float a2 = k2 * b.s2[i] + (1.0f - k2) * (g * g);
+    b.p_out[i] = b.p[i] - c1 * g / std::sqrt(a2 - a * a + k3);
     b.s1_out[i] = a;
     b.s2_out[i] = a2;
   }
@@ -67,8 +52,8 @@ __attribute__((target_clones("avx2,fma", "default"))) void rmsprop_range(
 template <typename F>
 void parallel_ranges(long size, F f) {
   constexpr long kMinPerThread = 1 << 14;
-  int threads = static_cast<int>(std::max(1L, std::min<long>(omp_get_max_threads(),
-                                                             size / kMinPerThread)));
+  int threads = static_cast<int>(
+      std::max(1L, std::min<long>(omp_get_max_threads(), size / kMinPerThread)));
 #pragma omp parallel num_threads(threads)
   {
     long t = omp_get_thread_num(), n = omp_get_num_threads();
@@ -80,57 +65,29 @@ void parallel_ranges(long size, F f) {
   }
 }
 
-// An output takes its input's buffer when MLX allows it (the input is dense and donatable).
-void take_or_allocate(const mx::array& in, mx::array& out) {
-  if (in.is_donatable() && Input::is_dense(in) && in.nbytes() == out.nbytes()) {
-    out.copy_shared_buffer(in);
-  } else {
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-  }
-}
-
-class OptimizerStep : public mx::Primitive {
+// inputs: p, g, s1, s2, c1[, c2]; outputs: p', s1', s2' (in p's, s1's and s2's buffers where
+// MLX allows).
+class OptimizerStep : public CpuPrimitive {
  public:
   OptimizerStep(mx::Stream stream, bool adam, float k1, float k2, float k3)
-      : mx::Primitive(stream), adam_(adam), k1_(k1), k2_(k2), k3_(k3) {}
+      : CpuPrimitive(stream, adam ? "OnednnAdamStep" : "OnednnRMSPropStep", {k1, k2, k3}),
+        adam_(adam), k1_(k1), k2_(k2), k3_(k3) {}
 
-  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
-    // inputs: p, g, s1, s2, scalar(s); outputs: p', s1', s2'
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    for (const auto& in : inputs) {
-      encoder.set_input_array(in);
-    }
-    for (int i = 0; i < 3; ++i) {
-      take_or_allocate(inputs[i == 0 ? 0 : i + 1], outputs[i]);  // p -> p', s1 -> s1', s2 -> s2'
-      encoder.set_output_array(outputs[i]);
-    }
-    encoder.dispatch([adam = adam_, k1 = k1_, k2 = k2_, k3 = k3_, p = Input(inputs[0]),
-                      g = Input(inputs[1]), s1 = Input(inputs[2]), s2 = Input(inputs[3]),
-                      x1 = Input(inputs[4]), x2 = Input(inputs[adam_ ? 5 : 4]),
-                      p_out = outputs[0].data<float>(), s1_out = outputs[1].data<float>(),
-                      s2_out = outputs[2].data<float>(),
-                      size = static_cast<long>(outputs[0].size())]() mutable {
-      apply_thread_count();
-      Buffers b{p.get<float>(), g.get<float>(), s1.get<float>(), s2.get<float>(),
-                p_out, s1_out, s2_out};
-      float c1 = *x1.get<float>(), c2 = *x2.get<float>();
-      parallel_ranges(size, [&](long begin, long end) {
-        if (adam) {
-          adam_range(b, c1, c2, {k1, k2, k3}, begin, end);
-        } else {
-          rmsprop_range(b, c1, {k1, k2, k3}, begin, end);
-        }
-      });
-    });
-  }
-
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("[dqn_mlx_onednn] optimizer steps run on the CPU only.");
-  }
-  const char* name() const override { return adam_ ? "OnednnAdamStep" : "OnednnRMSPropStep"; }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    const auto& o = static_cast<const OptimizerStep&>(other);
-    return adam_ == o.adam_ && k1_ == o.k1_ && k2_ == o.k2_ && k3_ == o.k3_;
+  void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& out) override {
+    auto range = adam_ ? adam_range : rmsprop_range;
+    run(in, out,
+        [range, k1 = k1_, k2 = k2_, k3 = k3_, size = static_cast<long>(out[0].size()),
+         c2_at = in.size() - 1](const std::vector<const void*>& x, const std::vector<void*>& y) {
+          apply_thread_count();
+          auto f = [](const void* a) { return static_cast<const float*>(a); };
+          Buffers b{f(x[0]), f(x[1]), f(x[2]), f(x[3]), static_cast<float*>(y[0]),
+                    static_cast<float*>(y[1]), static_cast<float*>(y[2])};
+          float c1 = *f(x[4]), c2 = *f(x[c2_at]);
+          parallel_ranges(size, [&](long begin, long end) {
+            range(b, c1, c2, k1, k2, k3, begin, end);
+          });
+        },
+        {0, 2, 3});
   }
 
  private:
@@ -138,27 +95,18 @@ class OptimizerStep : public mx::Primitive {
   float k1_, k2_, k3_;
 };
 
-void check(bool ok, const std::string& what) {
-  if (!ok) {
-    throw std::invalid_argument("[dqn_mlx_onednn] " + what);
-  }
-}
-
 std::vector<mx::array> step(std::vector<mx::array> inputs, bool adam, float k1, float k2,
                             float k3, mx::StreamOrDevice s) {
-  auto stream = mx::to_stream(s);
   const auto& p = inputs[0];
   for (size_t i = 0; i < inputs.size(); ++i) {
     check(inputs[i].dtype() == mx::float32, "optimizer step: every input is float32");
-    if (i < 4) {
-      check(inputs[i].shape() == p.shape(), "optimizer step: parameter, gradient and state differ in shape");
-    } else {
-      check(inputs[i].size() == 1, "optimizer step: the step constants are scalars");
-    }
+    check(i >= 4 || inputs[i].shape() == p.shape(),
+          "optimizer step: parameter, gradient and state differ in shape");
+    check(i < 4 || inputs[i].size() == 1, "optimizer step: the step constants are scalars");
   }
   return mx::array::make_arrays({p.shape(), p.shape(), p.shape()},
                                 {mx::float32, mx::float32, mx::float32},
-                                std::make_shared<OptimizerStep>(stream, adam, k1, k2, k3),
+                                std::make_shared<OptimizerStep>(mx::to_stream(s), adam, k1, k2, k3),
                                 std::move(inputs));
 }
 
