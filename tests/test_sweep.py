@@ -29,8 +29,9 @@ NEEDS_RAY = pytest.mark.skipif(
 
 
 def end_to_end(test: F) -> F:
-    """Trains through main.py on a local Ray: slow, and needs the sweep group."""
-    return pytest.mark.slow(NEEDS_RAY(test))
+    """Trains through main.py on a local Ray: slow, and needs the sweep group. Under
+    ``pytest -n`` these run on one worker, one at a time (one local Ray at a time)."""
+    return pytest.mark.xdist_group("ray")(pytest.mark.slow(NEEDS_RAY(test)))
 
 
 ROOT = Path(__file__).resolve().parents[1]
