@@ -127,10 +127,10 @@ BAD_INPUTS = [
     (["--bogus"], "No such option: --bogus"),
     (["--env", "Breakot-v5"], "unknown environment id"),
     (["--env", "CartPole-v1"], "not an Atari game"),
-    (["--steps", "0"], "--steps must be positive"),
-    (["--replay-size", "-3"], "--replay-size must be positive"),
+    (["--steps", "0"], "--steps must be >= 1"),
+    (["--replay-size", "-3"], "--replay-size must be >= 1"),
     (["--replay-size", "2000000000"], "--replay-size 2,000,000,000 needs"),
-    (["--batch-size", "0"], "--batch-size must be positive"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
     (["--learning-starts", "5000", "--steps", "100"], "must be below --steps"),
     (["--set", "gama=0.9"], "unknown hyperparameter 'gama'"),
     (["--set", "gamma"], "--set expects name=value"),
@@ -139,7 +139,7 @@ BAD_INPUTS = [
     (["--resume", "nowhere"], "no train_state.safetensors there"),
     (["--resume", "{trained}", "--replay-size", "100"], "--replay-size: saved 3,000, given 100"),
     (["--resume", "{trained}", "--preset", "nips2013"], "--preset: saved laptop, given nips2013"),
-    (["--resume", "{trained}", "--set", "gamma=0.9"], "--set gamma: saved 0.99, given 0.9"),
+    (["--resume", "{trained}", "--set", "gamma=0.9"], "--set gamma=...: saved 0.99, given 0.9"),
     (["--weights-dir", "{weights}", "--run-name", "tiny"], "already holds a run; continue it"),
     (["--resume", "{trained}", "--run-name", "other"], "--run-name other: --resume continues"),
     (["--resume", "{trained}", "--steps", "10"], "already took 2,000 agent steps"),
@@ -155,7 +155,7 @@ BAD_INPUTS = [
     (["--mode", "eval", "--load-path", "{other_arch}"], "do not match a nips2013 network"),
     (
         ["--mode", "eval", "--load-path", "{good}", "--env", "PongNoFrameskip-v4"],
-        "but the checkpoint was trained on BreakoutNoFrameskip-v4",
+        "is another game (pong) than the checkpoint's BreakoutNoFrameskip-v4 (breakout)",
     ),
 ]
 
@@ -238,7 +238,8 @@ def test_nature2015_protocol_with_videos_and_value_trace(trained: Path, tmp_path
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "protocol nature2015" in out and "sticky actions no" in out and "seed 7" in out
-    summary = json.loads((trained / "epoch_2.eval_nature2015.json").read_text())
+    results = trained / "epoch_2.eval_nature2015.BreakoutNoFrameskip-v4.30games.seed7.json"
+    summary = json.loads(results.read_text())
     assert summary["protocol"] == "nature2015" and len(summary["scores"]) == 30
     assert summary["epsilon"] == 0.05 and summary["agent_steps_trained"] == 2000
     # Each game lasts at most 18,000 emulator frames = 4,500 agent steps at frame skip 4.
@@ -263,7 +264,9 @@ def test_nips2013_protocol_counts_agent_steps(trained: Path) -> None:
         "600",
     )
     assert result.returncode == 0, result.stderr
-    summary = json.loads((trained / "epoch_1.eval_nips2013.json").read_text())
+    (results,) = trained.glob("epoch_1.eval_nips2013.BreakoutNoFrameskip-v4.*games.seed*.json")
+    summary = json.loads(results.read_text())
+    assert results.name.endswith(f".{len(summary['scores'])}games.seed{summary['seed']}.json")
     assert summary["agent_steps"] == 600
     assert summary["max"] == max(summary["scores"])  # the "DQN Best" column
     assert "600 agent steps" in result.stdout

@@ -96,14 +96,14 @@ def test_overrides_convert_types_and_reject_bad_values() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("total_steps", 0, "--steps must be positive"),
-        ("replay_size", -5, "--replay-size must be positive"),
+        ("total_steps", 0, "--steps must be >= 1"),
+        ("replay_size", -5, "--replay-size must be >= 1"),
         ("replay_size", 10, "must exceed --batch-size"),
         ("learning_starts", 10**9, "must be below --steps"),
-        ("gamma", 1.5, r"--gamma must be in \[0, 1\]"),
+        ("gamma", 1.5, r"--set gamma=\.\.\. must be in \[0, 1\]"),
         ("epoch_updates", 20_000_000, "--epoch-updates .* is longer than the whole run"),
         ("learning_starts", 0, "--learning-starts 0 is below --num-envs 1"),
-        ("num_envs", 0, "--num-envs must be positive"),
+        ("num_envs", 0, "--num-envs must be >= 1"),
         (
             "num_envs",
             3,
@@ -124,3 +124,98 @@ def test_a_pass_of_several_games_fits_in_an_epoch_and_after_the_first_transition
     with pytest.raises(UserError, match="--learning-starts 3 is below --num-envs 4"):
         dataclasses.replace(four, learning_starts=3).validate()
     dataclasses.replace(four, epoch_updates=4, learning_starts=4).validate()
+
+
+# --- every numeric field is checked: finite and in its range -------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from dqn_mlx.config import RANGES, flag_of  # noqa: E402
+
+FLOAT_FIELDS = [n for n in RANGES if isinstance(getattr(LAPTOP, n), float)]
+INT_FIELDS = [n for n in RANGES if n not in FLOAT_FIELDS]
+
+
+def test_every_numeric_field_has_a_range() -> None:
+    numeric = {
+        f.name
+        for f in dataclasses.fields(LAPTOP)
+        if isinstance(getattr(LAPTOP, f.name), int | float)
+        and not isinstance(getattr(LAPTOP, f.name), bool)
+    }
+    assert numeric == set(RANGES)
+
+
+def _outside(name: str) -> st.SearchStrategy[float]:
+    allowed = RANGES[name]
+    below = st.floats(max_value=allowed.low, exclude_max=not allowed.open_low)
+    above = (
+        st.floats(min_value=allowed.high, exclude_min=not allowed.open_high)
+        if allowed.high != float("inf")
+        else st.nothing()
+    )
+    special = st.sampled_from([float("nan"), float("inf"), float("-inf")])
+    if name in INT_FIELDS:
+        return st.one_of(
+            st.integers(max_value=int(allowed.low) - 1),
+            st.integers(min_value=int(allowed.high) + 1)
+            if allowed.high != float("inf")
+            else st.nothing(),
+        )
+    return st.one_of(below, above, special)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_a_value_out_of_its_range_is_refused_naming_the_flag_and_the_range(
+    data: st.DataObject,
+) -> None:
+    name = data.draw(st.sampled_from(sorted(RANGES)))
+    value = data.draw(_outside(name))
+    config = dataclasses.replace(LAPTOP, **{name: value})
+    with pytest.raises(UserError) as refused:
+        config.validate()
+    assert flag_of(name) in str(refused.value) and str(RANGES[name]) in str(refused.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_a_value_in_its_range_passes_the_range_check(data: st.DataObject) -> None:
+    name = data.draw(st.sampled_from(sorted(RANGES)))
+    allowed = RANGES[name]
+    high = allowed.high if allowed.high != float("inf") else 1e12
+    if name in INT_FIELDS:
+        value: float = data.draw(st.integers(int(allowed.low), int(min(high, 2**40))))
+    else:
+        value = data.draw(
+            st.floats(
+                allowed.low, high, exclude_min=allowed.open_low, exclude_max=allowed.open_high
+            )
+        )
+    config = dataclasses.replace(LAPTOP, **{name: value})
+    try:
+        config.validate()
+    except UserError as exc:  # only a check across fields may refuse it
+        assert str(allowed) not in str(exc), exc
+
+
+@pytest.mark.parametrize(
+    ("assignment", "flag"),
+    [
+        ("learning_rate=nan", "--learning-rate"),
+        ("learning_rate=inf", "--learning-rate"),
+        ("reward_clip=-1", "--set reward_clip=..."),
+        ("gamma=1.5", "--set gamma=..."),
+        ("seed=-1", "--seed"),
+        ("rms_min_sq=0", "--set rms_min_sq=..."),
+    ],
+)
+def test_set_values_out_of_range_are_refused(assignment: str, flag: str) -> None:
+    with pytest.raises(UserError, match=flag.replace(".", r"\.")):
+        with_overrides(LAPTOP, parse_assignments([assignment])).validate()
+
+
+def test_the_preset_is_not_set_with_set() -> None:
+    with pytest.raises(UserError, match="--preset"):
+        parse_assignments(["preset=nature2015"])

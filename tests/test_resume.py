@@ -22,7 +22,7 @@ from dqn_mlx.core.replay import ReplayMemory
 from dqn_mlx.run import epoch as run_epoch
 from dqn_mlx.run import train as run_train
 from dqn_mlx.run.metrics import read_metrics
-from dqn_mlx.run.resume import REPLAY_FILE, STATE_FILE, load_training_state
+from dqn_mlx.run.resume import STATE_FILE, load_training_state, replay_file
 from dqn_mlx.run.train import TrainingInterrupted, train
 
 pytestmark = pytest.mark.slow  # trains or runs main.py end to end (-m 'not slow' skips)
@@ -79,8 +79,9 @@ def test_resumed_run_matches_the_uninterrupted_run(
             compute=COMPUTE,
         )
     cut = tmp_path / "cut"
-    assert (cut / STATE_FILE).exists() and (cut / REPLAY_FILE).exists()
     loaded = load_training_state(cut)
+    assert loaded.replay_file == replay_file(loaded.run.step)
+    assert [p.name for p in cut.glob("replay*.npz")] == [loaded.replay_file]
     assert loaded.run.step == stop_pass * num_envs
     assert len(loaded.run.games) == num_envs
     logs: list[str] = []
@@ -135,7 +136,7 @@ def test_resume_without_saved_replay_refills_it_and_says_so(tmp_path: Path) -> N
             compute=COMPUTE,
         )
     run_dir = tmp_path
-    assert not (run_dir / REPLAY_FILE).exists()
+    assert not list(run_dir.glob("replay*.npz"))
     logs: list[str] = []
     loaded = load_training_state(run_dir)
     train(
@@ -146,8 +147,8 @@ def test_resume_without_saved_replay_refills_it_and_says_so(tmp_path: Path) -> N
 
 
 def test_a_replay_memory_saved_at_another_step_is_not_loaded(tmp_path: Path) -> None:
-    """A ``replay.npz`` left from an earlier save (a resume without --save-replay, or a write
-    that failed) never joins a newer training state: the run refills and says why."""
+    """A replay memory of another step under the name the state gives (a file copied in by
+    hand) never joins the training state: the run refills and says why."""
     with pytest.raises(TrainingInterrupted):
         train(
             CONFIG,
@@ -159,7 +160,7 @@ def test_a_replay_memory_saved_at_another_step_is_not_loaded(tmp_path: Path) -> 
             should_stop=_stop_after(220),
             compute=COMPUTE,
         )
-    old_replay = (tmp_path / REPLAY_FILE).read_bytes()
+    old_replay = (tmp_path / replay_file(220)).read_bytes()
     with pytest.raises(TrainingInterrupted):
         train(
             CONFIG,
@@ -172,7 +173,8 @@ def test_a_replay_memory_saved_at_another_step_is_not_loaded(tmp_path: Path) -> 
             should_stop=_stop_after(37),
             compute=COMPUTE,
         )
-    (tmp_path / REPLAY_FILE).write_bytes(old_replay)
+    assert not (tmp_path / replay_file(220)).exists()  # replaced by the state of step 257's
+    (tmp_path / replay_file(257)).write_bytes(old_replay)
     logs: list[str] = []
     train(
         CONFIG,
@@ -184,7 +186,7 @@ def test_a_replay_memory_saved_at_another_step_is_not_loaded(tmp_path: Path) -> 
         compute=COMPUTE,
     )
     assert any(
-        "replay.npz is from agent step 220, the training state from 257: refilling" in line
+        "replay-257.npz is from agent step 220, the training state from 257: refilling" in line
         for line in logs
     ), logs
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from dqn_mlx.core.loop import RunState
 from dqn_mlx.core.replay import ReplayStreams
-from dqn_mlx.run.resume import REPLAY_FILE, load_replay, save_replay
+from dqn_mlx.run.resume import LEGACY_REPLAY_FILE, load_replay, replay_file, save_replay
 
 
 def test_a_state_with_one_game_record_reads_as_one_game() -> None:
@@ -37,7 +37,7 @@ def test_a_replay_file_of_one_stream_without_sizes_loads(tmp_path: Path) -> None
     old = _filled(1, 55)  # wrapped: cursor 15
     stream = old.streams[0]
     np.savez_compressed(  # the format written before --num-envs
-        tmp_path / REPLAY_FILE,
+        tmp_path / LEGACY_REPLAY_FILE,
         frames=stream.frames[: stream.size],
         actions=stream.actions[: stream.size],
         rewards=stream.rewards[: stream.size],
@@ -48,7 +48,7 @@ def test_a_replay_file_of_one_stream_without_sizes_loads(tmp_path: Path) -> None
         agent_step=np.array(55),
     )
     new = ReplayStreams(40, 4, batch_size=4, streams=1)
-    assert load_replay(tmp_path, new, 55) is None
+    assert load_replay(tmp_path, new, 55, LEGACY_REPLAY_FILE) is None
     a, b = old.sample(4, np.random.default_rng(1)), new.sample(4, np.random.default_rng(1))
     assert new.streams[0].cursor == 15 and np.array_equal(a.states, b.states)
 
@@ -65,13 +65,13 @@ def test_streams_of_unequal_sizes_round_trip_and_another_game_count_is_refused(
     save_replay(tmp_path, old, 52)
     new = ReplayStreams(40, 4, batch_size=4, streams=4)
     new.streams[0].frames[:] = rng.integers(0, 256, new.streams[0].frames.shape, np.uint8)
-    assert load_replay(tmp_path, new, 52) is None
+    assert load_replay(tmp_path, new, 52, replay_file(52)) is None
     for a, b in zip(old.streams, new.streams, strict=True):
         assert (a.cursor, a.size) == (b.cursor, b.size)
         for name in ("frames", "actions", "rewards", "terminals", "starts"):
             assert np.array_equal(getattr(a, name)[: a.size], getattr(b, name)[: b.size]), name
     other = ReplayStreams(40, 4, batch_size=4, streams=2)
-    why = load_replay(tmp_path, other, 52)
+    why = load_replay(tmp_path, other, 52, replay_file(52))
     assert why is not None and "4 games" in why
 
 
@@ -93,7 +93,7 @@ def test_saving_the_replay_never_holds_its_frames_twice(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert peak < frames_bytes / 4, f"saving allocated {peak:,} bytes for {frames_bytes:,}"
-    with np.load(tmp_path / REPLAY_FILE) as data:
+    with np.load(tmp_path / replay_file(16_000)) as data:
         joined = np.concatenate([stream.frames for stream in replay.streams])
         assert np.array_equal(data["frames"], joined)
         assert list(data["sizes"]) == [8_000, 8_000]

@@ -89,6 +89,14 @@ def test_a_sweep_of_two_games_trains_each_in_its_folder_and_a_rerun_trains_nothi
     assert again.stdout.count("finished already") == 2 and "queued" not in again.stdout
     assert again.stdout.strip().splitlines()[-3:] == table
     assert _digest(tmp_path / "BreakoutNoFrameskip-v4") == before
+    # A damaged training state: that run is reported, the others go on (one line, exit 2).
+    state = folders[1] / "train_state.safetensors"
+    state.write_bytes(b"\xff" * 8 + state.read_bytes()[8:])
+    damaged = sweep(tmp_path, *games, "--steps", "2000")
+    assert damaged.returncode == 2 and "Traceback" not in damaged.stderr, damaged.stderr
+    assert "PongNoFrameskip-v4 seed 0: not started" in damaged.stdout
+    assert "train_state.safetensors is damaged" in damaged.stdout
+    assert "BreakoutNoFrameskip-v4 seed 0: finished already" in damaged.stdout
 
 
 @end_to_end

@@ -98,6 +98,14 @@ SetOpt = Annotated[
 ResumeOpt = Annotated[
     Path | None, _option(TRAIN, "Continue the run in this folder (or state file).")
 ]
+RestartOpt = Annotated[
+    bool,
+    _option(
+        TRAIN,
+        "Start the --run-name run over in its folder: for a run that stopped before its first "
+        "training state, which --resume cannot continue.",
+    ),
+]
 LoadPath = Annotated[Path | None, _option(EVAL, "Checkpoint to play.")]
 Episodes = Annotated[int, _option(EVAL, "Games to play.")]
 EvalEpsilon = Annotated[float, _option(EVAL, "Exploration rate.")]
@@ -172,6 +180,7 @@ def main(
     num_envs: NumEnvs = None,
     set_: SetOpt = None,
     resume: ResumeOpt = None,
+    restart: RestartOpt = False,
     load_path: LoadPath = None,
     episodes: Episodes = 10,
     epsilon: EvalEpsilon = 0.05,
@@ -204,9 +213,8 @@ def main(
         one_env = env[0] if env else None
         if mode == "train":
             output = (weights_dir, run_name, save_replay)
-            _train_mode(
-                preset and preset.value, flags, set_ or [], one_env, output, resume, compute
-            )
+            start = (resume, restart)
+            _train_mode(preset and preset.value, flags, set_ or [], one_env, output, start, compute)
         elif mode == "sweep":
             from dqn_mlx.sweep import sweep_mode
 
@@ -282,16 +290,26 @@ def _train_mode(
     assignments: list[str],
     env: str | None,
     output: tuple[Path, str | None, bool],
-    resume: Path | None,
+    start: tuple[Path | None, bool],
     compute: Compute,
 ) -> None:
-    """``--mode train``: a new run from the preset and the flags, or ``--resume`` a run."""
+    """``--mode train``: a new run from the preset and the flags, ``--resume`` a run, or
+    ``--restart`` an unfinished one."""
     from dqn_mlx.config import parse_assignments, with_overrides
     from dqn_mlx.config import preset as get_preset
     from dqn_mlx.errors import UserError
     from dqn_mlx.run.checkpoint import default_run_name, run_folder
+    from dqn_mlx.run.folder import check_run_name
 
     weights_dir, run_name, save_replay = output
+    resume, restart = start
+    if run_name is not None:
+        check_run_name(run_name)
+    if restart and (resume is not None or run_name is None):
+        raise UserError(
+            "--restart starts the run named by --run-name over in its folder: give --run-name, "
+            "and no --resume"
+        )
     given = {**parse_assignments(assignments), **flags}
     if resume is not None:
         if run_name is not None and run_name != _run_folder_of(resume).name:
@@ -307,7 +325,7 @@ def _train_mode(
     if run_name is None:  # a default name is never refused: claim a free one, -2, -3, ...
         folder = _claim(folder)
     try:
-        _train(config, env_id, folder, save_replay, compute)
+        _train(config, env_id, folder, save_replay, compute, restart=restart)
     except UserError:
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()  # refused before training: leave nothing behind
@@ -376,10 +394,11 @@ def _train(
     save_replay: bool,
     compute: Compute,
     resume: object = None,
+    restart: bool = False,
 ) -> None:
     from dqn_mlx.config import DQNConfig
     from dqn_mlx.core.env import AtariEnv, comparability_note, make_atari_env, resolve_game
-    from dqn_mlx.run.resume import LoadedState
+    from dqn_mlx.run.resume import LoadedState, quoted
     from dqn_mlx.run.train import TrainingInterrupted, train
 
     assert isinstance(config, DQNConfig)
@@ -415,16 +434,17 @@ def _train(
             should_stop=lambda: bool(requested),
             compute=compute,
             progress_bar=sys.stdout.isatty(),
+            restart=restart,
         )
     except TrainingInterrupted as stop:
         print(
-            f"{stop}; resume with: uv run main.py --mode train --resume {stop.out_dir}",
+            f"{stop}; resume with: uv run main.py --mode train --resume {quoted(stop.out_dir)}",
             file=sys.stderr,
         )
         raise typer.Exit(130) from None
     print(f"done: checkpoints, metrics and plots in {out}")
     newest = max(out.glob("epoch_*.safetensors"), key=lambda p: int(p.stem.split("_")[1]))
-    print(f"evaluate it: uv run main.py --mode eval --load-path {newest}")
+    print(f"evaluate it: uv run main.py --mode eval --load-path {quoted(newest)}")
 
 
 def _stop_on_signals() -> list[int]:

@@ -15,6 +15,7 @@ Sources (the papers, and the README's presets table):
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from typing import Literal
@@ -139,38 +140,30 @@ class DQNConfig:
         return dict(self.frame_skip_overrides).get(game, self.frame_skip)
 
     def validate(self) -> DQNConfig:
-        """Raise UserError naming the first inconsistent value; return self when all is well."""
-        positive = (
-            "frame_skip",
-            "history_length",
-            "replay_size",
-            "batch_size",
-            "update_period",
-            "total_steps",
-            "epoch_updates",
-            "eval_steps",
-            "held_out_states",
-            "max_episode_frames",
-            "num_envs",
-        )
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
-        nonneg = (
-            "noop_max",
-            "learning_starts",
-            "target_update_agent_steps",
-            "epsilon_decay_steps",
-        )
-        for name in nonneg:
-            if getattr(self, name) < 0:
-                raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        for name in ("epsilon_start", "epsilon_end", "eval_epsilon", "gamma"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise UserError(f"--{_flag(name)} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("learning_rate", "adam_eps"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
+        """Raise UserError naming the first value out of its range (``RANGES``: every numeric
+        field, NaN and infinities refused) or inconsistent with another; return self when all
+        is well."""
+        hints = typing.get_type_hints(DQNConfig)
+        for name, allowed in RANGES.items():
+            value = getattr(self, name)
+            numeric = (int, float) if hints[name] is float else int
+            if isinstance(value, bool) or not isinstance(value, numeric):
+                raise UserError(f"{flag_of(name)} must be a number, got {value!r}")
+            if not allowed.holds(value):
+                raise UserError(f"{flag_of(name)} must be {allowed}, got {value!r}")
+        for name, hint in hints.items():
+            choices = typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
+            if (choices and getattr(self, name) not in choices) or (
+                hint is bool and not isinstance(getattr(self, name), bool)
+            ):
+                valid = ", ".join(map(str, choices or (True, False)))
+                raise UserError(
+                    f"{flag_of(name)} must be one of {valid}, got {getattr(self, name)!r}"
+                )
+        if any(skip < 1 for _, skip in self.frame_skip_overrides):
+            raise UserError(
+                f"frame_skip_overrides must be positive, got {self.frame_skip_overrides}"
+            )
         if self.replay_size < self.batch_size + self.history_length:
             raise UserError(
                 f"--replay-size ({self.replay_size}) must exceed --batch-size "
@@ -221,6 +214,68 @@ class DQNConfig:
             )
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field may take: ``low`` to ``high``, each bound included unless
+    ``open_low`` / ``open_high``; always finite."""
+
+    low: float
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+
+    def holds(self, value: float) -> bool:
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return math.isfinite(value) and above and below
+
+    def __str__(self) -> str:
+        def number(x: float) -> str:
+            return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+        if self.high == math.inf:
+            return f"{'>' if self.open_low else '>='} {number(self.low)} (and finite)"
+        left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+        return f"in {left}{number(self.low)}, {number(self.high)}{right}"
+
+
+AT_LEAST_1, AT_LEAST_0 = Range(1), Range(0)
+POSITIVE = Range(0, open_low=True)
+PROBABILITY, DECAY = Range(0, 1), Range(0, 1, open_high=True)
+RANGES: dict[str, Range] = {
+    **dict.fromkeys(
+        ("frame_skip", "history_length", "replay_size", "batch_size", "update_period",
+         "total_steps", "epoch_updates", "eval_steps", "held_out_states",
+         "max_episode_frames", "num_envs"),
+        AT_LEAST_1,
+    ),
+    **dict.fromkeys(
+        ("noop_max", "learning_starts", "target_update_agent_steps", "epsilon_decay_steps"),
+        AT_LEAST_0,
+    ),
+    "seed": Range(0, 2**32 - 1),  # numpy's and MLX's generators take an unsigned seed
+    **dict.fromkeys(("gamma", "epsilon_start", "epsilon_end", "eval_epsilon"), PROBABILITY),
+    **dict.fromkeys(("rms_grad_decay", "rms_sq_decay"), DECAY),
+    **dict.fromkeys(("learning_rate", "adam_eps", "rms_min_sq", "reward_clip"), POSITIVE),
+}  # fmt: skip
+"""Every numeric field of ``DQNConfig`` and the values it may take."""
+
+CLI_FLAGS = frozenset({
+    "total_steps", "epoch_updates", "replay_size", "learning_starts", "seed", "eval_steps",
+    "held_out_states", "batch_size", "learning_rate", "update_period",
+    "target_update_agent_steps", "epsilon_decay_steps", "num_envs",
+})  # fmt: skip
+"""The fields with a flag of their own; every other one is set with ``--set name=value``."""
+
+
+def flag_of(name: str) -> str:
+    """What a user types to set the field ``name``: ``--steps``, ``--learning-rate``, or
+    ``--set gamma=...``."""
+    if name in CLI_FLAGS:
+        return "--" + {"total_steps": "steps"}.get(name, name).replace("_", "-")
+    return f"--set {name}=..."
+
+
 NIPS2013 = DQNConfig()
 """Mnih et al. 2013: small network, one update per agent step, no target net."""
 
@@ -261,10 +316,6 @@ default; the papers' presets are for reproducing the papers."""
 
 PRESETS: dict[str, DQNConfig] = {"laptop": LAPTOP, "nips2013": NIPS2013, "nature2015": NATURE2015}
 DEFAULT_PRESET = "laptop"
-
-
-def _flag(name: str) -> str:
-    return {"total_steps": "steps"}.get(name, name.replace("_", "-"))
 
 
 def preset(name: str) -> DQNConfig:
@@ -320,7 +371,13 @@ def parse_assignments(assignments: list[str]) -> dict[str, object]:
         name, sep, value = item.partition("=")
         if not sep:
             raise UserError(f"--set expects name=value, got {item!r}")
-        out[name.strip().replace("-", "_")] = value.strip()
+        field = name.strip().replace("-", "_")
+        if field == "preset":
+            raise UserError(
+                "--set preset: the preset is chosen with --preset (it sets every value it names); "
+                "--set changes single values"
+            )
+        out[field] = value.strip()
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,11 +205,19 @@ def evaluate_checkpoint(
 ) -> None:
     """``--mode eval``: play a checkpoint, print its raw scores and save them as JSON beside
     it; optionally record videos and the value trace of the first game."""
-    _check_eval_flags(load_path, protocol_name, episodes, epsilon, eval_steps)
+    _check_eval_flags(load_path, protocol_name, episodes, epsilon, eval_steps, seed)
     assert load_path is not None
+    _check_outputs(Path(load_path), video)
     ckpt = load_checkpoint(load_path, layers)
     env_id = env_override or ckpt.env_id
     game, cfg = resolve_game(env_id), ckpt.config
+    trained_rom = resolve_game(ckpt.env_id).rom
+    if game.rom != trained_rom:
+        raise UserError(
+            f"--env {env_id} is another game ({game.rom}) than the checkpoint's "
+            f"{ckpt.env_id} ({trained_rom}); drop --env, or give a variant of {trained_rom} "
+            "(the same ROM and actions, e.g. its ALE/...-v5 id)"
+        )
     protocol = PROTOCOLS.get(protocol_name or "")
     if protocol is not None:
         epsilon, episodes = protocol.epsilon, protocol.episodes or 0
@@ -338,9 +347,38 @@ def _write_results(
         "agent_steps_trained": int(metadata.get("agent_steps", 0)),
         "date": datetime.date.today().isoformat(),
     }
-    out = load_path.with_name(f"{load_path.stem}.eval_{name}.json")
-    atomic_write_text(out, json.dumps(summary, indent=1))
+    out = load_path.with_name(results_file_name(load_path, name, game, len(result.scores), seed))
+    try:
+        atomic_write_text(out, json.dumps(summary, indent=1))
+    except OSError as exc:
+        raise UserError(
+            f"could not write the results to {out} ({exc.strerror or exc}); the scores are "
+            "printed above"
+        ) from None
     print(f"results written to {out}")
+
+
+def results_file_name(load_path: Path, protocol: str, game: GameSpec, games: int, seed: int) -> str:
+    """``<stem>.eval_<protocol>.<env id>.<N>games.seed<S>.json``: one evaluation never
+    overwrites another of another game, protocol, length or seed."""
+    env = game.env_id.replace("/", "_")
+    return f"{load_path.stem}.eval_{protocol}.{env}.{games}games.seed{seed}.json"
+
+
+def _check_outputs(load_path: Path, video: Path | None) -> None:
+    """Refuse before playing what could not be written at the end: the results beside the
+    checkpoint, and videos into ``video``."""
+    folder = load_path.parent
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(
+            f"cannot write the results beside {load_path}: {folder} is not writable; copy the "
+            "checkpoint into a writable folder and evaluate the copy"
+        )
+    if video is not None and video.exists() and not video.is_dir():
+        raise UserError(
+            f"--video {video} is an existing file; --video takes a folder (one video per game "
+            "goes into it)"
+        )
 
 
 def _check_eval_flags(
@@ -349,6 +387,7 @@ def _check_eval_flags(
     episodes: int,
     epsilon: float,
     eval_steps: int | None,
+    seed: int | None = None,
 ) -> None:
     if load_path is None:
         raise UserError(
@@ -364,3 +403,5 @@ def _check_eval_flags(
         raise UserError(f"--epsilon must be in [0, 1], got {epsilon}")
     if eval_steps is not None and eval_steps <= 0:
         raise UserError(f"--eval-steps must be positive, got {eval_steps}")
+    if seed is not None and not 0 <= seed < 2**32 - 1000:
+        raise UserError(f"--seed must be in [0, {2**32 - 1001:,}], got {seed}")

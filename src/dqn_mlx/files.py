@@ -13,11 +13,15 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+TEMPORARY_PREFIX = ".partial-"
+"""How every temporary file begins (``run/folder.py`` removes those a killed process left)."""
+
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    prefix = f"{TEMPORARY_PREFIX}{path.stem}."
+    fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

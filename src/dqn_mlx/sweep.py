@@ -84,10 +84,19 @@ def state_step(folder: Path) -> int | None:
     path = folder / "train_state.safetensors"
     if not path.exists():
         return None
-    with open(path, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        metadata = json.loads(handle.read(length)).get("__metadata__", {})
-    return int(json.loads(metadata.get("run", "{}")).get("step", 0))
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > path.stat().st_size:
+                raise ValueError("its header is longer than the file")
+            metadata = json.loads(handle.read(length)).get("__metadata__", {})
+        return int(json.loads(metadata.get("run", "{}")).get("step", 0))
+    except (OSError, ValueError, TypeError, AttributeError, struct.error, OverflowError) as exc:
+        raise DamagedState(f"{path} is damaged ({type(exc).__name__})") from None
+
+
+class DamagedState(ValueError):
+    """A run folder's training state that cannot be read."""
 
 
 def finished(run: SweepRun, total_steps: int) -> bool:
@@ -170,14 +179,24 @@ def sweep(
         task = ray.remote(run_training).options(
             **resources, max_retries=RETRIES, retry_exceptions=True
         )
-        pending = {}
+        pending, damaged = {}, []
         for run in runs:
-            if finished(run, config.total_steps):
+            try:
+                done = finished(run, config.total_steps)
+            except DamagedState as exc:
+                print(
+                    f"{run.env_id} seed {run.seed}: not started, {exc}; move it away to start "
+                    "this run over",
+                    flush=True,
+                )
+                damaged.append(run)
+                continue
+            if done:
                 print(f"{run.env_id} seed {run.seed}: finished already ({run.folder})", flush=True)
                 continue
             pending[task.remote(run, train_args, threads)] = run
             print(f"{run.env_id} seed {run.seed}: queued ({run.folder})", flush=True)
-        failed = _wait(ray, pending)
+        failed = damaged + _wait(ray, pending)
     finally:
         ray.shutdown()
     print(render_table([table_row(run) for run in runs]))

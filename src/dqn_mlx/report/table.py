@@ -49,6 +49,8 @@ def _epoch_results(weights_dir: Path) -> list[dict[str, Any]]:
     results = []
     for path in sorted(Path(weights_dir).glob("**/metrics.jsonl")):
         records = read_metrics(path.parent)
+        if not records:
+            continue
         env_id = path.parent.parent.name.replace("ALE_", "ALE/", 1)
         try:
             game = resolve_game(env_id)

@@ -15,6 +15,7 @@ import dataclasses
 import datetime
 import importlib.metadata
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,9 +102,21 @@ def config_from_json(text: str) -> DQNConfig:
     return dataclasses.replace(config, frame_skip_overrides=overrides)
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, mx.array], dict[str, str]]:
+def read_safetensors(path: Path) -> tuple[dict[str, mx.array], dict[str, str]]:
+    """A safetensors file's arrays and string metadata."""
     loaded: Any = mx.load(str(path), format="safetensors", return_metadata=True)
     return loaded[0], loaded[1]
+
+
+def check_finite(arrays: dict[str, mx.array], what: str) -> None:
+    """A UserError naming the first array that holds a NaN or an infinity: such weights
+    would only stop a run at its first update, or play nonsense."""
+    for name, value in arrays.items():
+        if mx.issubdtype(value.dtype, mx.floating) and not mx.all(mx.isfinite(value)).item():
+            raise UserError(
+                f"{what}: {name} holds NaN or infinite numbers, so the file cannot be used; "
+                "take an earlier checkpoint of the run"
+            )
 
 
 def load_checkpoint(path: Path, layers: Layers = PLAIN) -> Checkpoint:
@@ -118,12 +131,18 @@ def load_checkpoint(path: Path, layers: Layers = PLAIN) -> Checkpoint:
     if path.is_dir():
         raise UserError(f"--load-path {path} is a directory; give an epoch_<N>.safetensors file")
     try:
-        arrays, metadata = _read_safetensors(path)
+        arrays, metadata = read_safetensors(path)
     except Exception as exc:
         raise UserError(
             f"--load-path {path} is not a readable safetensors file "
             f"(truncated or another format?): {str(exc).splitlines()[0][:120]}"
         ) from None
+    if str(metadata.get("format", "")).startswith("dqn-mlx-train-state/"):
+        raise UserError(
+            f"--load-path {path} is a training state (what --resume continues), not a "
+            f"checkpoint: evaluate one of the run's epoch_<N>.safetensors files, or continue "
+            f"the run with --mode train --resume {shlex.quote(str(path.parent))}"
+        )
     missing = [k for k in ("format", "env_id", "config", "action_meanings") if k not in metadata]
     if missing or not str(metadata.get("format", "")).startswith("dqn-mlx/"):
         raise UserError(
@@ -143,6 +162,7 @@ def load_checkpoint(path: Path, layers: Layers = PLAIN) -> Checkpoint:
             f"--load-path {path}: weights do not match a {config.network} network "
             f"with {len(action_meanings)} actions (differs at {diff})"
         )
+    check_finite(arrays, f"--load-path {path}")
     network.update(tree_unflatten(list(arrays.items())))
     mx.eval(network.parameters())
     return Checkpoint(network, config, metadata["env_id"], action_meanings, dict(metadata))

@@ -25,6 +25,7 @@ from dqn_mlx.core.loop import Training
 from dqn_mlx.core.policy import epsilon_greedy, exploration_rate, greedy_policy
 from dqn_mlx.evaluate import EvalResult, average_max_q, no_game_completed, play_steps
 from dqn_mlx.run.checkpoint import save_weights
+from dqn_mlx.run.folder import remove_old_replays
 from dqn_mlx.run.loggers import RunLogger
 from dqn_mlx.run.resume import save_replay, save_training_state
 
@@ -134,11 +135,15 @@ class EpochEnd:
         return self.t.run.wall_time_s + time.perf_counter() - self.process_start
 
     def save_state(self) -> None:
-        """Write the resumable training state (and, if asked, the replay memory)."""
+        """Write the resumable training state (and, if asked, the replay memory), paired: the
+        replay first under its own name, then the state that names it, then the previous
+        replay goes (run/resume.py)."""
         t, output = self.t, self.output
-        if output.save_replay_memory:  # first: a state never points at a replay not written
+        replay = None
+        if output.save_replay_memory:
             path = save_replay(output.out_dir, t.replay, t.run.step)
             output.log(f"replay memory saved: {path} ({path.stat().st_size / 1e6:,.1f} MB)")
+            replay = path.name
         snapshot = dataclasses.replace(t.run, wall_time_s=self.wall_time_s())
         save_training_state(
             output.out_dir,
@@ -148,4 +153,6 @@ class EpochEnd:
             self.held_out,
             output.env_id,
             output.frame_skip,
+            replay,
         )
+        remove_old_replays(output.out_dir, replay)

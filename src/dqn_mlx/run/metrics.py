@@ -13,19 +13,43 @@ completed games, 0 when none completed, as DeepMind's run_gpu reports it), ``eva
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+from dqn_mlx.errors import UserError
 from dqn_mlx.files import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The epochs' records. A last line cut short (a crash while it was written) is dropped
+    with a one-line warning on stderr, and the next ``append_metrics`` rewrites the file
+    without it; a damaged line before the last is a UserError."""
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or "epoch" not in record:
+                raise ValueError("not an epoch's record")
+            records.append(record)
+        except ValueError:
+            if number < len(lines):
+                raise UserError(
+                    f"{path}: line {number} is not an epoch's record; restore the file or move "
+                    "it away (the run's checkpoints and state do not need it)"
+                ) from None
+            print(
+                f"warning: {path}: its last line is incomplete (a write was cut short); it is "
+                "dropped and the next epoch's record replaces it",
+                file=sys.stderr,
+            )
+    return records
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> list[dict[str, Any]]:

@@ -8,16 +8,22 @@ only initialises the weights, which are restored) and ``RunState`` (agent step, 
 the epoch's loss so far, and each training game's ``GameRecord``: the seed of its last seeded
 start and the actions played since, from which ``TrainingGame.restore`` rebuilds it).
 
-``<run dir>/replay.npz`` (only with ``--save-replay``): the replay memory, compressed, written
-at the same moments. Without it a resumed run first refills the replay by playing the current
-policy, and says so (``refill_replay``).
+``<run dir>/replay-<agent step>.npz`` (only with ``--save-replay``): the replay memory,
+compressed, written at the same moments, just before the state, under a name of its own; the
+state names it (metadata ``replay``). So a state and its replay stay paired whenever a write
+is cut short: the previous replay is deleted only once the new state is on disk
+(``run/folder.py``), and a replay no state names is a leftover. Without one a resumed run
+first refills the replay by playing the current policy, and says so (``refill_replay``).
+Runs saved before this scheme have ``replay.npz`` and no ``replay`` metadata.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +42,15 @@ from dqn_mlx.core.policy import epsilon_greedy, exploration_rate, greedy_policy
 from dqn_mlx.core.replay import ReplayStreams
 from dqn_mlx.errors import UserError
 from dqn_mlx.files import atomic_write
-from dqn_mlx.run.checkpoint import _read_safetensors
+from dqn_mlx.run.checkpoint import check_finite, read_safetensors
 
 STATE_FILE = "train_state.safetensors"
-REPLAY_FILE = "replay.npz"
+LEGACY_REPLAY_FILE = "replay.npz"
+
+
+def replay_file(agent_step: int) -> str:
+    """The name of the replay memory saved at ``agent_step``."""
+    return f"replay-{agent_step}.npz"
 
 
 def _prefixed(prefix: str, tree: Any) -> dict[str, mx.array]:
@@ -55,7 +66,10 @@ def save_training_state(
     held_out: np.ndarray,
     env_id: str,
     frame_skip: int,
+    replay: str | None = None,
 ) -> Path:
+    """Write the training state atomically; ``replay`` names the replay memory saved with it
+    (None: none was)."""
     arrays: dict[str, mx.array] = {}
     arrays.update(_prefixed("online.", learner.online.parameters()))
     if learner.target is not None:
@@ -70,6 +84,7 @@ def save_training_state(
         "numpy_rng": json.dumps(rng.bit_generator.state),
         "run": json.dumps(dataclasses.asdict(run)),
         "updates": str(learner.updates),
+        "replay": replay or "",
     }
     path = Path(run_dir) / STATE_FILE
 
@@ -90,18 +105,40 @@ class LoadedState:
     rng_state: dict[str, Any]
     arrays: dict[str, mx.array]
     path: Path
+    replay_file: str | None
+    """The replay memory saved with this state (a file name in its folder), if any."""
 
 
 def find_state(path: Path) -> Path:
     """``--resume`` accepts the run folder or the state file itself."""
     path = Path(path)
-    candidate = path / STATE_FILE if path.is_dir() else path
-    if not candidate.exists():
+    if path.is_file() and path.name.startswith("epoch_") and path.suffix == ".safetensors":
         raise UserError(
-            f"--resume {path}: no {STATE_FILE} there; give the folder of a run "
-            "(weights/<env-id>/<run-name>/) that finished an epoch or was stopped with Ctrl-C"
+            f"--resume {path} is an epoch checkpoint (the network's weights only): play it with "
+            f"--mode eval --load-path {quoted(path)}, or continue its run with --resume "
+            f"{quoted(path.parent)}"
         )
-    return candidate
+    candidate = path / STATE_FILE if path.is_dir() else path
+    if candidate.exists():
+        return candidate
+    epochs = sorted(path.glob("epoch_*.safetensors")) if path.is_dir() else []
+    if epochs:
+        raise UserError(
+            f"--resume {path}: the run stopped before its first {STATE_FILE} was written, so it "
+            f"cannot go on; play {epochs[-1].name} with --mode eval, or start the run over in "
+            "this folder with --mode train --restart and the same --run-name"
+        )
+    raise UserError(
+        f"--resume {path}: no {STATE_FILE} there; give the folder of a run "
+        "(weights/<env-id>/<run-name>/) that finished an epoch or was stopped with Ctrl-C"
+    )
+
+
+def quoted(path: Path | str) -> str:
+    """``path`` as a shell reads it back (spaces, quotes)."""
+    import shlex
+
+    return shlex.quote(str(path))
 
 
 def load_training_state(path: Path) -> LoadedState:
@@ -109,9 +146,10 @@ def load_training_state(path: Path) -> LoadedState:
 
     state_path = find_state(path)
     try:
-        arrays, metadata = _read_safetensors(state_path)
+        arrays, metadata = read_safetensors(state_path)
         run = RunState.from_json(json.loads(metadata["run"]))
-        return LoadedState(
+        replay = metadata.get("replay", LEGACY_REPLAY_FILE)  # absent: saved before the scheme
+        loaded = LoadedState(
             config=config_from_json(metadata["config"]),
             env_id=metadata["env_id"],
             frame_skip=int(metadata["frame_skip"]),
@@ -120,6 +158,7 @@ def load_training_state(path: Path) -> LoadedState:
             rng_state=json.loads(metadata["numpy_rng"]),
             arrays=arrays,
             path=state_path,
+            replay_file=replay or None,
         )
     except UserError:
         raise
@@ -128,6 +167,8 @@ def load_training_state(path: Path) -> LoadedState:
             f"--resume {state_path} is not a readable training state ({type(exc).__name__}); "
             "use the run folder written by --mode train"
         ) from None
+    check_finite(loaded.arrays, f"--resume {state_path}")
+    return loaded
 
 
 def differing_settings(
@@ -136,31 +177,18 @@ def differing_settings(
     """The settings a resuming command gives that differ from the saved run's, as
     ``--replay-size: saved 200,000, given 100,000``; empty when all agree. ``given`` maps config
     field names to values (flags, ``--set``); ``--steps`` may differ (it extends the run)."""
-    from dqn_mlx.config import with_overrides
+    from dqn_mlx.config import flag_of, with_overrides
 
     saved, differ = loaded.config, []
     wanted = with_overrides(saved, given)
     for name in sorted(set(given) - {"total_steps"}):
         if getattr(wanted, name) != getattr(saved, name):
-            differ.append((_flag(name), getattr(saved, name), getattr(wanted, name)))
+            differ.append((flag_of(name), getattr(saved, name), getattr(wanted, name)))
     if preset is not None and preset != saved.preset:
         differ.append(("--preset", saved.preset, preset))
     if env is not None and env != loaded.env_id:
         differ.append(("--env", loaded.env_id, env))
     return "; ".join(f"{flag}: saved {_shown(a)}, given {_shown(b)}" for flag, a, b in differ)
-
-
-def _flag(name: str) -> str:
-    """The command-line spelling of a config field."""
-    flags = {"total_steps": "steps"}
-    cli_fields = {
-        "epoch_updates", "replay_size", "learning_starts", "seed", "eval_steps",
-        "held_out_states", "batch_size", "learning_rate", "update_period",
-        "target_update_agent_steps", "epsilon_decay_steps", "num_envs",
-    }  # fmt: skip
-    if name in flags or name in cli_fields:
-        return "--" + flags.get(name, name).replace("_", "-")
-    return f"--set {name}"
 
 
 def _shown(value: object) -> str:
@@ -184,12 +212,13 @@ def restore_learner(learner: Learner, loaded: LoadedState) -> None:
 
 
 def save_replay(run_dir: Path, replay: ReplayStreams, agent_step: int) -> Path:
-    """The replay memory as ``replay.npz`` (compressed, what ``np.savez_compressed`` writes),
-    tagged with the agent step it belongs to, so that a training state from another step never
-    loads it. The streams' filled slots are stored one after another, with each stream's size
-    and cursor. The frames (nearly all the bytes) are compressed straight from the streams, a
-    block at a time: joining them first would hold the replay twice in memory."""
-    path = Path(run_dir) / REPLAY_FILE
+    """The replay memory as ``replay-<agent_step>.npz`` (compressed, what
+    ``np.savez_compressed`` writes), also tagged inside with the agent step it belongs to, so
+    that a training state from another step never loads it. The streams' filled slots are
+    stored one after another, with each stream's size and cursor. The frames (nearly all the
+    bytes) are compressed straight from the streams, a block at a time: joining them first
+    would hold the replay twice in memory."""
+    path = Path(run_dir) / replay_file(agent_step)
     streams = replay.streams
 
     def filled(name: str) -> np.ndarray:
@@ -237,14 +266,34 @@ def _write_rows(
                 handle.write(np.ascontiguousarray(part[start : start + rows]).data)
 
 
-def load_replay(run_dir: Path, replay: ReplayStreams, agent_step: int) -> str | None:
-    """Fill ``replay`` from ``replay.npz``; returns None when it did, else why not (no file,
-    another capacity or number of games, or saved at another agent step than the training
-    state). Files written before the step was recorded are taken as they are; files written
-    before ``--num-envs`` hold one stream (``cursor``, no ``sizes``)."""
-    path = Path(run_dir) / REPLAY_FILE
-    if not path.exists():
+def load_replay(
+    run_dir: Path, replay: ReplayStreams, agent_step: int, name: str | None
+) -> str | None:
+    """Fill ``replay`` from the file ``name`` in ``run_dir`` (the one its training state names);
+    returns None when it did, else why not (no file, another capacity or number of games, saved
+    at another agent step than the training state, or damaged: then ``replay`` is left empty).
+    Files written before the step was recorded are taken as they are; files written before
+    ``--num-envs`` hold one stream (``cursor``, no ``sizes``)."""
+    path = Path(run_dir) / (name or "")
+    if name is None or not path.is_file():
         return "no saved replay memory (train with --save-replay to keep it)"
+    try:
+        return _fill_replay(path, replay, agent_step)
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        struct.error,
+    ) as exc:
+        for stream in replay.streams:
+            stream.cursor, stream.size = 0, 0
+        return f"{path.name} is damaged ({type(exc).__name__}: {str(exc)[:80]})"
+
+
+def _fill_replay(path: Path, replay: ReplayStreams, agent_step: int) -> str | None:
     with np.load(path) as data:
         if int(data["capacity"]) != replay.capacity:
             return f"{path.name} holds another capacity than --replay-size"

@@ -28,9 +28,17 @@ from dqn_mlx.core.replay import ReplayStreams, check_replay_fits, replay_bytes
 from dqn_mlx.errors import UserError
 from dqn_mlx.evaluate import collect_held_out_states
 from dqn_mlx.run.epoch import EpochEnd, RunOutput
+from dqn_mlx.run.folder import RUN_FILES, clear_unfinished_run, hold_run_folder, remove_leftovers
 from dqn_mlx.run.live import LiveMetrics
 from dqn_mlx.run.loggers import ConsoleProgress, MetricsFiles, RunLogger, TerminalProgress
-from dqn_mlx.run.resume import LoadedState, load_replay, refill_replay, restore_learner
+from dqn_mlx.run.resume import (
+    STATE_FILE,
+    LoadedState,
+    load_replay,
+    quoted,
+    refill_replay,
+    restore_learner,
+)
 
 EnvFactory = Callable[[int], PixelEnv]  # seed -> environment
 
@@ -89,9 +97,12 @@ def train(
     extra_loggers: Sequence[RunLogger] = (),
     progress_bar: bool = False,
     compute: Compute = PLAIN,
+    restart: bool = False,
 ) -> Path:
     """Train from scratch in the run folder ``out_dir``, which must not hold another run, or
-    continue ``resume`` in its own folder; returns the run folder.
+    continue ``resume`` in its own folder; returns the run folder. The process holds the
+    folder for the whole run (run/folder.py): a second one gets a UserError naming it.
+    ``restart``: start over in ``out_dir``, deleting a run that never wrote a training state.
 
     ``should_stop`` is polled after every pass of the loop (an agent step of each game): when
     it returns True the run writes a resumable training state and raises
@@ -104,10 +115,36 @@ def train(
     config.validate()
     memory_warning = check_replay_fits(config.replay_size)
     out_dir = Path(out_dir) if resume is None else resume.path.parent
-    if resume is None:
-        check_no_other_run(out_dir)
     check_writable(out_dir)
-    mx.random.seed(config.seed)
+    with hold_run_folder(out_dir):
+        if restart:
+            clear_unfinished_run(out_dir, log)
+        elif resume is None:
+            check_no_other_run(out_dir)
+        remove_leftovers(out_dir, resume.replay_file if resume else None, log)
+        return _train_in_folder(
+            config, env_id, make_env, out_dir, log, frame_skip, resume, save_replay_memory,
+            should_stop, extra_loggers, progress_bar, compute, memory_warning,
+        )  # fmt: skip
+
+
+def _train_in_folder(
+    config: DQNConfig,
+    env_id: str,
+    make_env: EnvFactory,
+    out_dir: Path,
+    log: Callable[[str], None],
+    frame_skip: int,
+    resume: LoadedState | None,
+    save_replay_memory: bool,
+    should_stop: Callable[[], bool] | None,
+    extra_loggers: Sequence[RunLogger],
+    progress_bar: bool,
+    compute: Compute,
+    memory_warning: str | None,
+) -> Path:
+    """``train`` once the run holds its folder."""
+    mx.random.seed(config.seed)  # MLX's generator initialises the weights
     # Game k > 0 of --num-envs gets seed + 1 + k: seed + 1 is the evaluation env's, which
     # never touches the training games.
     envs = [make_env(config.seed + (1 + k if k else 0)) for k in range(config.num_envs)]
@@ -219,7 +256,7 @@ def _start_or_restore(
         f"{t.learner.updates:,} updates; {_games_in_progress(len(t.games))} restored "
         f"({replayed:,} agent steps replayed since the last seeded starts)"
     )
-    why = load_replay(out_dir, t.replay, t.run.step)
+    why = load_replay(out_dir, t.replay, t.run.step, resume.replay_file)
     if why is None:
         log(f"replay memory restored: {t.replay.size:,} transitions")
     else:
@@ -236,15 +273,17 @@ def _games_in_progress(count: int) -> str:
     return "game in progress" if count == 1 else f"{count} games in progress"
 
 
-RUN_FILES = ("train_state.safetensors", "metrics.jsonl", "games.csv", "epoch_1.safetensors")
-
-
 def check_no_other_run(out_dir: Path) -> None:
     """A new run never writes into a folder that holds another run's files."""
+    if (out_dir / STATE_FILE).exists():
+        raise UserError(
+            f"{out_dir} already holds a run; continue it with --resume {quoted(out_dir)}, or "
+            "start a new one under another --run-name"
+        )
     if any((out_dir / name).exists() for name in RUN_FILES):
         raise UserError(
-            f"{out_dir} already holds a run; continue it with --resume {out_dir}, or start a "
-            "new one under another --run-name"
+            f"{out_dir} holds a run that stopped before its first {STATE_FILE}; start it over "
+            "with --restart, or train under another --run-name"
         )
 
 

@@ -1,0 +1,123 @@
+"""A run folder, ``<weights dir>/<env-id>/<run-name>/``, and the rules that keep a run in it.
+
+Invariants:
+1. One process per run folder, for the whole run: ``hold_run_folder`` takes an exclusive
+   ``flock`` on the folder itself, held by an open descriptor, so the kernel releases it when
+   the process ends however it ends (a crashed run never blocks its own resume). ``.lock`` in
+   the folder names the holder's pid, for the refusal's message only.
+2. A run name is one folder name: no separators, not ``.`` or ``..``, not absolute.
+3. Leftovers of interrupted writes (``files.atomic_write``'s temporary files, and replay
+   memories no training state refers to) are removed when a run takes its folder: nothing
+   else writes there while it holds the lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from dqn_mlx.errors import UserError
+from dqn_mlx.files import TEMPORARY_PREFIX
+
+LOCK_FILE = ".lock"
+RUN_FILES = ("train_state.safetensors", "metrics.jsonl", "games.csv", "epoch_1.safetensors")
+"""Any of these in a folder means a run trained there."""
+# What atomic_write left before it named its temporary files TEMPORARY_PREFIX...
+_OLD_TEMPORARY = re.compile(r"^\.(train_state|replay|epoch_\d+|metrics|games|updates)\.\w{8}\.\w+$")
+
+
+def check_run_name(name: str) -> str:
+    """``name`` when it is one folder name (invariant 2), else a UserError."""
+    if (
+        not name.strip()
+        or name in (".", "..")
+        or "/" in name
+        or (os.sep != "/" and os.sep in name)
+        or "\0" in name
+    ):
+        raise UserError(
+            f"--run-name {name!r}: a run name is one folder name (no '/', not '.' or '..'); "
+            "the folder goes under <weights-dir>/<env-id>/"
+        )
+    return name
+
+
+@contextmanager
+def hold_run_folder(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s lock (invariant 1) while the body runs; a UserError naming the
+    holder's pid when another process has it."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"{folder} is in use by another training process ({_holder(folder)}); wait for "
+                "it to finish or stop it (Ctrl-C), or train under another --run-name"
+            ) from None
+        (folder / LOCK_FILE).write_text(f"{os.getpid()}\n")
+        try:
+            yield
+        finally:
+            with suppress(OSError):
+                (folder / LOCK_FILE).unlink()
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _holder(folder: Path) -> str:
+    try:
+        return f"pid {int((folder / LOCK_FILE).read_text().strip())}"
+    except (OSError, ValueError):
+        return "pid unknown"
+
+
+def _is_replay(name: str) -> bool:
+    return name.startswith("replay") and name.endswith(".npz")
+
+
+def remove_old_replays(folder: Path, keep: str | None) -> None:
+    """Delete the replay memories other than ``keep`` (the one the state on disk names)."""
+    for path in folder.iterdir():
+        if _is_replay(path.name) and path.name != keep:
+            path.unlink(missing_ok=True)
+
+
+def remove_leftovers(folder: Path, keep_replay: str | None, log: Callable[[str], None]) -> int:
+    """Delete the folder's temporary files and the replay memories other than ``keep_replay``
+    (invariant 3); says how much it freed and returns the bytes."""
+    freed, count = 0, 0
+    for path in folder.iterdir():
+        name = path.name
+        stale_replay = _is_replay(name) and name != keep_replay
+        temporary = name.startswith(TEMPORARY_PREFIX) or _OLD_TEMPORARY.match(name)
+        if path.is_file() and (stale_replay or temporary):
+            with suppress(OSError):
+                size = path.stat().st_size
+                path.unlink()
+                freed, count = freed + size, count + 1
+    if count:
+        log(
+            f"removed {count} leftover file{'s' if count > 1 else ''} of interrupted writes "
+            f"from {folder} ({freed / 1e6:,.1f} MB freed)"
+        )
+    return freed
+
+
+def clear_unfinished_run(folder: Path, log: Callable[[str], None]) -> None:
+    """``--restart``: delete the files of a run that stopped before its first training state
+    (it cannot be resumed); a run that can be resumed is refused, never deleted."""
+    if (folder / RUN_FILES[0]).exists():
+        raise UserError(
+            f"--restart: {folder} holds a resumable run; continue it with --resume, or train "
+            "under another --run-name (nothing was deleted)"
+        )
+    removed = [p for p in folder.iterdir() if p.is_file() and p.name != LOCK_FILE]
+    for path in removed:
+        path.unlink()
+    if removed:
+        log(f"--restart: deleted the {len(removed)} files of the unfinished run in {folder}")
