@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 import resource
 import signal
 import subprocess
@@ -157,6 +158,17 @@ BAD_INPUTS = [
         ["--mode", "eval", "--load-path", "{good}", "--env", "PongNoFrameskip-v4"],
         "is another game (pong) than the checkpoint's BreakoutNoFrameskip-v4 (breakout)",
     ),
+    # a flag of another mode is refused, not ignored
+    (["--load-path", "{good}"], "--load-path is a flag of --mode eval; --mode train does not"),
+    (["--video", "{tmp}/v", "--episodes", "3"], "--episodes and --video are flags of --mode eval"),
+    (["--protocol", "nature2015"], "--protocol is a flag of --mode eval;"),
+    (
+        ["--mode", "eval", "--load-path", "{good}", "--replay-size", "5"],
+        "--replay-size is a flag of --mode train, sweep; --mode eval does not read it",
+    ),
+    (["--mode", "eval", "--load-path", "{good}", "--weights-dir", "{tmp}/w"], "--weights-dir is"),
+    (["--mode", "report", "--seed", "1"], "--seed is a flag of --mode train, eval;"),
+    (["--mode", "bench", "--resume", "{trained}"], "--resume is a flag of --mode train;"),
 ]
 
 
@@ -169,18 +181,26 @@ def test_bad_input_is_one_line_nonzero_and_touches_nothing(
         "trained": trained,
         "weights": trained.parent.parent,
         "good": trained / "epoch_1.safetensors",
+        "tmp": tmp_path,
     }
     args = [a.format(**{k: str(v) for k, v in paths.items()}) for a in args]
-    before = _digest(trained)
+    before, files_before = _digest(trained), _tree(tmp_path)
     own_output = args[:2] == ["--mode", "eval"] or "--weights-dir" in args or "--resume" in args
-    extra = [] if own_output else ["--weights-dir", str(trained.parent)]
+    # a weights dir that does not exist yet: a refusal must not create it (or <env-id>/ in it)
+    extra = [] if own_output else ["--weights-dir", str(tmp_path / "new" / "weights")]
     result = run_main(*args, *extra)
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert message in lines[0]
     assert "Traceback" not in result.stdout + result.stderr
+    assert "run folder:" not in result.stdout  # refused before anything was set up
     assert _digest(trained) == before
+    assert _tree(tmp_path) == files_before  # no folder and no file left behind
+
+
+def _tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
 def test_bench_prints_every_figure_as_name_value_unit() -> None:
@@ -446,3 +466,32 @@ def test_the_plain_path_a_mac_runs_trains_and_evaluates_from_the_command_line(
     )  # fmt: skip
     assert played.returncode == 0, played.stderr
     assert "Traceback" not in played.stdout + played.stderr
+
+
+def test_help_of_a_mode_lists_only_its_flags_and_the_defaults() -> None:
+    listed = set(re.findall(r"^│ (--[a-z-]+)", run_main("--mode", "eval", "--help").stdout, re.M))
+    assert {"--load-path", "--protocol", "--video", "--episodes", "--seed", "--device"} <= listed
+    assert not {"--replay-size", "--resume", "--run-name", "--seeds", "--weights-dir"} & listed
+    full = run_main("-h")
+    assert full.returncode == 0
+    squeezed = " ".join(full.stdout.replace("│", " ").split())  # rich wraps the help text
+    assert "10,000,000, laptop preset" in squeezed  # --steps
+    assert "1,000,000 transitions = 7.06 GB, laptop preset" in squeezed  # --replay-size
+    assert "--mode MODE --help" in squeezed
+
+
+def test_the_help_states_the_replays_bytes_per_transition_of_the_replay_memory() -> None:
+    from dqn_mlx import cli
+    from dqn_mlx.core.replay import BYTES_PER_TRANSITION
+
+    assert cli.BYTES_PER_TRANSITION == BYTES_PER_TRANSITION
+
+
+def test_the_installed_command_is_main_py() -> None:
+    script = Path(sys.executable).parent / "dqn-mlx"  # [project.scripts], made by the install
+    result = subprocess.run(
+        [str(script), "--mode", "eval", "--replay-size", "5"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --replay-size is a flag of --mode train, sweep")

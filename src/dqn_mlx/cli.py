@@ -6,13 +6,16 @@ The platform's layers (``dqn_mlx.accel``) are chosen once the device is, unless 
 from __future__ import annotations
 
 import sys
+from contextlib import suppress
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
+from typer.core import TyperCommand
 
 from dqn_mlx.config import DEFAULT_PRESET, PRESETS
+from dqn_mlx.config import preset as _preset
 
 if TYPE_CHECKING:
     from dqn_mlx.core.learner import Compute
@@ -21,7 +24,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
-    help="DQN (Mnih et al. 2013/2015) in MLX: train or evaluate on Atari games.",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 GENERAL, TRAIN, EVAL, SWEEP, OUTPUT, SPEED = (
@@ -40,18 +43,117 @@ def _option(panel: str, help: str, *names: str) -> Any:
     return typer.Option(*names, help=help, rich_help_panel=panel)
 
 
-def _count(help: str) -> Any:
-    """A training count or rate: given, it replaces the preset's value."""
-    return typer.Option(help=help, rich_help_panel=TRAIN)
+DEFAULTS = _preset(DEFAULT_PRESET)
+
+
+def _count(help: str, field: str) -> Any:
+    """A training count or rate: given, it replaces the preset's value; ``--help`` shows the
+    default preset's."""
+    value = getattr(DEFAULTS, field)
+    shown = f"{value:,}" if isinstance(value, int) else f"{value:g}"
+    if field == "replay_size":
+        shown += f" transitions = {value * BYTES_PER_TRANSITION / 1e9:.2f} GB"
+    return typer.Option(
+        help=help, rich_help_panel=TRAIN, show_default=f"{shown}, {DEFAULT_PRESET} preset"
+    )
+
+
+BYTES_PER_TRANSITION = 7_063
+"""``core.replay.BYTES_PER_TRANSITION``, for ``--help`` without importing numpy (a test
+checks that the two agree)."""
+
+MODE_ORDER = ("train", "eval", "report", "bench", "sweep")
+ALL_MODES = frozenset(MODE_ORDER)
+FLAG_MODES: dict[str, frozenset[str]] = {
+    "mode": ALL_MODES,
+    **dict.fromkeys(("env",), frozenset(("train", "eval", "sweep"))),
+    **dict.fromkeys(("seed",), frozenset(("train", "eval"))),
+    **dict.fromkeys(
+        ("preset", "epoch_updates", "replay_size", "learning_starts", "held_out_states",
+         "batch_size", "learning_rate", "update_period", "target_update_agent_steps",
+         "epsilon_decay_steps", "num_envs", "set_", "save_replay"),
+        frozenset(("train", "sweep")),
+    ),
+    "steps": frozenset(("train", "sweep", "bench")),
+    "eval_steps": frozenset(("train", "sweep", "eval")),
+    **dict.fromkeys(("resume", "restart", "run_name"), frozenset(("train",))),
+    **dict.fromkeys(
+        ("load_path", "episodes", "epsilon", "protocol", "video", "value_trace"),
+        frozenset(("eval",)),
+    ),
+    "weights_dir": frozenset(("train", "sweep", "report")),
+    **dict.fromkeys(("seeds", "address"), frozenset(("sweep",))),
+    **dict.fromkeys(("device", "accel"), frozenset(("train", "eval", "bench"))),
+    "threads": frozenset(("train", "eval", "bench", "sweep")),
+}  # fmt: skip
+"""The modes each flag applies to: any other mode refuses it (``check_flags_of_mode``)."""
+
+WHY_NOT: dict[tuple[str, str], str] = {
+    ("load_path", "train"): "training starts from fresh weights; to continue a run, give "
+    "--resume RUN_FOLDER",
+}
+"""A hint for refusals a user is likely to meet."""
+
+
+def check_flags_of_mode(ctx: typer.Context, mode: str) -> None:
+    """Refuse a flag given on the command line that ``mode`` does not read: accepted and
+    ignored, it would let a user believe it did something."""
+    from dqn_mlx.errors import UserError
+
+    foreign = []
+    for param in ctx.command.params:
+        name = param.name or ""
+        source = ctx.get_parameter_source(name)
+        given = source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+        if given and mode not in FLAG_MODES.get(name, ALL_MODES):
+            foreign.append((param.opts[0], name))
+    if not foreign:
+        return
+    where = {
+        flag: ", ".join(m for m in MODE_ORDER if m in FLAG_MODES[name]) for flag, name in foreign
+    }
+    hints = "".join(f": {WHY_NOT[name, mode]}" for _, name in foreign if (name, mode) in WHY_NOT)
+    if len(set(where.values())) == 1:
+        flags = " and ".join(where)
+        verb = "is a flag" if len(foreign) == 1 else "are flags"
+        raise UserError(
+            f"{flags} {verb} of --mode {next(iter(where.values()))}; --mode {mode} does not "
+            f"read {'it' if len(foreign) == 1 else 'them'}{hints}"
+        )
+    listed = ", ".join(f"{flag} (--mode {modes})" for flag, modes in where.items())
+    raise UserError(f"--mode {mode} does not read {listed}{hints}")
+
+
+class ModeCommand(TyperCommand):
+    """The command whose ``--help`` lists, after ``--mode M``, only the flags of mode M."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        ctx.meta["dqn_mlx.help"] = True
+        super().format_help(ctx, formatter)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        mode = ctx.meta.get("dqn_mlx.mode")
+        if not (ctx.meta.get("dqn_mlx.help") and mode):
+            return params
+        return [p for p in params if mode in FLAG_MODES.get(p.name or "", ALL_MODES)]
+
+
+def _remember_mode(ctx: typer.Context, value: str) -> str:
+    """``--mode`` is read before ``--help`` (both are eager), so that help can show its flags."""
+    ctx.meta["dqn_mlx.mode"] = value
+    return value
 
 
 # One alias per option, so that ``main`` reads as the list of options.
 ModeOpt = Annotated[
     Mode,
-    _option(
-        GENERAL,
-        "train a new agent, eval(uate) a checkpoint, report the results table, bench(mark) "
-        "speed, or sweep: train every --env x --seeds run on Ray",
+    typer.Option(
+        help="train a new agent, eval(uate) a checkpoint, report the results table, "
+        "bench(mark) speed, or sweep: train every --env x --seeds run on Ray",
+        rich_help_panel=GENERAL,
+        is_eager=True,
+        callback=_remember_mode,
     ),
 ]
 EnvOpt = Annotated[
@@ -72,24 +174,42 @@ PresetOpt = Annotated[
         f"settings. Default: {DEFAULT_PRESET}.",
     ),
 ]
-Steps = Annotated[int | None, _count("Total training agent steps (bench: loop agent steps).")]
-EpochUpdates = Annotated[int | None, _count("Minibatch updates per epoch.")]
-ReplaySize = Annotated[int | None, _count("Replay capacity in transitions.")]
-LearningStarts = Annotated[int | None, _count("Agent steps of random play before learning.")]
-EvalSteps = Annotated[int | None, _count("Agent steps of epsilon=0.05 play per evaluation.")]
-HeldOut = Annotated[int | None, _count("Random-policy states on which avg max-Q is tracked.")]
-BatchSize = Annotated[int | None, _count("Minibatch size (transitions).")]
-LearningRate = Annotated[float | None, _count("Optimizer step size.")]
-UpdatePeriod = Annotated[int | None, _count("Agent steps per update.")]
+Steps = Annotated[
+    int | None, _count("Total training agent steps (bench: loop agent steps).", "total_steps")
+]
+EpochUpdates = Annotated[int | None, _count("Minibatch updates per epoch.", "epoch_updates")]
+ReplaySize = Annotated[int | None, _count("Replay capacity in transitions.", "replay_size")]
+LearningStarts = Annotated[
+    int | None, _count("Agent steps of random play before learning.", "learning_starts")
+]
+EvalSteps = Annotated[
+    int | None, _count("Agent steps of epsilon=0.05 play per evaluation.", "eval_steps")
+]
+HeldOut = Annotated[
+    int | None, _count("Random-policy states on which avg max-Q is tracked.", "held_out_states")
+]
+BatchSize = Annotated[int | None, _count("Minibatch size (transitions).", "batch_size")]
+LearningRate = Annotated[float | None, _count("Optimizer step size.", "learning_rate")]
+UpdatePeriod = Annotated[int | None, _count("Agent steps per update.", "update_period")]
 TargetPeriod = Annotated[
-    int | None, _count("Agent steps between target syncs; 0 = no target network (2013).")
+    int | None,
+    _count(
+        "Agent steps between target syncs; 0 = no target network (2013).",
+        "target_update_agent_steps",
+    ),
 ]
 EpsilonDecay = Annotated[
-    int | None, _count("Agent steps over which epsilon anneals from 1 to its end value.")
+    int | None,
+    _count(
+        "Agent steps over which epsilon anneals from 1 to its end value.", "epsilon_decay_steps"
+    ),
 ]
 NumEnvs = Annotated[
     int | None,
-    _count("Games played at once, each agent step of each counting as one (1: the papers')."),
+    _count(
+        "Games played at once, each agent step of each counting as one (1: the papers').",
+        "num_envs",
+    ),
 ]
 SetOpt = Annotated[
     list[str] | None,
@@ -160,8 +280,13 @@ AccelOpt = Annotated[
 ]
 
 
-@app.command()
+@app.command(
+    cls=ModeCommand,
+    help="DQN (Mnih et al. 2013/2015) in MLX: train or evaluate on Atari games. "
+    "--mode MODE --help lists the flags of that mode.",
+)
 def main(
+    ctx: typer.Context,
     mode: ModeOpt = "train",
     env: EnvOpt = None,
     seed: SeedOpt = None,
@@ -199,6 +324,7 @@ def main(
     from dqn_mlx.errors import UserError
 
     try:
+        check_flags_of_mode(ctx, mode)
         compute = _select_device(device, accel, threads)
         flags = _overrides(
             total_steps=steps, epoch_updates=epoch_updates, replay_size=replay_size,
@@ -297,9 +423,12 @@ def _train_mode(
     ``--restart`` an unfinished one."""
     from dqn_mlx.config import parse_assignments, with_overrides
     from dqn_mlx.config import preset as get_preset
+    from dqn_mlx.core.env import resolve_game
+    from dqn_mlx.core.replay import check_replay_fits
     from dqn_mlx.errors import UserError
     from dqn_mlx.run.checkpoint import default_run_name, run_folder
     from dqn_mlx.run.folder import check_run_name
+    from dqn_mlx.run.train import check_no_other_run
 
     weights_dir, run_name, save_replay = output
     resume, restart = start
@@ -321,15 +450,33 @@ def _train_mode(
         return
     config = with_overrides(get_preset(preset or DEFAULT_PRESET), given).validate()
     env_id = env or "BreakoutNoFrameskip-v4"
+    resolve_game(env_id)  # every check that needs no folder comes before the folder
+    check_replay_fits(config.replay_size)
     folder = run_folder(weights_dir, env_id, run_name or default_run_name(config))
-    if run_name is None:  # a default name is never refused: claim a free one, -2, -3, ...
-        folder = _claim(folder)
+    if folder.is_dir() and not restart:
+        check_no_other_run(folder)  # again under the folder's lock, in case of a race
+    created = _missing_folders(folder)
     try:
+        if run_name is None:  # a default name is never refused: claim a free one, -2, ...
+            folder = _claim(folder)
+            created = [*created[:-1], folder]
         _train(config, env_id, folder, save_replay, compute, restart=restart)
     except UserError:
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()  # refused before training: leave nothing behind
+        _remove_if_empty(created)  # refused before training: leave nothing behind
         raise
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, outermost first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    return missing[::-1]
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders a refused run created, innermost first, where they hold nothing."""
+    for folder in reversed(folders):
+        with suppress(OSError):
+            folder.rmdir()  # only an empty folder goes
 
 
 def _run_folder_of(resume: Path) -> Path:
