@@ -7,6 +7,8 @@ from dqn_mlx.report.plots import (
     REWARDS_PLOT,
     draw_plots,
     epoch_axis_label,
+    q_values_figure,
+    rewards_figure,
     unfinished_eval_epochs,
 )
 
@@ -15,6 +17,7 @@ def _record(epoch: int) -> dict[str, object]:
     return {
         "epoch": epoch,
         "agent_steps": 10_000 * epoch,
+        "emulator_frames": 40_000 * epoch,
         "updates": 2_500 * epoch,
         "train_score_mean": 1.0 + epoch,
         "eval_score_mean": 2.0 * epoch,
@@ -22,10 +25,25 @@ def _record(epoch: int) -> dict[str, object]:
     }
 
 
-def test_the_epoch_axis_names_updates_per_epoch_and_agent_steps_so_far():
-    label = epoch_axis_label([_record(1), _record(2), _record(3)])
-    assert label == "training epoch (1 epoch = 2,500 updates; run so far: 30,000 agent steps)"
-    assert epoch_axis_label([]) == "training epoch"
+def test_both_plots_have_agent_steps_on_the_x_axis_and_the_epochs_along_the_top():
+    records = [_record(1), _record(2), _record(3)]
+    for plt, fig in (rewards_figure(records, "Pong"), q_values_figure(records, "Pong")):
+        ax = fig.axes[0]
+        assert ax.get_xlabel() == "agent steps (x 4 = emulator frames)"
+        assert list(ax.get_lines()[0].get_xdata()) == [10_000, 20_000, 30_000]
+        top = ax.child_axes[0]  # the secondary axis
+        assert top.get_xlabel() == "epoch (2,500 updates each)"
+        assert [t.get_text() for t in top.get_xticklabels()] == ["1", "2", "3"]
+        assert list(top.get_xticks()) == [10_000, 20_000, 30_000]
+        plt.close(fig)
+    assert epoch_axis_label([]) == "epoch"
+
+
+def test_a_long_run_marks_at_most_twelve_epochs_and_always_the_last():
+    plt, fig = rewards_figure([_record(e) for e in range(1, 201)], "Breakout")
+    labels = [t.get_text() for t in fig.axes[0].child_axes[0].get_xticklabels()]
+    plt.close(fig)
+    assert len(labels) <= 12 and labels[-1] == "200"
 
 
 def test_both_plots_are_written_as_png(tmp_path):
@@ -45,12 +63,7 @@ def test_epochs_whose_evaluation_ended_no_game_are_marked(tmp_path):
     assert (tmp_path / REWARDS_PLOT).read_bytes().startswith(b"\x89PNG")
 
 
-def test_the_epoch_axis_ticks_whole_epochs_only() -> None:
-    from dqn_mlx.report.plots import _figure
+def test_agent_step_ticks_read_as_counts():
+    from dqn_mlx.report.plots import short_count
 
-    plt, fig, ax = _figure("t", "y")
-    ax.plot([1, 2], [0.0, 1.0])
-    fig.canvas.draw()
-    ticks = [t for t in ax.get_xticks() if 1 <= t <= 2]
-    plt.close(fig)
-    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    assert [short_count(n) for n in (0, 800, 250_000, 1_500_000)] == ["0", "800", "250k", "1.5M"]

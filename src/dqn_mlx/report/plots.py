@@ -1,4 +1,5 @@
-"""The per-epoch plots of 2013 Figure 2: average reward per episode and average max-Q."""
+"""The per-epoch plots of 2013 Figure 2: average reward per episode and average max-Q, against
+agent steps (the unit of every other figure and of TensorBoard), epochs along the top."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ REWARDS_PLOT = "rewards_plot.png"
 Q_VALUES_PLOT = "q_values_plot.png"
 
 
-def _figure(title: str, ylabel: str, xlabel: str = "training epoch") -> Any:
+def _figure(title: str, ylabel: str, xlabel: str) -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: short_count(x)))
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -29,34 +30,41 @@ def _figure(title: str, ylabel: str, xlabel: str = "training epoch") -> Any:
 
 def draw_plots(run_dir: Path, records: list[dict[str, Any]], env_id: str) -> None:
     """Redraw ``rewards_plot.png`` and ``q_values_plot.png`` in ``run_dir`` (atomically)."""
-    epochs = [r["epoch"] for r in records]
-    xlabel = epoch_axis_label(records)
-    title = f"{env_id}: average reward per episode"
-    plt, fig, ax = _figure(title, "raw game score per episode", xlabel)
-    ax.plot(
-        epochs, [r["eval_score_mean"] for r in records], "o-", label="evaluation (epsilon 0.05)"
+    for name, (plt, fig) in ((REWARDS_PLOT, rewards_figure(records, env_id)),
+                             (Q_VALUES_PLOT, q_values_figure(records, env_id))):  # fmt: skip
+        fig.tight_layout()
+        atomic_write(Path(run_dir) / name, lambda tmp, fig=fig: fig.savefig(tmp, format="png"))
+        plt.close(fig)
+
+
+def rewards_figure(records: list[dict[str, Any]], env_id: str) -> Any:
+    """2013 Figure 2 (left): each epoch's evaluation score and mean training score, against
+    agent steps (TensorBoard's axis too), with the epochs marked along the top."""
+    plt, fig, ax = _figure(
+        f"{env_id}: average reward per episode", "raw game score per episode", steps_label(records)
     )
-    unfinished = unfinished_eval_epochs(records)
+    steps = [r["agent_steps"] for r in records]
+    ax.plot(steps, [r["eval_score_mean"] for r in records], "o-", label="evaluation (epsilon 0.05)")
+    unfinished = [r["agent_steps"] for r in records if r.get("eval_games_completed") == 0]
     if unfinished:
         ax.plot(unfinished, [0.0] * len(unfinished), "kx", ms=9, label="no evaluation game ended")
-    train = [
-        (r["epoch"], r["train_score_mean"])
-        for r in records
-        if r.get("train_score_mean") is not None
-    ]
+    train = [(r["agent_steps"], r["train_score_mean"]) for r in records
+             if r.get("train_score_mean") is not None]  # fmt: skip
     if train:
         ax.plot(*zip(*train, strict=True), "s--", alpha=0.6, label="training episodes")
     ax.legend()
-    fig.tight_layout()
-    atomic_write(Path(run_dir) / REWARDS_PLOT, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    _mark_epochs(ax, records)
+    return plt, fig
 
+
+def q_values_figure(records: list[dict[str, Any]], env_id: str) -> Any:
+    """2013 Figure 2 (right): the average max-Q on the held-out states, against agent steps."""
     ylabel = "average max_a Q(s, a) on held-out states"
-    plt, fig, ax = _figure(f"{env_id}: average action value", ylabel, xlabel)
-    ax.plot(epochs, [r["avg_max_q"] for r in records], "o-", color="tab:red")
-    fig.tight_layout()
-    atomic_write(Path(run_dir) / Q_VALUES_PLOT, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    plt, fig, ax = _figure(f"{env_id}: average action value", ylabel, steps_label(records))
+    ax.plot([r["agent_steps"] for r in records], [r["avg_max_q"] for r in records], "o-",
+            color="tab:red")  # fmt: skip
+    _mark_epochs(ax, records)
+    return plt, fig
 
 
 def unfinished_eval_epochs(records: list[dict[str, Any]]) -> list[int]:
@@ -65,21 +73,45 @@ def unfinished_eval_epochs(records: list[dict[str, Any]]) -> list[int]:
     return [r["epoch"] for r in records if r.get("eval_games_completed") == 0]
 
 
+def steps_label(records: list[dict[str, Any]]) -> str:
+    """'agent steps (x 4 = emulator frames)': the frame skip read off the records."""
+    if not records or not records[-1].get("agent_steps"):
+        return "agent steps"
+    skip = records[-1]["emulator_frames"] / records[-1]["agent_steps"]
+    return f"agent steps (x {skip:g} = emulator frames)"
+
+
 def epoch_axis_label(records: list[dict[str, Any]]) -> str:
-    """'training epoch (1 epoch = 2,500 updates; run so far: 130,000 agent steps)': the size
-    from the first epoch's update count, the length so far from the last record."""
+    """The top axis: 'epoch (2,500 updates each)', the size from the first epoch's count."""
+    return f"epoch ({records[0]['updates']:,} updates each)" if records else "epoch"
+
+
+def short_count(n: float) -> str:
+    """1,500,000 -> '1.5M', 250,000 -> '250k', 800 -> '800'."""
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(n) >= size:
+            return f"{n / size:g}{suffix}"
+    return f"{n:g}"
+
+
+MAX_EPOCH_TICKS = 12
+
+
+def _mark_epochs(ax: Any, records: list[dict[str, Any]]) -> None:
+    """Epoch numbers along the top axis, at the agent step each epoch ended (at most
+    ``MAX_EPOCH_TICKS`` of them, evenly thinned)."""
     if not records:
-        return "training epoch"
-    return (
-        f"training epoch (1 epoch = {records[0]['updates']:,} updates; "
-        f"run so far: {records[-1]['agent_steps']:,} agent steps)"
-    )
+        return
+    every = -(-len(records) // MAX_EPOCH_TICKS)
+    shown = records[::-1][::every][::-1]  # always the newest epoch
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([r["agent_steps"] for r in shown], [str(r["epoch"]) for r in shown])
+    top.set_xlabel(epoch_axis_label(records))
 
 
 def draw_value_trace(path: Path, max_q: list[float], rewards: list[float], title: str) -> None:
     """max_a Q(s, a) at every agent step of one game, score events marked (2013 Figure 3)."""
-    plt, fig, ax = _figure(title, "max_a Q(s, a)")
-    ax.set_xlabel("agent step within the game")
+    plt, fig, ax = _figure(title, "max_a Q(s, a)", "agent step within the game")
     ax.plot(range(len(max_q)), max_q, color="tab:blue", lw=1)
     events = [i for i, r in enumerate(rewards) if r != 0]
     for i in events:
