@@ -30,11 +30,14 @@ def _figure(title: str, ylabel: str, xlabel: str) -> Any:
 
 def draw_plots(run_dir: Path, records: list[dict[str, Any]], env_id: str) -> None:
     """Redraw ``rewards_plot.png`` and ``q_values_plot.png`` in ``run_dir`` (atomically)."""
-    for name, (plt, fig) in ((REWARDS_PLOT, rewards_figure(records, env_id)),
-                             (Q_VALUES_PLOT, q_values_figure(records, env_id))):  # fmt: skip
-        fig.tight_layout()
-        atomic_write(Path(run_dir) / name, lambda tmp, fig=fig: fig.savefig(tmp, format="png"))
-        plt.close(fig)
+    _save(Path(run_dir) / REWARDS_PLOT, *rewards_figure(records, env_id))
+    _save(Path(run_dir) / Q_VALUES_PLOT, *q_values_figure(records, env_id))
+
+
+def _save(path: Path, plt: Any, fig: Any) -> None:
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
 
 
 def rewards_figure(records: list[dict[str, Any]], env_id: str) -> Any:
@@ -119,6 +122,4 @@ def draw_value_trace(path: Path, max_q: list[float], rewards: list[float], title
     if events:
         ax.plot([], [], color="tab:green", alpha=0.5, label="score event (reward)")
         ax.legend()
-    fig.tight_layout()
-    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    _save(Path(path), plt, fig)
