@@ -264,11 +264,38 @@ def test_nature2015_protocol_with_videos_and_value_trace(trained: Path, tmp_path
     assert summary["epsilon"] == 0.05 and summary["agent_steps_trained"] == 2000
     # Each game lasts at most 18,000 emulator frames = 4,500 agent steps at frame skip 4.
     assert summary["agent_steps"] <= 30 * 4_500
-    videos = sorted((tmp_path / "videos").iterdir())
+    videos = sorted(
+        (tmp_path / "videos").iterdir(),
+        key=lambda v: int(v.name.split("game")[1][:-4].split("_")[0]),
+    )
     assert len(videos) == 30 and all(v.stat().st_size > 1_000 for v in videos)
-    assert videos[0].name.startswith("breakout_epoch_2_game") and "_score" in videos[0].name
+    assert videos[0].name == f"breakout_epoch_2_game1_score{summary['scores'][0]:g}.mp4"
+    # the game's own screen, in colour, 3x: 630x480 (its sharpness: tests/test_video.py)
+    size, frame, _ = _first_frame(videos[0])
+    assert size == (480, 630) and frame.shape == (630, 480, 3)
+    assert np.abs(frame[..., 0].astype(int) - frame[..., 2]).max() > 50  # not grayscale
     trace = trained / "epoch_2_value_trace.png"
     assert trace.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and trace.stat().st_size > 5_000
+
+
+def _first_frame(video: Path) -> tuple[tuple[int, int], np.ndarray, float]:
+    """(width, height), the first frame as RGB, and the duration in seconds of an MP4."""
+    from test_video import read_video
+
+    frames, meta = read_video(video)
+    return meta["size"], frames[0], float(meta["duration"])
+
+
+def test_video_view_agent_films_what_the_agent_sees(trained: Path, tmp_path: Path) -> None:
+    weights = trained / "epoch_2.safetensors"
+    command = ["--mode", "eval", "--load-path", str(weights), "--episodes", "1"]
+    result = run_main(*command, "--video", str(tmp_path), "--video-view", "agent")
+    assert result.returncode == 0, result.stderr
+    (video,) = tmp_path.iterdir()
+    size, frame, _ = _first_frame(video)
+    assert size == (252, 252)  # 84x84, 3x
+    channels = frame.astype(int)
+    assert np.abs(channels[..., 0] - channels[..., 2]).max() <= 8  # gray (up to YUV rounding)
 
 
 def test_nips2013_protocol_counts_agent_steps(trained: Path) -> None:

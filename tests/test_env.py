@@ -173,3 +173,21 @@ def test_v5_ids_have_sticky_actions_and_say_so() -> None:
 def test_bad_env_ids_are_explained(env_id: str, message: str) -> None:
     with pytest.raises(UserError, match=message):
         resolve_game(env_id)
+
+
+def test_the_colour_twin_plays_the_agents_game_through_resets_and_lost_lives() -> None:
+    """The twin emulator gets the same seeds and actions, so it stays in the agent's game: the
+    env checks every step's reward, end and lives against it and raises if they part."""
+    env = make_atari_env("BreakoutNoFrameskip-v4", 4, 30, 108_000, seed=3, colour_frames=True)
+    rng = np.random.default_rng(0)
+    env.reset(seed=3)
+    assert env.colour_frame is not None and env.colour_frame.shape == (210, 160, 3)
+    games, screens = 0, set()
+    while games < 2:
+        step = env.step(int(rng.integers(env.num_actions)))
+        screens.add(env.colour_frame.tobytes())
+        if step.game_over or step.truncated:
+            games += 1
+            env.reset(seed=int(rng.integers(1000)))
+    env.close()
+    assert len(screens) > 100  # it moved with the game

@@ -34,6 +34,7 @@ GENERAL, TRAIN, EVAL, SWEEP, OUTPUT, SPEED = (
 Mode = Literal["train", "eval", "report", "bench", "sweep"]
 Device = Literal["auto", "cpu", "gpu"]
 ProtocolName = Literal["nips2013", "nature2015"]
+VideoViewName = Literal["game", "agent"]
 PresetName = Enum("PresetName", {name: name for name in PRESETS}, type=str)  # type: ignore[misc]
 """The presets' names, taken from ``config.PRESETS``: a new preset is a new choice."""
 
@@ -78,7 +79,7 @@ FLAG_MODES: dict[str, frozenset[str]] = {
     "eval_steps": frozenset(("train", "sweep", "eval")),
     **dict.fromkeys(("resume", "restart", "run_name"), frozenset(("train",))),
     **dict.fromkeys(
-        ("load_path", "episodes", "epsilon", "protocol", "video", "value_trace"),
+        ("load_path", "episodes", "epsilon", "protocol", "video", "value_trace", "video_view"),
         frozenset(("eval",)),
     ),
     "weights_dir": frozenset(("train", "sweep", "report")),
@@ -255,6 +256,14 @@ Video = Annotated[
     Path | None, _option(OUTPUT, "Eval: write one MP4 (or GIF) per game into this folder.")
 ]
 ValueTrace = Annotated[bool, _option(OUTPUT, "Eval: plot max-Q over the first game (PNG).")]
+VideoView = Annotated[
+    VideoViewName,
+    _option(
+        OUTPUT,
+        "Eval --video: film the game's screen (210x160 colour, 3x) or what the agent sees "
+        "(84x84 grayscale frames, 3x).",
+    ),
+]
 DeviceOpt = Annotated[Device, _option(SPEED, "Where MLX computes: the best available, or one.")]
 SeedsOpt = Annotated[str | None, _option(SWEEP, "Seeds of the sweep, separated by commas: 0,1,2.")]
 AddressOpt = Annotated[
@@ -315,6 +324,7 @@ def main(
     save_replay: SaveReplay = False,
     video: Video = None,
     value_trace: ValueTrace = False,
+    video_view: VideoView = "game",
     seeds: SeedsOpt = None,
     address: AddressOpt = None,
     device: DeviceOpt = "auto",
@@ -360,6 +370,7 @@ def main(
                 video,
                 value_trace,
                 compute.layers,
+                video_view,
             )
         elif mode == "report":
             from dqn_mlx.report.table import write_report

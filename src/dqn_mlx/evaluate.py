@@ -19,6 +19,7 @@ import mlx.core as mx
 import numpy as np
 
 from dqn_mlx.core.env import (
+    AtariEnv,
     GameSpec,
     PixelEnv,
     StackedFrames,
@@ -202,6 +203,7 @@ def evaluate_checkpoint(
     video: Path | None,
     value_trace: bool,
     layers: Layers = PLAIN,
+    video_view: str = "game",
 ) -> None:
     """``--mode eval``: play a checkpoint, print its raw scores and save them as JSON beside
     it; optionally record videos and the value trace of the first game."""
@@ -230,6 +232,7 @@ def evaluate_checkpoint(
         protocol.max_episode_frames if protocol else cfg.max_episode_frames,
         seed,
         cfg.fire_after_life_loss,
+        colour_frames=video is not None and video_view == "game",
     )
     if env.action_meanings != ckpt.action_meanings:
         raise UserError(
@@ -248,6 +251,8 @@ def evaluate_checkpoint(
         f"game {env_id}, sticky actions {'yes' if game.sticky_actions else 'no'}, seed {seed}"
     )
     recording = _Recording(Path(load_path), env_id, game.rom, video, value_trace)
+    if video is not None:
+        recording.film(video, _screen_of(env) if video_view == "game" else _agent_frame)
     recorder = ValueRecorder(ckpt.network, epsilon, env.num_actions, np.random.default_rng(seed))
     history = cfg.history_length
     if steps_budget:
@@ -257,6 +262,21 @@ def evaluate_checkpoint(
     _report_scores(result)
     _write_results(Path(load_path), protocol, game, seed, epsilon, result, ckpt.metadata)
     recording.finish(recorder.max_q)
+
+
+def _screen_of(env: AtariEnv) -> Callable[[Step], np.ndarray]:
+    """The game's own screen at each agent step (the env's twin emulator)."""
+
+    def screen(step: Step) -> np.ndarray:
+        assert env.colour_frame is not None
+        return env.colour_frame
+
+    return screen
+
+
+def _agent_frame(step: Step) -> np.ndarray:
+    """What the agent sees: the newest 84x84 grayscale frame."""
+    return step.frame
 
 
 class _Recording:
@@ -272,8 +292,12 @@ class _Recording:
             video,
             value_trace,
         )
-        self.videos = EpisodeVideos(video, f"{rom}_{load_path.stem}") if video else None
+        self.name = f"{rom}_{load_path.stem}"
+        self.videos: EpisodeVideos | None = None
         self.first_game_rewards: list[float] = []
+
+    def film(self, folder: Path, frame_of: Callable[[Step], np.ndarray]) -> None:
+        self.videos = EpisodeVideos(folder, self.name, frame_of)
 
     def observe(self, episode: int, step: Step) -> None:
         if episode == 0:

@@ -34,6 +34,9 @@ import numpy as np
 
 from dqn_mlx.errors import UserError
 
+SCREEN = (210, 160)
+"""The Atari 2600 screen, height x width, in pixels."""
+
 
 @dataclass(frozen=True)
 class GameSpec:
@@ -149,21 +152,18 @@ class AtariEnv:
         max_episode_frames: int,
         seed: int,
         fire_after_life_loss: bool = True,
+        colour_frames: bool = False,
     ):
         from ale_py.vector_env import AtariVectorEnv
 
         self.game = game
         self.frame_skip = game.fixed_frame_skip or frame_skip
-        self._make_emulator = partial(
+        emulator = partial(
             AtariVectorEnv,
             game.rom,
             1,
             stack_num=1,
             frameskip=self.frame_skip,
-            maxpool=True,
-            grayscale=True,
-            img_height=84,
-            img_width=84,
             noop_max=noop_max,
             use_fire_reset=True,
             episodic_life=False,
@@ -174,7 +174,18 @@ class AtariEnv:
             autoreset_mode="SameStep",
             num_threads=1,
         )
+        self._make_emulator = partial(
+            emulator, maxpool=True, grayscale=True, img_height=84, img_width=84
+        )
         self._env = self._make_emulator()
+        # For videos: a twin emulator given the same seeds and actions, so it plays the same
+        # game, that returns the screen itself (210x160 RGB, the last frame of each step).
+        self._colour: Any = (
+            emulator(maxpool=False, grayscale=False, img_height=SCREEN[0], img_width=SCREEN[1])
+            if colour_frames
+            else None
+        )
+        self.colour_frame: np.ndarray | None = None
         # A second emulator that prepares the next seeded game while this one plays.
         self._spare: Any = None
         self._prepared: tuple[int, Future[Any]] | None = None
@@ -203,6 +214,9 @@ class AtariEnv:
             if prepared is not None:
                 prepared[1].result()  # not the game asked for: let it finish, then ignore it
             obs, info = self._env.reset(seed=seed)
+        if self._colour is not None:
+            colour, _ = self._colour.reset(seed=seed)
+            self.colour_frame = colour[0, 0]
         self._seed = None
         self._lives = int(info["lives"][0])
         self.reset_frame_number = int(info["episode_frame_number"][0])  # no-ops + FIRE
@@ -234,6 +248,8 @@ class AtariEnv:
         is free while it emulates, so several games' emulators run at once."""
         self._action[0] = action
         self._env.send(self._action)
+        if self._colour is not None:
+            self._colour.send(self._action)
 
     def receive(self) -> Step:
         """Wait for the step ``send`` started, then press FIRE after a lost life if asked."""
@@ -252,6 +268,13 @@ class AtariEnv:
 
     def _received(self) -> tuple[np.ndarray, float, bool, bool, int]:
         obs, reward, terminated, truncated, info = self._env.recv()
+        if self._colour is not None:
+            colour, *twin = self._colour.recv()
+            if [twin[0][0], twin[1][0], twin[3]["lives"][0]] != [
+                reward[0], terminated[0], info["lives"][0]
+            ]:  # fmt: skip
+                raise RuntimeError("the colour emulator no longer plays the agent's game")
+            self.colour_frame = colour[0, 0]
         return (
             obs[0, 0],
             float(reward[0]),
@@ -265,6 +288,8 @@ class AtariEnv:
             self._preparer.shutdown(wait=True)
         if self._spare is not None:
             self._spare.close()
+        if self._colour is not None:
+            self._colour.close()
         self._env.close()
 
 
@@ -275,9 +300,14 @@ def make_atari_env(
     max_episode_frames: int,
     seed: int,
     fire_after_life_loss: bool = True,
+    colour_frames: bool = False,
 ) -> AtariEnv:
+    """The game ``env_id`` with the papers' preprocessing; ``colour_frames``: also keep the
+    screen of every step as ``colour_frame`` (for videos)."""
     game = resolve_game(env_id)
-    return AtariEnv(game, frame_skip, noop_max, max_episode_frames, seed, fire_after_life_loss)
+    return AtariEnv(
+        game, frame_skip, noop_max, max_episode_frames, seed, fire_after_life_loss, colour_frames
+    )
 
 
 class StackedFrames:

@@ -1,35 +1,43 @@
-"""Gameplay videos for ``--mode eval --video DIR``: one file per game, showing what the agent
-sees (the 84x84 grayscale frames, enlarged 3x), named with game, epoch and score.
+"""Gameplay videos for ``--mode eval --video DIR``: one file per game, named with game, epoch
+and score. By default they show the game's own screen (210x160 RGB, from a twin emulator that
+plays the same game, ``core/env.py``); ``--video-view agent`` shows what the agent sees
+instead (its 84x84 grayscale frames). Both are enlarged by a whole factor, so that no pixel is
+blurred, and encoded at a quality where the score digits stay sharp.
 
-MP4 through ``imageio-ffmpeg``, whose wheel carries its own ffmpeg binary (no system ffmpeg);
-if that fails, an animated GIF through Pillow (which matplotlib already brings).
+MP4 (H.264) through ``imageio-ffmpeg``, whose wheel carries its own ffmpeg binary (no system
+ffmpeg); if that fails, an animated GIF through Pillow (which matplotlib already brings).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from dqn_mlx.core.env import Step
 
-SCALE, FPS = 3, 15
+SCALE = 3  # the screen at 630x480 pixels, the agent's view at 252x252
+FPS = 15  # one frame per agent step: 60 emulator frames per second / frame skip 4
+CRF = 18  # x264's constant quality: visually lossless for the flat colours of Atari screens
 
 
-def write_video(frames: list[np.ndarray], path: Path) -> Path:
-    """Write (84, 84) uint8 frames as ``path`` (.mp4), or as .gif if the encoder fails."""
-    big = [np.repeat(np.repeat(f, SCALE, axis=0), SCALE, axis=1) for f in frames]
+def write_video(frames: list[np.ndarray], path: Path, scale: int = SCALE) -> Path:
+    """Write (H, W) grayscale or (H, W, 3) RGB uint8 frames, enlarged ``scale`` times, as
+    ``path`` (.mp4), or as .gif if the encoder fails."""
+    big = [np.repeat(np.repeat(f, scale, axis=0), scale, axis=1) for f in frames]
     try:
         import imageio_ffmpeg
 
-        height, width = big[0].shape
+        height, width = big[0].shape[:2]
         writer = imageio_ffmpeg.write_frames(
             str(path),
             (width, height),
-            pix_fmt_in="gray",
+            pix_fmt_in="rgb24" if big[0].ndim == 3 else "gray",
             fps=FPS,
-            macro_block_size=4,
-            output_params=["-loglevel", "error"],
+            quality=None,
+            macro_block_size=2,
+            output_params=["-crf", str(CRF), "-loglevel", "error"],
         )
         writer.send(None)
         for frame in big:
@@ -46,10 +54,13 @@ def write_video(frames: list[np.ndarray], path: Path) -> Path:
 
 
 class EpisodeVideos:
-    """An evaluation observer: collects each game's frames and writes its video at the end."""
+    """An evaluation observer: collects each game's frames and writes its video at the end.
+    ``frame_of`` picks what is filmed at each agent step (the screen, or the agent's frame)."""
 
-    def __init__(self, folder: Path, name: str):
-        self.folder, self.name = Path(folder), name
+    def __init__(
+        self, folder: Path, name: str, frame_of: Callable[[Step], np.ndarray], scale: int = SCALE
+    ):
+        self.folder, self.name, self.frame_of, self.scale = Path(folder), name, frame_of, scale
         self.folder.mkdir(parents=True, exist_ok=True)
         self.frames: list[np.ndarray] = []
         self.score = 0.0
@@ -57,10 +68,10 @@ class EpisodeVideos:
 
     def __call__(self, episode: int, step: Step) -> None:
         self.score += step.reward
-        if step.game_over or step.truncated:  # step.frame already shows the next game
+        if step.game_over or step.truncated:  # the frame already shows the next game
             path = self.folder / f"{self.name}_game{episode + 1}_score{self.score:g}.mp4"
             if self.frames:
-                self.written.append(write_video(self.frames, path))
+                self.written.append(write_video(self.frames, path, self.scale))
             self.frames, self.score = [], 0.0
         else:
-            self.frames.append(step.frame.copy())
+            self.frames.append(self.frame_of(step).copy())
