@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import platform
@@ -344,16 +345,55 @@ def test_report_puts_our_scores_beside_the_papers(tmp_path: Path) -> None:
     result = run_main("--mode", "report", "--weights-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     lines = (tmp_path / "RESULTS.md").read_text().splitlines()
-    over_runs = next(line for line in lines if line.startswith("| BreakoutNoFrameskip-v4 |"))
-    assert "| 2 | 25.0 ± 5.0 |" in over_runs  # runs a (30) and b (20)
-    assert "| 1.2 | 168 | 31 | 225 | 401.2 ± 26.9 |" in over_runs  # 2013 Table 1, Nature
+    over_runs = [line for line in lines if line.startswith("| BreakoutNoFrameskip-v4 | nature")]
+    # runs a (30) and b (20) at 5,000 agent steps; a's shorter result is not a row of its own
+    assert over_runs[0].startswith("| BreakoutNoFrameskip-v4 | nature2015 | 5,000 | 2 | 25.0 ± 5.0")
+    # DQN 2013 (Table 1); DQN, random and human 2015; (25 - 1.7) / (31.8 - 1.7) = 77%
+    assert over_runs[0].endswith("| 168 | 401.2 ± 26.9 | 1.7 | 31.8 | 77% |")
     runs = [line for line in lines if line.startswith("| BreakoutNoFrameskip-v4 | ")][1:]
     assert len(runs) == 2 and "| a | nature2015 | 30.0 ± 1.0 (31) |" in runs[0]
-    assert "5,000" in runs[0] and "| b |" in runs[1]
+    assert "5,000" in runs[0] and "| b |" in runs[1] and "| 2026-11-22 |" in runs[0]
     pong = [line for line in lines if line.startswith("| ALE/Pong-v5")]
-    assert "| -20.4 | 20 | -3 | 21 | 18.9 ± 1.3 |" in pong[0] and "| yes |" in pong[1]
+    assert "| 1 | -19.0 | 20 | 18.9 ± 1.3 | -20.7 | 9.3 |" in pong[0]  # one run: no ±
+    assert "| yes |" in pong[1]
+    # sticky actions are not the papers' setting: the median is over Breakout alone
+    assert "- nature2015, 5,000 agent steps: 77% over 1 game" in lines
     empty = run_main("--mode", "report", "--weights-dir", str(tmp_path / "none"))
     assert empty.returncode == 2 and "no evaluation results" in empty.stderr
+
+
+def test_report_keeps_a_tiny_run_apart_from_a_long_one(trained: Path, tmp_path: Path) -> None:
+    """The README's one-minute run beside a shipped 1.5M-agent-step one: two rows, never one
+    averaged row; a one-game look is its own protocol; dates come from the runs' records."""
+    import shutil
+
+    shipped = ROOT / "weights" / "BreakoutNoFrameskip-v4" / "laptop-seed0-1500k"
+    long_run = tmp_path / "BreakoutNoFrameskip-v4" / "laptop-seed0-1500k"
+    long_run.mkdir(parents=True)
+    for name in ("metrics.jsonl", "epoch_15.eval_nature2015.json"):
+        shutil.copy(shipped / name, long_run / name)
+    tiny = tmp_path / "BreakoutNoFrameskip-v4" / "tiny"
+    shutil.copytree(trained, tiny, ignore=shutil.ignore_patterns("*.json"))
+    look = run_main("--mode", "eval", "--load-path", str(tiny / "epoch_2.safetensors"),
+                    "--episodes", "1")  # fmt: skip
+    assert look.returncode == 0, look.stderr
+    result = run_main("--mode", "report", "--weights-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    table = (tmp_path / "RESULTS.md").read_text().splitlines()
+    grouped = [line for line in table if line.count("|") == 11]  # the first table's rows
+    rows = [line.split(" | ") for line in grouped if line.startswith("| BreakoutNoFrameskip")]
+    keys = sorted((row[1], row[2], row[3]) for row in rows)
+    assert keys == [
+        ("1 games, epsilon 0.05", "2,000", "1"),
+        ("epoch", "1,500,000", "1"),
+        ("epoch", "2,000", "1"),
+        ("nature2015", "1,500,000", "1"),
+    ], keys
+    assert not any("±" in row[4] for row in rows)  # every group is a single run
+    every_run = (tmp_path / "RESULTS.md").read_text().split("## Every run")[1]
+    tiny_epoch = next(line for line in every_run.splitlines() if "| tiny | epoch |" in line)
+    today = datetime.datetime.now(datetime.UTC).date().isoformat()
+    assert f"| {today} |" in tiny_epoch  # from the tiny run's own record
 
 
 def test_the_default_preset_keeps_breakouts_values_bounded(tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 
 Reads the ``*.eval_<protocol>.json`` files that ``--mode eval`` writes beside each checkpoint,
 keeps per run folder and protocol the result of the checkpoint trained longest, and writes
-``<weights dir>/RESULTS.md``: per game and protocol the mean ± std over runs beside the
-papers' numbers, then every run. The papers' numbers come from ``paper_scores.py``.
+``<weights dir>/RESULTS.md``: per game, protocol and training budget the mean over runs beside
+the papers' numbers and the human-normalised score, the median of those over games, then every
+run. The papers' numbers come from ``paper_scores.py``.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ RESULTS_FILE = "RESULTS.md"
 
 
 def collect_results(weights_dir: Path) -> list[dict[str, Any]]:
-    """Per run folder and protocol, the result of the longest-trained checkpoint evaluated."""
+    """Per run folder and kind of evaluation (protocol, and the game count of a plain
+    ``--episodes`` one), the result of the longest-trained checkpoint evaluated, and each
+    run's last epoch evaluation."""
     best: dict[tuple[str, str], dict[str, Any]] = {}
     for path in sorted(Path(weights_dir).glob("**/*.eval_*.json")):
         try:
             result = json.loads(path.read_text())
+            result["protocol"] = protocol_label(result)
             key = (str(path.parent), result["protocol"])
             trained = int(result.get("agent_steps_trained", 0))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             continue  # not one of ours
         if key not in best or trained >= int(best[key].get("agent_steps_trained", 0)):
             best[key] = {**result, "file": str(path), "run": path.parent.name}
@@ -38,12 +42,18 @@ def collect_results(weights_dir: Path) -> list[dict[str, Any]]:
     return sorted(results, key=lambda r: (r["env_id"], r["protocol"], r["run"]))
 
 
+def protocol_label(result: dict[str, Any]) -> str:
+    """The protocol's name; a plain ``--episodes N`` evaluation is 'N games, epsilon E', so
+    that a one-game look is never averaged with a 30-game protocol."""
+    if result["protocol"] != "episodes":
+        return str(result["protocol"])
+    return f"{len(result['scores'])} games, epsilon {result['epsilon']:g}"
+
+
 def _epoch_results(weights_dir: Path) -> list[dict[str, Any]]:
     """Per run folder, its last epoch's evaluation (``metrics.jsonl``: epsilon 0.05 for
     ``eval_steps`` agent steps, the 2013 protocol's shape), as protocol ``epoch``: what a run
     or a sweep reports before any ``--mode eval``."""
-    import datetime
-
     from dqn_mlx.core.env import resolve_game
 
     results = []
@@ -62,7 +72,7 @@ def _epoch_results(weights_dir: Path) -> list[dict[str, Any]]:
             "scores": last["eval_scores"], "mean": last["eval_score_mean"],
             "std": float(scores.std()), "max": max(last["eval_scores"], default=None),
             "agent_steps_trained": last["agent_steps"], "sticky_actions": game.sticky_actions > 0,
-            "date": datetime.date.fromtimestamp(path.stat().st_mtime).isoformat(),
+            "date": last.get("date"),  # the epoch's own record (runs since 2026-12-02)
             "file": str(path),
         })  # fmt: skip
     return results
@@ -72,12 +82,37 @@ def _cell(value: float | None) -> str:
     return "—" if value is None else f"{value:g}"
 
 
-def _paper_cells(rom: str) -> str:
-    t13 = TABLE1_2013.get(rom, {})
-    n15 = NATURE_2015.get(rom)
-    nature = f"{n15['dqn']:g} ± {n15['dqn_std']:g}" if n15 else "—"
-    cells = [t13.get(k) for k in ("random", "dqn", "human", "dqn_best")]
-    return " | ".join(_cell(c) for c in cells) + f" | {nature}"
+def human_normalised(rom: str, score: float) -> float | None:
+    """(ours - random) / (human - random), with the 2015 paper's random and human scores (its
+    Extended Data Table 2, as the 2015 paper normalises): 0 is random play, 1 is human."""
+    paper = NATURE_2015.get(rom)
+    if paper is None:
+        return None
+    return (score - paper["random"]) / (paper["human"] - paper["random"])
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.0f}%"
+
+
+def _mean_over_runs(means: np.ndarray) -> str:
+    """A single run's mean alone; the spread over runs only where there are several."""
+    if len(means) == 1:
+        return f"{means[0]:.1f}"
+    return f"{means.mean():.1f} ± {means.std():.1f}"
+
+
+Group = tuple[str, str, int]  # game, protocol, agent steps trained
+
+
+def group_results(results: list[dict[str, Any]]) -> dict[Group, list[dict[str, Any]]]:
+    """Runs that compare: the same game, evaluated the same way, after the same number of
+    agent steps of training. A one-minute run never joins a 1.5M-agent-step one."""
+    groups: dict[Group, list[dict[str, Any]]] = {}
+    for r in results:
+        key = (r["env_id"], r["protocol"], int(r["agent_steps_trained"]))
+        groups.setdefault(key, []).append(r)
+    return groups
 
 
 def render_table(results: list[dict[str, Any]]) -> str:
@@ -85,39 +120,53 @@ def render_table(results: list[dict[str, Any]]) -> str:
         "# dqn-mlx results",
         "",
         "Raw game scores of `--mode eval --protocol ...` runs, and as protocol `epoch` each "
-        "run's last epoch evaluation (epsilon 0.05 for its eval steps). Paper columns: Mnih "
-        "et al. 2013, Table 1 (Random, DQN, Human, DQN Best) and Mnih et al. 2015, Extended "
-        "Data Table 2 (DQN mean ± std). Sticky-action (`ALE/...-v5`) results are not "
-        "comparable with the papers'.",
+        "run's last epoch evaluation (epsilon 0.05 for its eval steps). Rows group the runs of "
+        "one game, protocol and training budget (agent steps); the ± is the spread over runs, "
+        "shown where there are several. DQN 2013: Mnih et al. 2013, Table 1. DQN, Random and "
+        "Human 2015: Mnih et al. 2015, Extended Data Table 2 (no-op starts); human-normalised "
+        "= (ours - Random 2015) / (Human 2015 - Random 2015). Sticky-action (`ALE/...-v5`) "
+        "results are not comparable with the papers'.",
         "",
-        "## Per game and protocol, over runs",
+        "## Per game, protocol and training budget",
         "",
-        "| game | protocol | runs | ours: mean ± std over runs | Random 2013 | DQN 2013 | "
-        "Human 2013 | DQN Best 2013 | DQN Nature 2015 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| game | protocol | agent steps trained | runs | ours | DQN 2013 | DQN 2015 | "
+        "Random 2015 | Human 2015 | human-normalised |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in results:
-        groups.setdefault((r["env_id"], r["protocol"]), []).append(r)
-    for (env_id, protocol), runs in groups.items():
+    normalised: dict[tuple[str, int], list[float]] = {}
+    for (env_id, protocol, steps), runs in group_results(results).items():
         means = np.array([r["mean"] for r in runs])
+        rom = runs[0]["rom"]
+        score = human_normalised(rom, float(means.mean()))
+        if score is not None and not runs[0]["sticky_actions"]:
+            normalised.setdefault((protocol, steps), []).append(score)
+        n15 = NATURE_2015.get(rom, {})
+        dqn15 = f"{n15['dqn']:g} ± {n15['dqn_std']:g}" if n15 else "—"
         lines.append(
-            f"| {env_id} | {protocol} | {len(runs)} | {means.mean():.1f} ± {means.std():.1f} | "
-            f"{_paper_cells(runs[0]['rom'])} |"
+            f"| {env_id} | {protocol} | {steps:,} | {len(runs)} | {_mean_over_runs(means)} | "
+            f"{_cell(TABLE1_2013.get(rom, {}).get('dqn'))} | {dqn15} | "
+            f"{_cell(n15.get('random'))} | {_cell(n15.get('human'))} | {_percent(score)} |"
         )
+    lines += ["", "## Median human-normalised score", ""]
+    lines += [
+        f"- {protocol}, {steps:,} agent steps: {_percent(float(np.median(scores)))} over "
+        f"{len(scores)} game{'s' if len(scores) > 1 else ''}"
+        for (protocol, steps), scores in sorted(normalised.items())
+    ] or ["- no game with the papers' settings"]
     lines += [
         "",
         "## Every run",
         "",
-        "| game | run | protocol | mean ± std (best) | games | agent steps trained | sticky | "
-        "date | file |",
+        "| game | run | protocol | mean ± std over games (best) | games | agent steps trained | "
+        "sticky | date | file |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['env_id']} | {r['run']} | {r['protocol']} | {r['mean']:.1f} ± {r['std']:.1f} "
             f"({_cell(r['max'])}) | {len(r['scores'])} | {int(r['agent_steps_trained']):,} | "
-            f"{'yes' if r['sticky_actions'] else 'no'} | {r['date']} | {Path(r['file']).name} |"
+            f"{'yes' if r['sticky_actions'] else 'no'} | {r.get('date') or '—'} | "
+            f"{Path(r['file']).name} |"
         )
     return "\n".join(lines) + "\n"
 

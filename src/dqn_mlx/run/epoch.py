@@ -11,6 +11,7 @@ Every ``epoch_updates`` updates the run
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -129,6 +130,7 @@ class EpochEnd:
             "epsilon": exploration_rate(t.config, run.step),
             "agent_steps_per_s": rate,
             "wall_time_s": self.wall_time_s(),
+            "date": datetime.datetime.now(datetime.UTC).date().isoformat(),
         }
 
     def wall_time_s(self) -> float:
