@@ -42,6 +42,9 @@ class RunOutput:
     save_replay_memory: bool
     log: Callable[[str], None]
     loggers: Sequence[RunLogger]
+    evaluating: Callable[[int, int, int, int], None] | None = None
+    """Told at every agent step of an evaluation: epoch, games ended, agent steps, of how many
+    (the progress display)."""
 
 
 class EpochEnd:
@@ -102,12 +105,21 @@ class EpochEnd:
             self.eval_env.num_actions,
             t.rng,
         )
+        epoch, total, done = t.run.epoch, t.config.eval_steps, [0]
+        tell = self.output.evaluating
+
+        def observe(games: int, step: object) -> None:
+            done[0] += 1
+            if tell is not None:
+                tell(epoch, games, done[0], total)
+
         return play_steps(
             self.eval_env,
             policy,
             t.config.history_length,
             t.config.eval_steps,
             seed=new_game_seed(t.rng),
+            observer=observe,
         )
 
     def record(self, evaluation: EvalResult, rate: float) -> dict[str, Any]:

@@ -30,7 +30,14 @@ from dqn_mlx.evaluate import collect_held_out_states
 from dqn_mlx.run.epoch import EpochEnd, RunOutput
 from dqn_mlx.run.folder import RUN_FILES, clear_unfinished_run, hold_run_folder, remove_leftovers
 from dqn_mlx.run.live import LiveMetrics
-from dqn_mlx.run.loggers import ConsoleProgress, MetricsFiles, RunLogger, TerminalProgress
+from dqn_mlx.run.loggers import (
+    ConsoleProgress,
+    MetricsFiles,
+    RunLogger,
+    Schedule,
+    StepCosts,
+    TerminalProgress,
+)
 from dqn_mlx.run.resume import (
     STATE_FILE,
     LoadedState,
@@ -163,11 +170,13 @@ def _train_in_folder(
     held_out = _start_or_restore(t, eval_env, out_dir, resume, log)
     with _stop_cleanly_on_write_errors(out_dir):
         live = LiveMetrics(out_dir, t.run.step)
-    progress = _progress(config.total_steps, frame_skip, t.run.step, log, progress_bar)
+    costs = _step_costs_if_useful(config, t.run.step, env.num_actions, compute)
+    progress = _progress(config, frame_skip, t.run.step, log, progress_bar, costs)
     loggers: list[RunLogger] = [progress, MetricsFiles(out_dir, env_id), live, *extra_loggers]
     output = RunOutput(
-        out_dir, env_id, frame_skip, env.action_meanings, save_replay_memory, log, loggers
-    )
+        out_dir, env_id, frame_skip, env.action_meanings, save_replay_memory, log, loggers,
+        progress.evaluating,
+    )  # fmt: skip
     hooks = _Hooks(
         EpochEnd(t, eval_env, held_out, output), should_stop or (lambda: False), epoch_bytes
     )
@@ -201,12 +210,60 @@ def _new_training(
 
 
 def _progress(
-    total: int, frame_skip: int, start: int, log: Callable[[str], None], bar: bool
+    config: DQNConfig,
+    frame_skip: int,
+    start: int,
+    log: Callable[[str], None],
+    bar: bool,
+    costs: StepCosts | None,
 ) -> ConsoleProgress:
     """A live display on a terminal, else a line every 5 seconds."""
     if bar:
-        return TerminalProgress(total, frame_skip, start)
-    return ConsoleProgress(total, frame_skip, log, start_step=start)
+        return TerminalProgress(Schedule.of(config), frame_skip, start, costs=costs)
+    return ConsoleProgress(Schedule.of(config), frame_skip, log, start_step=start, costs=costs)
+
+
+ESTIMATE_FROM_RANDOM_STEPS = 10_000
+"""Random play at least this long (agent steps) is worth a second of timing updates, so that
+its ETA can count the learning to come."""
+
+
+def _step_costs_if_useful(
+    config: DQNConfig, step: int, actions: int, compute: Compute
+) -> StepCosts | None:
+    if config.learning_starts - step < ESTIMATE_FROM_RANDOM_STEPS:
+        return None
+    return measure_step_costs(config, actions, compute)
+
+
+def measure_step_costs(
+    config: DQNConfig, actions: int, compute: Compute, repeats: int = 3
+) -> StepCosts:
+    """Time updates and greedy passes on a throwaway learner of the run's network and
+    optimizer, fed zero frames (after one untimed call of each, which compiles). It draws its
+    weights from MLX's generator after the run's own were drawn, and nothing in the run draws
+    from it later, so a seeded run is unchanged (tests/test_loggers.py checks)."""
+    import time
+
+    from dqn_mlx.core.policy import greedy_actions
+
+    learner = Learner(config, actions, compute)
+    frames = np.zeros((config.batch_size, config.history_length, 84, 84), np.uint8)
+    batch = (frames, np.zeros(config.batch_size, np.int32), np.zeros(config.batch_size, np.float32),
+             frames, np.zeros(config.batch_size, np.float32))  # fmt: skip
+    act = greedy_actions(learner.online)
+
+    def seconds_per_call(call: Callable[[], object]) -> float:
+        call()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            call()
+        return (time.perf_counter() - start) / repeats
+
+    return StepCosts(
+        update_s=seconds_per_call(lambda: learner.update(*batch)),
+        act_s=seconds_per_call(lambda: act(frames[:1])),
+    )
 
 
 def _run_to_the_end(t: Training, hooks: _Hooks, progress: ConsoleProgress) -> None:
