@@ -81,8 +81,8 @@ def test_a_sweep_of_two_games_trains_each_in_its_folder_and_a_rerun_trains_nothi
     )  # fmt: skip
     assert report.returncode == 0
     results = (tmp_path / "RESULTS.md").read_text()
-    assert "| BreakoutNoFrameskip-v4 | epoch | 1 |" in results
-    assert "| PongNoFrameskip-v4 | epoch | 1 |" in results
+    assert "| BreakoutNoFrameskip-v4 | epoch | 2,000 | 1 |" in results  # game, budget, runs
+    assert "| PongNoFrameskip-v4 | epoch | 2,000 | 1 |" in results
     before = _digest(tmp_path / "BreakoutNoFrameskip-v4")
     again = sweep(tmp_path, *games, "--steps", "2000")
     assert again.returncode == 0, again.stderr
