@@ -184,8 +184,8 @@ class ConsoleProgress:
         force: bool = False,
     ) -> None:
         now = self.last_pass = self.clock()
-        if not force and now - self.last_time < self.interval:
-            return
+        if (not force and now - self.last_time < self.interval) or run.step == self.last_step:
+            return  # (a forced line with nothing new: the epoch end just reported the step)
         rate = (run.step - self.last_step) / max(now - self.last_time, 1e-9)
         self.phases.observe(run.step, now)
         self.show(run, epsilon, rate)
@@ -195,8 +195,10 @@ class ConsoleProgress:
         """Called at every agent step of an epoch's evaluation (shown every interval)."""
         now = self.clock()
         if now - self.last_time >= self.interval:
-            self.show_evaluation(f"evaluating epoch {epoch}: {games} games ended, "
-                                 f"{steps:,}/{total:,} agent steps")  # fmt: skip
+            ended = f"{games} game{'' if games == 1 else 's'} ended"
+            self.show_evaluation(
+                f"evaluating epoch {epoch}: {ended}, {steps:,}/{total:,} agent steps"
+            )
             self.last_time = now
 
     def show_evaluation(self, text: str) -> None:
