@@ -185,14 +185,11 @@ def _attempt_started(run: SweepRun, board: Any) -> None:
 
 
 def _tell(board: Any, method: str, *args: Any) -> None:
-    """Call a ``Board`` method and wait for it (so that the driver reads it before the task
-    ends); the view is not worth failing a run for."""
-    if board is None:
-        return
-    import ray
-
-    with suppress(Exception):
-        ray.get(getattr(board, method).remote(*args), timeout=30)
+    """Call a ``Board`` method without waiting for it: a task blocked in ``ray.get`` gives its
+    CPU back to Ray, which would start another run on this node meanwhile."""
+    if board is not None:
+        with suppress(Exception):  # the view is not worth failing a run for
+            getattr(board, method).remote(*args)
 
 
 class Board:
