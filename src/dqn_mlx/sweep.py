@@ -328,7 +328,6 @@ def sweep(
     every run, then the ``--mode report`` command; a UserError when some failed even after
     their retries."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     memory = replay_bytes(config.replay_size) + PROCESS_BYTES
     ray.init(
@@ -344,13 +343,7 @@ def sweep(
         nodes = _check_nodes(ray, weights_dir, here)
         view = SweepView(list(views.values()), weights_dir)
         view.event("nodes: " + ", ".join(node_label(node, here) for node in nodes))
-        board = (
-            ray.remote(Board)
-            .options(
-                num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)
-            )
-            .remote()
-        )
+        board = None  # started with the first run to train: a rerun of a finished sweep has none
         task = ray.remote(run_training).options(
             **resources, max_retries=RETRIES, retry_exceptions=True
         )
@@ -370,6 +363,7 @@ def sweep(
                 view.event(f"{run.env_id} seed {run.seed}: finished already ({run.folder})")
                 views[run].state = "done"
                 continue
+            board = board or _start_board(ray, here)
             pending[task.remote(run, train_args, threads, board)] = run
             view.event(f"{run.env_id} seed {run.seed}: queued ({run.folder})")
         watch = _Watch(ray, board, views, view, nodes, here)
@@ -383,6 +377,14 @@ def sweep(
             f"{len(failed)} of {len(runs)} runs failed after {RETRIES} retries (above); start "
             "the same command again to resume them"
         )
+
+
+def _start_board(ray: Any, here: str) -> Any:
+    """The ``Board`` actor, on the driver's node (``here``), taking no CPU."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    strategy = NodeAffinitySchedulingStrategy(here, soft=False)
+    return ray.remote(Board).options(num_cpus=0, scheduling_strategy=strategy).remote()
 
 
 def _check_fits(ray: Any, resources: dict[str, Any]) -> None:
@@ -428,7 +430,7 @@ class _Watch:
             return
         self.last = now
         try:
-            attempts = self.ray.get(self.board.read.remote(), timeout=10)
+            attempts = {} if self.board is None else self.ray.get(self.board.read.remote(), 10)
             nodes = {node["NodeID"]: node for node in self.ray.nodes()}
         except Exception:
             return  # a slow answer: the next poll
