@@ -82,6 +82,7 @@ def test_a_sweep_of_two_games_trains_each_in_its_folder_and_a_rerun_trains_nothi
     *table, command = first.stdout.strip().splitlines()[-4:]
     assert table[0].split()[:5] == ["game", "seed", "node", "agent", "steps"]
     assert all("2,000 / 2,000" in row and row.endswith("done") for row in table[1:])
+    assert all(len(row.split()[2]) == 8 for row in table[1:]), table  # the node each ran on
     assert command.endswith(f": uv run main.py --mode report --weights-dir {tmp_path}"), command
     report = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "--mode", "report", "--weights-dir", str(tmp_path)],

@@ -363,7 +363,8 @@ def sweep(
                 view.event(f"{run.env_id} seed {run.seed}: finished already ({run.folder})")
                 views[run].state = "done"
                 continue
-            board = board or _start_board(ray, here)
+            if board is None:
+                board = _start_board(ray, here)
             pending[task.remote(run, train_args, threads, board)] = run
             view.event(f"{run.env_id} seed {run.seed}: queued ({run.folder})")
         watch = _Watch(ray, board, views, view, nodes, here)
@@ -430,10 +431,11 @@ class _Watch:
             return
         self.last = now
         try:
-            attempts = {} if self.board is None else self.ray.get(self.board.read.remote(), 10)
+            board = self.board
+            attempts = {} if board is None else self.ray.get(board.read.remote(), timeout=10)
             nodes = {node["NodeID"]: node for node in self.ray.nodes()}
-        except Exception:
-            return  # a slow answer: the next poll
+        except self.ray.exceptions.RayError:
+            return  # a slow answer (GetTimeoutError) or a lost connection: the next poll
         for node_id, node in nodes.items():
             if node.get("Alive") and node_id not in self.labels:
                 self.labels[node_id] = node_label(node, self.here)
