@@ -20,7 +20,14 @@ import psutil
 import pytest
 
 from dqn_mlx.run.resume import load_training_state
-from dqn_mlx.sweep import SweepRun, finished, state_step, task_resources, train_command
+from dqn_mlx.sweep import (
+    SweepRun,
+    check_weights_dir,
+    finished,
+    state_step,
+    task_resources,
+    train_command,
+)
 
 F = TypeVar("F", bound=Callable[..., object])
 NEEDS_RAY = pytest.mark.skipif(
@@ -72,9 +79,11 @@ def test_a_sweep_of_two_games_trains_each_in_its_folder_and_a_rerun_trains_nothi
         assert [r["agent_steps"] for r in _records(folder)] == [1797, 2000], folder
         assert (folder / "epoch_2.safetensors").exists()
         assert f"seed 0: finished ({folder})" in first.stdout
-    table = first.stdout.strip().splitlines()[-3:]
-    assert table[0].split()[:4] == ["game", "seed", "agent", "steps"]
-    assert all("2,000" in row for row in table[1:])
+    *table, command = first.stdout.strip().splitlines()[-4:]
+    assert table[0].split()[:5] == ["game", "seed", "node", "agent", "steps"]
+    assert all("2,000 / 2,000" in row and row.endswith("done") for row in table[1:])
+    assert all(len(row.split()[2]) == 8 for row in table[1:]), table  # the node each ran on
+    assert command.endswith(f": uv run main.py --mode report --weights-dir {tmp_path}"), command
     report = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "--mode", "report", "--weights-dir", str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT, check=True,
@@ -87,7 +96,12 @@ def test_a_sweep_of_two_games_trains_each_in_its_folder_and_a_rerun_trains_nothi
     again = sweep(tmp_path, *games, "--steps", "2000")
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("finished already") == 2 and "queued" not in again.stdout
-    assert again.stdout.strip().splitlines()[-3:] == table
+    *again_table, _ = again.stdout.strip().splitlines()[-4:]
+    # the same rows, but for the node: nothing ran this time
+    assert [row.split()[:2] + row.split()[3:] for row in again_table[1:]] == [
+        row.split()[:2] + row.split()[3:] for row in table[1:]
+    ]
+    assert [row.split()[2] for row in again_table[1:]] == ["—", "—"]
     assert _digest(tmp_path / "BreakoutNoFrameskip-v4") == before
     # A damaged training state: that run is reported, the others go on (one line, exit 2).
     state = folders[1] / "train_state.safetensors"
@@ -269,3 +283,18 @@ def test_a_run_asks_for_its_cpu_share_of_the_gpus(
     # a GPU takes as many runs as its share of the CPUs does (down to Ray's 0.0001 steps)
     runs = min(max(1, int(cluster.get("CPU", 0) / cluster["GPU"] / threads)), 10_000)
     assert runs * resources["num_gpus"] <= 1 + 1e-9
+
+
+def test_a_node_checks_it_sees_the_drivers_weights_dir_and_can_lock_a_run_folder_there(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".sweep-check-abc").write_text("abc")
+    assert check_weights_dir(str(tmp_path), "abc", "node1") is None
+    assert [p.name for p in tmp_path.iterdir()] == [".sweep-check-abc"]  # it left nothing
+    other = tmp_path / "elsewhere"  # the same path, but another folder: a node without the volume
+    other.mkdir()
+    problem = check_weights_dir(str(other), "abc", "node1")
+    assert problem is not None and problem.startswith(
+        f"does not see the driver's --weights-dir {other} (no .sweep-check-abc there: "
+    )
+    assert not any(other.iterdir())

@@ -5,13 +5,18 @@ folder ``<weights-dir>/<env-id>/<preset>-seed<seed>/``, asking Ray for what it u
 threads (the run's BLAS threads are set to the same count), its memory (the replay memory
 plus the process's own) and, where the cluster has GPUs, a share of one (``task_resources``).
 Ray runs as many as fit and queues the rest; with ``--address`` it schedules them over a
-cluster.
+cluster (docs/cluster.md), whose nodes must all see ``--weights-dir`` at the same path: every
+node checks that first (``check_weights_dir``), and a node that cannot is a one-line error.
 
-Faults: a run whose process dies is retried by Ray, and a retry, like a sweep started again
-with the same command, continues each unfinished run from its folder (``--resume``) and skips
-the finished ones. Ctrl-C cancels every run, and the runs on this machine stop cleanly, each
-with a resumable state (on other nodes of a cluster, a cancelled run resumes from its last
-epoch end).
+While it runs, the sweep shows a table of every run (``sweep_view``): its node, agent steps,
+last epoch score, agent steps/s and state. Each attempt of a run tells a small actor on the
+driver's node (``Board``) where it started; the driver reads it and Ray's list of live nodes.
+
+Faults: a run whose process dies, or whose node is lost, is retried by Ray (on any node), and
+a retry, like a sweep started again with the same command, continues each unfinished run from
+its folder (``--resume``) and skips the finished ones. Ctrl-C cancels every run, and the runs
+on this machine stop cleanly, each with a resumable state (on other nodes of a cluster, a
+cancelled run resumes from its last epoch end).
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ import json
 import logging
 import math
 import os
+import secrets
 import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
@@ -37,7 +44,8 @@ from dqn_mlx.config import DQNConfig
 from dqn_mlx.core.replay import replay_bytes
 from dqn_mlx.errors import UserError
 from dqn_mlx.run.checkpoint import run_folder
-from dqn_mlx.run.metrics import read_metrics
+from dqn_mlx.run.folder import hold_run_folder
+from dqn_mlx.sweep_view import RunView, SweepView
 
 MAIN = Path(__file__).resolve().parents[2] / "main.py"
 PROCESS_BYTES = 1_500_000_000  # one training process besides its replay memory (bench: ~0.9 GB)
@@ -48,6 +56,9 @@ DEFAULT_THREADS = 1
 each, kept 66% of a lone two-thread run's speed each (docs/performance.md): more in total
 than one after the other."""
 GPU_STEP = 0.0001  # the finest fraction of a resource Ray schedules
+CHECK_PREFIX = ".sweep-check-"
+CHECK_TIMEOUT_S = 120.0  # a node's --weights-dir check: a worker start and a few small files
+REFRESH_S = 2.0  # the live view
 
 
 @dataclass(frozen=True)
@@ -132,13 +143,15 @@ def train_command(run: SweepRun, train_args: list[str], threads: int) -> list[st
     return command
 
 
-def run_training(run: SweepRun, train_args: list[str], threads: int) -> int:
+def run_training(run: SweepRun, train_args: list[str], threads: int, board: Any = None) -> int:
     """The body of one Ray task: train (or resume) as a child process; a failure raises, so
     that Ray retries the task, which then resumes. Ctrl-C (Ray's cancel) stops the child
-    cleanly: it writes a resumable state."""
+    cleanly: it writes a resumable state. Each attempt tells ``board`` (a ``Board`` actor)
+    where it runs, and prints it to its Ray worker's log on that node."""
     if run.folder.exists() and not (run.folder / "train_state.safetensors").exists():
         for leftover in run.folder.iterdir():  # died before its first state: start again
             leftover.unlink()
+    _attempt_started(run, board)
     with tempfile.TemporaryFile("w+") as errors:
         child = subprocess.Popen(
             train_command(run, train_args, threads), stdout=subprocess.DEVNULL, stderr=errors
@@ -154,8 +167,153 @@ def run_training(run: SweepRun, train_args: list[str], threads: int) -> int:
         errors.seek(0)
         last = errors.read().strip().splitlines()[-1:] or [f"exit {child.returncode}"]
     if child.returncode != 0:
+        _tell(board, "failed", str(run.folder), last[0])
         raise RuntimeError(f"{run.env_id} seed {run.seed}: {last[0]}")
     return child.returncode
+
+
+def _attempt_started(run: SweepRun, board: Any) -> None:
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    try:
+        resumed_from = state_step(run.folder)
+    except DamagedState:
+        resumed_from = None  # the run says so, and fails
+    print(f"dqn-mlx sweep: {run.env_id} seed {run.seed} ({run.folder}) on node {node}", flush=True)
+    _tell(board, "started", str(run.folder), node, resumed_from)
+
+
+def _tell(board: Any, method: str, *args: Any) -> None:
+    """Call a ``Board`` method without waiting for it: a task blocked in ``ray.get`` gives its
+    CPU back to Ray, which would start another run on this node meanwhile."""
+    if board is not None:
+        with suppress(Exception):  # the view is not worth failing a run for
+            getattr(board, method).remote(*args)
+
+
+class Board:
+    """Where each attempt of each run started and how it failed, kept by a Ray actor on the
+    driver's node for the live view (Ray has no public record of a running task's node
+    without its dashboard)."""
+
+    def __init__(self) -> None:
+        self.attempts: dict[str, list[dict[str, Any]]] = {}
+
+    def started(self, folder: str, node: str, resumed_from: int | None) -> None:
+        self.attempts.setdefault(folder, []).append(
+            {"node": node, "resumed_from": resumed_from, "error": None}
+        )
+
+    def failed(self, folder: str, error: str) -> None:
+        if self.attempts.get(folder):
+            self.attempts[folder][-1]["error"] = error
+
+    def read(self) -> dict[str, list[dict[str, Any]]]:
+        return self.attempts
+
+
+def check_weights_dir(weights_dir: str, token: str, name: str) -> str | None:
+    """Run on every node before any run starts: whether this node sees the folder the driver
+    sees (the marker ``<weights-dir>/.sweep-check-<token>`` the driver wrote), and can do
+    there what a run does: make a folder, take its lock (``run/folder.py``) and write in it.
+    None, or what it cannot do."""
+    root = Path(weights_dir)
+    marker = root / f"{CHECK_PREFIX}{token}"
+    try:
+        if marker.read_text() != token:
+            return f"reads another {marker.name} in --weights-dir {weights_dir}"
+    except OSError as exc:
+        return (
+            f"does not see the driver's --weights-dir {weights_dir} (no {marker.name} there: "
+            f"{exc.strerror or exc})"
+        )
+    folder = root / f"{CHECK_PREFIX}{token}-{name}"
+    try:
+        folder.mkdir()
+    except OSError as exc:
+        return f"cannot write in --weights-dir {weights_dir} ({exc.strerror or exc})"
+    try:
+        with hold_run_folder(folder):
+            (folder / "written").write_text(token)
+    except (OSError, UserError) as exc:
+        return f"cannot lock and write a run folder in --weights-dir {weights_dir} ({exc})"
+    finally:
+        for path in folder.iterdir():
+            with suppress(OSError):
+                path.unlink()
+        with suppress(OSError):
+            folder.rmdir()
+    if not MAIN.exists():
+        return f"has no {MAIN}: every node needs this checkout at the same path"
+    return None
+
+
+def _check_nodes(ray: Any, weights_dir: Path, here: str) -> list[dict[str, Any]]:
+    """Every live node checks ``--weights-dir`` (``check_weights_dir``); a one-line UserError
+    naming the first that cannot, or that did not answer within ``CHECK_TIMEOUT_S``. Returns
+    the live nodes."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    token = secrets.token_hex(8)
+    created = not weights_dir.exists()
+    marker = weights_dir / f"{CHECK_PREFIX}{token}"
+    try:
+        weights_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(token)
+    except OSError as exc:
+        raise UserError(f"--weights-dir {weights_dir}: {exc.strerror or exc}") from None
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    check = ray.remote(check_weights_dir)
+    try:
+        refs = {
+            check.options(
+                num_cpus=0,
+                max_retries=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
+            ).remote(str(weights_dir), token, node["NodeID"][:8]): node
+            for node in nodes
+        }
+        ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=CHECK_TIMEOUT_S)
+        problems = [(refs[ref], _answer(ray, ref)) for ref in ready]
+    finally:
+        with suppress(OSError):
+            marker.unlink()
+        if created:
+            with suppress(OSError):
+                weights_dir.rmdir()  # only when still empty
+    problems += [(refs[ref], f"did not answer within {CHECK_TIMEOUT_S:.0f} s") for ref in late]
+    problems = [(node, problem) for node, problem in problems if problem]
+    if problems:
+        node, problem = problems[0]
+        others = f" (and {len(problems) - 1} more nodes)" if len(problems) > 1 else ""
+        raise UserError(
+            f"node {node_label(node, here)} {problem}{others}; every node needs --weights-dir on "
+            "a shared volume mounted at the same path (docs/cluster.md)"
+        )
+    return nodes
+
+
+def _last_line(exc: Exception) -> str:
+    """An error's last line: a task's error is Ray's traceback, whose last line says why."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _answer(ray: Any, ref: Any) -> str | None:
+    try:
+        answer: str | None = ray.get(ref)
+        return answer
+    except Exception as exc:  # the check itself failed there
+        return f"cannot run the sweep's code ({_last_line(exc)})"
+
+
+def node_label(node: Mapping[str, Any], here: str) -> str:
+    """A node as the view names it: the first 8 hex digits of Ray's node id, then its
+    address, its CPUs and whether the sweep's driver runs there."""
+    cpus = node.get("Resources", {}).get("CPU", 0)
+    where = ", this machine" if node["NodeID"] == here else ""
+    return f"{node['NodeID'][:8]} ({node.get('NodeManagerAddress', '?')}, {cpus:g} CPU{where})"
 
 
 def sweep(
@@ -165,46 +323,69 @@ def sweep(
     threads: int,
     address: str | None,
 ) -> None:
-    """Run every unfinished run on Ray; prints a line as each starts, finishes or fails, then
-    the table of every run; a UserError when some failed even after their retries."""
+    """Run every unfinished run on Ray, showing the live view (``sweep_view``): an event line
+    as each run is queued, starts on a node, is retried, finishes or fails, and the table of
+    every run, then the ``--mode report`` command; a UserError when some failed even after
+    their retries."""
     import ray
 
     memory = replay_bytes(config.replay_size) + PROCESS_BYTES
     ray.init(
         address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
     )
+    views = {run: RunView(run.env_id, run.seed, run.folder, config.total_steps) for run in runs}
+    view: SweepView | None = None
     try:
         resources = task_resources(ray.cluster_resources(), memory, threads)
         _check_fits(ray, resources)
+        here = ray.get_runtime_context().get_node_id()
+        weights_dir = runs[0].folder.parent.parent
+        nodes = _check_nodes(ray, weights_dir, here)
+        view = SweepView(list(views.values()), weights_dir)
+        view.event("nodes: " + ", ".join(node_label(node, here) for node in nodes))
+        board = None  # started with the first run to train: a rerun of a finished sweep has none
         task = ray.remote(run_training).options(
             **resources, max_retries=RETRIES, retry_exceptions=True
         )
-        pending, damaged = {}, []
+        pending, failed = {}, []
         for run in runs:
             try:
                 done = finished(run, config.total_steps)
             except DamagedState as exc:
-                print(
+                view.event(
                     f"{run.env_id} seed {run.seed}: not started, {exc}; move it away to start "
-                    "this run over",
-                    flush=True,
+                    "this run over"
                 )
-                damaged.append(run)
+                views[run].state = "failed"
+                failed.append(run)
                 continue
             if done:
-                print(f"{run.env_id} seed {run.seed}: finished already ({run.folder})", flush=True)
+                view.event(f"{run.env_id} seed {run.seed}: finished already ({run.folder})")
+                views[run].state = "done"
                 continue
-            pending[task.remote(run, train_args, threads)] = run
-            print(f"{run.env_id} seed {run.seed}: queued ({run.folder})", flush=True)
-        failed = damaged + _wait(ray, pending)
+            if board is None:
+                board = _start_board(ray, here)
+            pending[task.remote(run, train_args, threads, board)] = run
+            view.event(f"{run.env_id} seed {run.seed}: queued ({run.folder})")
+        watch = _Watch(ray, board, views, view, nodes, here)
+        failed += _wait(ray, pending, watch)
     finally:
+        if view is not None:
+            view.close()
         ray.shutdown()
-    print(render_table([table_row(run) for run in runs]))
     if failed:
         raise UserError(
             f"{len(failed)} of {len(runs)} runs failed after {RETRIES} retries (above); start "
             "the same command again to resume them"
         )
+
+
+def _start_board(ray: Any, here: str) -> Any:
+    """The ``Board`` actor, on the driver's node (``here``), taking no CPU."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    strategy = NodeAffinitySchedulingStrategy(here, soft=False)
+    return ray.remote(Board).options(num_cpus=0, scheduling_strategy=strategy).remote()
 
 
 def _check_fits(ray: Any, resources: dict[str, Any]) -> None:
@@ -223,8 +404,88 @@ def _check_fits(ray: Any, resources: dict[str, Any]) -> None:
         )
 
 
-def _wait(ray: Any, pending: dict[Any, SweepRun]) -> list[SweepRun]:
-    """Wait for every task, printing each end; returns the runs that failed even after their
+class _Watch:
+    """Keeps the views up to date from the board (each run's attempts) and Ray's live nodes,
+    printing an event for each attempt that starts and each that is lost."""
+
+    def __init__(
+        self,
+        ray: Any,
+        board: Any,
+        views: dict[SweepRun, RunView],
+        view: SweepView,
+        nodes: list[dict[str, Any]],
+        here: str,
+    ):
+        self.ray, self.board, self.views, self.view, self.here = ray, board, views, view, here
+        self.seen: dict[SweepRun, int] = {}  # attempts shown
+        self.lost_attempts: set[tuple[SweepRun, int]] = set()
+        # the live nodes seen, as the events name them (a dead node offers no CPUs)
+        self.labels = {node["NodeID"]: node_label(node, here) for node in nodes}
+        self.lost_nodes: set[str] = set()
+        self.last = 0.0
+
+    def poll(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < REFRESH_S:
+            return
+        self.last = now
+        try:
+            board = self.board
+            attempts = {} if board is None else self.ray.get(board.read.remote(), timeout=10)
+            nodes = {node["NodeID"]: node for node in self.ray.nodes()}
+        except self.ray.exceptions.RayError:
+            return  # a slow answer (GetTimeoutError) or a lost connection: the next poll
+        for node_id, node in nodes.items():
+            if node.get("Alive") and node_id not in self.labels:
+                self.labels[node_id] = node_label(node, self.here)
+                self.view.event(f"node {self.labels[node_id]} joined")
+            elif not node.get("Alive") and node_id in self.labels.keys() - self.lost_nodes:
+                self.lost_nodes.add(node_id)
+                self.view.event(f"node {self.labels[node_id]} lost")
+        for run, run_view in self.views.items():
+            self._update(run, run_view, attempts.get(str(run.folder), []), nodes)
+        self.view.refresh()
+
+    def _update(
+        self,
+        run: SweepRun,
+        run_view: RunView,
+        attempts: list[dict[str, Any]],
+        nodes: dict[str, dict[str, Any]],
+    ) -> None:
+        run_view.nodes = [attempt["node"][:8] for attempt in attempts]
+        over = run_view.state in ("done", "failed", "stopped")
+        lost = None
+        for number, attempt in enumerate(attempts):
+            if number >= self.seen.get(run, 0):
+                resumed = attempt["resumed_from"]
+                self.view.event(
+                    f"{run.env_id} seed {run.seed}: running on node {attempt['node'][:8]} "
+                    f"(attempt {number + 1}"
+                    + (f", resuming from agent step {resumed:,})" if resumed is not None else ")")
+                )
+            last = number == len(attempts) - 1
+            alive = nodes.get(attempt["node"], {}).get("Alive", True)
+            lost = attempt["error"] or (None if alive else "its node was lost")
+            lost = lost or (None if last else "its worker was lost")  # a later attempt started
+            if lost and (run, number) not in self.lost_attempts and not (last and over):
+                self.lost_attempts.add((run, number))
+                self.view.event(
+                    f"{run.env_id} seed {run.seed}: retried (attempt {number + 1} on node "
+                    f"{attempt['node'][:8]}: {lost}); it resumes from its last saved state"
+                )
+        self.seen[run] = len(attempts)
+        if attempts and not over:
+            run_view.state = "retried" if lost else "running"
+
+    def ended(self, run: SweepRun, state: str) -> None:
+        self.views[run].state = state
+        self.poll(force=True)  # the attempts' events, before the end's
+
+
+def _wait(ray: Any, pending: dict[Any, SweepRun], watch: _Watch) -> list[SweepRun]:
+    """Wait for every task, showing each end; returns the runs that failed even after their
     retries. Ctrl-C (or SIGTERM) cancels them, and each run writes a resumable state before
     it stops."""
     failed: list[SweepRun] = []
@@ -237,10 +498,16 @@ def _wait(ray: Any, pending: dict[Any, SweepRun]) -> list[SweepRun]:
                 run = pending.pop(ref)
                 try:
                     ray.get(ref)
-                    print(f"{run.env_id} seed {run.seed}: finished ({run.folder})", flush=True)
+                    watch.ended(run, "done")
+                    watch.view.event(f"{run.env_id} seed {run.seed}: finished ({run.folder})")
                 except Exception as exc:
-                    print(f"{run.env_id} seed {run.seed}: failed after retries: {exc}", flush=True)
+                    watch.ended(run, "failed")
+                    why = _last_line(exc).removeprefix(
+                        f"RuntimeError: {run.env_id} seed {run.seed}: "
+                    )
+                    watch.view.event(f"{run.env_id} seed {run.seed}: failed after retries: {why}")
                     failed.append(run)
+            watch.poll()
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
@@ -253,8 +520,11 @@ def _wait(ray: Any, pending: dict[Any, SweepRun]) -> list[SweepRun]:
         for ref in pending:
             with suppress(Exception):
                 ray.get(ref)
+        for run in pending.values():
+            watch.views[run].state = "stopped"
         print("sweep stopped; start the same command again to resume it", file=sys.stderr)
         raise KeyboardInterrupt
+    watch.poll(force=True)
     return failed
 
 
@@ -272,28 +542,6 @@ def _training_processes(runs: list[SweepRun]) -> list[psutil.Process]:
             if key in folders:
                 found.append(process)
     return found
-
-
-def table_row(run: SweepRun) -> dict[str, Any]:
-    records = read_metrics(run.folder)
-    last = records[-1] if records else {}
-    return {
-        "game": run.env_id,
-        "seed": run.seed,
-        "agent_steps": last.get("agent_steps", 0),
-        "eval_score": last.get("eval_score_mean"),
-        "folder": str(run.folder),
-    }
-
-
-def render_table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'game':28s} {'seed':>4s} {'agent steps':>12s} {'last eval':>10s}  folder"]
-    for r in rows:
-        score = "—" if r["eval_score"] is None else f"{r['eval_score']:.2f}"
-        lines.append(
-            f"{r['game']:28s} {r['seed']:>4d} {r['agent_steps']:>12,} {score:>10s}  {r['folder']}"
-        )
-    return "\n".join(lines)
 
 
 def sweep_mode(
