@@ -67,8 +67,8 @@ MODE_ORDER = ("train", "eval", "report", "bench", "sweep")
 ALL_MODES = frozenset(MODE_ORDER)
 FLAG_MODES: dict[str, frozenset[str]] = {
     "mode": ALL_MODES,
-    **dict.fromkeys(("env",), frozenset(("train", "eval", "sweep"))),
-    **dict.fromkeys(("seed",), frozenset(("train", "eval"))),
+    "env": frozenset(("train", "eval", "sweep")),
+    "seed": frozenset(("train", "eval")),
     **dict.fromkeys(
         ("preset", "epoch_updates", "replay_size", "learning_starts", "held_out_states",
          "batch_size", "learning_rate", "update_period", "target_update_agent_steps",
@@ -466,14 +466,13 @@ def _train_mode(
     folder = run_folder(weights_dir, env_id, run_name or default_run_name(config))
     if folder.is_dir() and not restart:
         check_no_other_run(folder)  # again under the folder's lock, in case of a race
-    created = _missing_folders(folder)
+    parents = _missing_folders(folder.parent)
     try:
         if run_name is None:  # a default name is never refused: claim a free one, -2, ...
             folder = _claim(folder)
-            created = [*created[:-1], folder]
         _train(config, env_id, folder, save_replay, compute, restart=restart)
     except UserError:
-        _remove_if_empty(created)  # refused before training: leave nothing behind
+        _remove_if_empty([*parents, folder])  # refused before training: leave nothing behind
         raise
 
 
