@@ -29,6 +29,7 @@ CONFIG = with_overrides(
         "eval_steps": 30,
         "held_out_states": 16,
         "seed": 2,
+        "batch_size": 8,  # the run machinery, not learning: a small minibatch is enough
     },
 )
 

@@ -39,6 +39,7 @@ CONFIG = with_overrides(
         "held_out_states": 16,
         "seed": 4,
         "learning_rate": 0.002,
+        "batch_size": 8,  # the run machinery, not learning: a small minibatch is enough
     },
 )
 COMPARED = ("loss_mean", "avg_max_q", "eval_scores", "train_scores", "updates", "agent_steps")

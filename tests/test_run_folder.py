@@ -32,7 +32,7 @@ CONFIG = with_overrides(
     {
         "replay_size": 2_000, "learning_starts": 100, "epsilon_decay_steps": 300,
         "epoch_updates": 100, "total_steps": 500, "eval_steps": 60, "held_out_states": 16,
-        "seed": 4, "learning_rate": 0.002,
+        "seed": 4, "learning_rate": 0.002, "batch_size": 8,
     },
 )  # fmt: skip
 
@@ -68,6 +68,7 @@ def run_main(*args: str) -> subprocess.Popen[str]:
 TINY = ["--mode", "train", "--env", "BreakoutNoFrameskip-v4", "--steps", "3000"]
 TINY += ["--learning-starts", "1500", "--replay-size", "3000", "--epoch-updates", "75"]
 TINY += ["--eval-steps", "100", "--held-out-states", "16", "--save-replay"]
+TINY += ["--batch-size", "8"]  # the run machinery, not learning: a small minibatch is enough
 
 
 @pytest.mark.slow

@@ -44,6 +44,7 @@ def end_to_end(test: F) -> F:
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--learning-starts", "1500", "--replay-size", "3000", "--epoch-updates", "75"]
 TINY += ["--eval-steps", "300", "--held-out-states", "64"]
+TINY += ["--batch-size", "8"]  # a small minibatch: these test the sweep, not learning
 
 
 def sweep(weights: Path, *args: str, wait: bool = True) -> subprocess.CompletedProcess[str]:
@@ -96,6 +97,7 @@ def test_a_sweep_of_two_games_trains_each_in_its_folder_and_a_rerun_trains_nothi
     again = sweep(tmp_path, *games, "--steps", "2000")
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("finished already") == 2 and "queued" not in again.stdout
+    assert "nodes: " not in again.stdout  # nothing left to train: Ray was not started
     *again_table, _ = again.stdout.strip().splitlines()[-4:]
     # the same rows, but for the node: nothing ran this time
     assert [row.split()[:2] + row.split()[3:] for row in again_table[1:]] == [
@@ -200,6 +202,7 @@ def test_ctrl_c_stops_every_run_with_a_resumable_state_and_the_same_command_resu
     command += ["--env", games[0], "--env", games[1], "--weights-dir", str(tmp_path)]
     command += ["--steps", str(total), "--learning-starts", "100", "--replay-size", "3000"]
     command += ["--epoch-updates", "100000", "--eval-steps", "300", "--held-out-states", "64"]
+    command += ["--batch-size", "8"]
 
     def learning() -> bool:  # an updates.csv row: 250 updates done
         return all(_data_rows(run.folder / "updates.csv") for run in runs)

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PONG, BREAKOUT = "PongNoFrameskip-v4", "BreakoutNoFrameskip-v4"
 # Smaller than test_sweep's TINY: a first state at 700 agent steps, then two short epochs.
 SMALL = ["--learning-starts", "500", "--replay-size", "2000", "--epoch-updates", "50"]
-SMALL += ["--eval-steps", "200", "--held-out-states", "64"]
+SMALL += ["--eval-steps", "200", "--held-out-states", "64", "--batch-size", "8"]
 STARTED = re.compile(r"^dqn-mlx sweep: (\S+) seed (\d+) \(", re.MULTILINE)
 ROW = re.compile(r"^(\S+) +(\d+) +(\S+) +([\d,]+) / ([\d,]+) +(\S+) +(\S+) +(\S+)$")
 

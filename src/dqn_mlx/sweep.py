@@ -326,58 +326,94 @@ def sweep(
     """Run every unfinished run on Ray, showing the live view (``sweep_view``): an event line
     as each run is queued, starts on a node, is retried, finishes or fails, and the table of
     every run, then the ``--mode report`` command; a UserError when some failed even after
-    their retries."""
+    their retries. Which runs are left is read from their folders first: a sweep with none
+    left (run again after it finished) shows its table without starting Ray."""
+    views = {run: RunView(run.env_id, run.seed, run.folder, config.total_steps) for run in runs}
+    to_train, untrained = triage(runs, config.total_steps)
+    weights_dir = runs[0].folder.parent.parent
+    failed = [run for run, state, _ in untrained if state == "failed"]
+    if to_train:
+        failed += _sweep_on_ray(to_train, untrained, views, config, train_args, threads, address)
+    else:
+        view = SweepView(list(views.values()), weights_dir)
+        _show_untrained(view, views, untrained)
+        view.close()
+    if failed:
+        raise UserError(
+            f"{len(failed)} of {len(runs)} runs failed after {RETRIES} retries (above); start "
+            "the same command again to resume them"
+        )
+
+
+def triage(
+    runs: list[SweepRun], total_steps: int
+) -> tuple[list[SweepRun], list[tuple[SweepRun, str, str]]]:
+    """The runs left to train, and for each other run its state and event line: ``done``
+    (finished already) or ``failed`` (a damaged training state, which is not started)."""
+    to_train, untrained = [], []
+    for run in runs:
+        label = f"{run.env_id} seed {run.seed}"
+        try:
+            done = finished(run, total_steps)
+        except DamagedState as exc:
+            why = f"not started, {exc}; move it away to start this run over"
+            untrained.append((run, "failed", f"{label}: {why}"))
+            continue
+        if done:
+            untrained.append((run, "done", f"{label}: finished already ({run.folder})"))
+        else:
+            to_train.append(run)
+    return to_train, untrained
+
+
+def _show_untrained(
+    view: SweepView, views: dict[SweepRun, RunView], untrained: list[tuple[SweepRun, str, str]]
+) -> None:
+    for run, state, event in untrained:
+        view.event(event)
+        views[run].state = state
+
+
+def _sweep_on_ray(
+    to_train: list[SweepRun],
+    untrained: list[tuple[SweepRun, str, str]],
+    views: dict[SweepRun, RunView],
+    config: DQNConfig,
+    train_args: list[str],
+    threads: int,
+    address: str | None,
+) -> list[SweepRun]:
+    """Check the cluster (room for a run, every node sees ``--weights-dir``), queue the runs
+    of ``to_train`` and wait for them; returns those that failed even after their retries."""
     import ray
 
     memory = replay_bytes(config.replay_size) + PROCESS_BYTES
     ray.init(
         address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
     )
-    views = {run: RunView(run.env_id, run.seed, run.folder, config.total_steps) for run in runs}
     view: SweepView | None = None
     try:
         resources = task_resources(ray.cluster_resources(), memory, threads)
         _check_fits(ray, resources)
         here = ray.get_runtime_context().get_node_id()
-        weights_dir = runs[0].folder.parent.parent
+        weights_dir = to_train[0].folder.parent.parent
         nodes = _check_nodes(ray, weights_dir, here)
         view = SweepView(list(views.values()), weights_dir)
         view.event("nodes: " + ", ".join(node_label(node, here) for node in nodes))
-        board = None  # started with the first run to train: a rerun of a finished sweep has none
+        _show_untrained(view, views, untrained)
         task = ray.remote(run_training).options(
             **resources, max_retries=RETRIES, retry_exceptions=True
         )
-        pending, failed = {}, []
-        for run in runs:
-            try:
-                done = finished(run, config.total_steps)
-            except DamagedState as exc:
-                view.event(
-                    f"{run.env_id} seed {run.seed}: not started, {exc}; move it away to start "
-                    "this run over"
-                )
-                views[run].state = "failed"
-                failed.append(run)
-                continue
-            if done:
-                view.event(f"{run.env_id} seed {run.seed}: finished already ({run.folder})")
-                views[run].state = "done"
-                continue
-            if board is None:
-                board = _start_board(ray, here)
+        board = _start_board(ray, here)
+        pending = {}
+        for run in to_train:
             pending[task.remote(run, train_args, threads, board)] = run
             view.event(f"{run.env_id} seed {run.seed}: queued ({run.folder})")
-        watch = _Watch(ray, board, views, view, nodes, here)
-        failed += _wait(ray, pending, watch)
+        return _wait(ray, pending, _Watch(ray, board, views, view, nodes, here))
     finally:
         if view is not None:
             view.close()
         ray.shutdown()
-    if failed:
-        raise UserError(
-            f"{len(failed)} of {len(runs)} runs failed after {RETRIES} retries (above); start "
-            "the same command again to resume them"
-        )
 
 
 def _start_board(ray: Any, here: str) -> Any:
@@ -431,8 +467,7 @@ class _Watch:
             return
         self.last = now
         try:
-            board = self.board
-            attempts = {} if board is None else self.ray.get(board.read.remote(), timeout=10)
+            attempts = self.ray.get(self.board.read.remote(), timeout=10)
             nodes = {node["NodeID"]: node for node in self.ray.nodes()}
         except self.ray.exceptions.RayError:
             return  # a slow answer (GetTimeoutError) or a lost connection: the next poll

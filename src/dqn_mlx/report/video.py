@@ -24,23 +24,27 @@ CRF = 18  # x264's constant quality: visually lossless for the flat colours of A
 
 def write_video(frames: list[np.ndarray], path: Path, scale: int = SCALE) -> Path:
     """Write (H, W) grayscale or (H, W, 3) RGB uint8 frames, enlarged ``scale`` times, as
-    ``path`` (.mp4), or as .gif if the encoder fails."""
-    big = [np.repeat(np.repeat(f, scale, axis=0), scale, axis=1) for f in frames]
+    ``path`` (.mp4), or as .gif if the encoder fails. ffmpeg enlarges the frames itself, each
+    pixel to a ``scale`` x ``scale`` block (nearest neighbour), so only the game's own pixels
+    travel through the pipe."""
     try:
         import imageio_ffmpeg
 
-        height, width = big[0].shape[:2]
+        height, width = frames[0].shape[:2]
         writer = imageio_ffmpeg.write_frames(
             str(path),
             (width, height),
-            pix_fmt_in="rgb24" if big[0].ndim == 3 else "gray",
+            pix_fmt_in="rgb24" if frames[0].ndim == 3 else "gray",
             fps=FPS,
             quality=None,
             macro_block_size=2,
-            output_params=["-crf", str(CRF), "-loglevel", "error"],
+            output_params=[
+                *("-vf", f"scale=iw*{scale}:ih*{scale}:flags=neighbor"),
+                *("-crf", str(CRF), "-loglevel", "error"),
+            ],
         )
         writer.send(None)
-        for frame in big:
+        for frame in frames:
             writer.send(np.ascontiguousarray(frame).tobytes())
         writer.close()
         return path
@@ -48,6 +52,7 @@ def write_video(frames: list[np.ndarray], path: Path, scale: int = SCALE) -> Pat
         from PIL import Image
 
         gif = path.with_suffix(".gif")
+        big = [np.repeat(np.repeat(f, scale, axis=0), scale, axis=1) for f in frames]
         images = [Image.fromarray(f) for f in big]
         images[0].save(gif, save_all=True, append_images=images[1:], duration=1000 // FPS)
         return gif
