@@ -4,8 +4,8 @@
 
 Runs what ``main.py --mode bench`` measures as ``end_to_end_nature2015`` (default 2,000
 agent steps after the warm-up epoch, one game; ``_envs4`` with 4) with timers around the
-environment's ``send``, ``receive`` and ``reset``, the replay's ``sample``,
-``store_transition``, each batched greedy pass and the learner's ``update``.
+environment's ``send``, ``receive`` and ``reset``, the replay's ``add`` and ``sample``, each
+batched greedy pass and the learner's ``update``.
 Prints the rate, then per call: total seconds, count and milliseconds each. The totals cover
 the whole run (warm-up epoch and evaluation included): read the per-call times.
 """
@@ -58,7 +58,7 @@ def main() -> None:
     timed(env.AtariEnv, "receive", "env.receive")
     timed(env.AtariEnv, "reset", "env.reset")
     timed(replay.ReplayStreams, "sample", "replay.sample")
-    timed(loop, "store_transition", "store_transition")
+    timed(replay.ReplayStreams, "add", "replay.add")
     timed(learner.Learner, "update", "learner.update")
     timed_policies()
     start = time.perf_counter()

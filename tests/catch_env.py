@@ -2,11 +2,11 @@
 screen, through the same ``PixelEnv`` interface the Atari games use.
 
 The ball starts in a random column at the top and falls 8 pixels per agent step (10 steps per
-game); the paddle (12 pixels wide) starts in the middle and moves 6 pixels left or right per
+game); the paddle (12 pixels wide) starts in the middle and moves 8 pixels left or right per
 step. The only reward is at the end: +1 for a catch, -1 for a miss. Reaching far columns takes
-up to 7 well-chosen moves before the reward, so an agent must propagate value through the TD
+up to 5 well-chosen moves before the reward, so an agent must propagate value through the TD
 target to do well: without bootstrapping only the last move is learnt. Random play catches
-about a quarter of the balls; the optimal policy catches all (return +1 per game).
+about a fifth of the balls; the optimal policy catches all (return +1 per game).
 """
 
 from __future__ import annotations

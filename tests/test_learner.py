@@ -20,7 +20,7 @@ from dqn_mlx.core.learner import (
     td_loss,
     td_target,
 )
-from dqn_mlx.core.policy import exploration_rate, linear_epsilon
+from dqn_mlx.core.policy import exploration_rate
 
 
 def test_td_target_bootstraps_only_non_terminal_transitions() -> None:
@@ -57,14 +57,16 @@ def test_minibatch_objective_sums_or_averages() -> None:
     assert float(minibatch_objective(per_sample, "mean")) == pytest.approx(3.0)
 
 
-def test_linear_epsilon_schedule() -> None:
-    assert linear_epsilon(0, 1.0, 0.1, 1000) == 1.0
-    assert linear_epsilon(500, 1.0, 0.1, 1000) == pytest.approx(0.55)
-    assert linear_epsilon(1000, 1.0, 0.1, 1000) == pytest.approx(0.1)
-    assert linear_epsilon(10**7, 1.0, 0.1, 1000) == pytest.approx(0.1)
-    cfg = dataclasses.replace(NIPS2013, learning_starts=100, epsilon_decay_steps=1000)
+def test_epsilon_is_one_during_the_replay_start_then_annealed_linearly() -> None:
+    cfg = dataclasses.replace(
+        NIPS2013, learning_starts=100, epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=1000
+    )
     assert exploration_rate(cfg, 99) == 1.0  # random replay start
+    assert exploration_rate(cfg, 100) == 1.0
     assert exploration_rate(cfg, 600) == pytest.approx(0.55)
+    assert exploration_rate(cfg, 1100) == pytest.approx(0.1)
+    assert exploration_rate(cfg, 10**7) == pytest.approx(0.1)
+    assert exploration_rate(dataclasses.replace(cfg, epsilon_decay_steps=0), 100) == 0.1
 
 
 def test_centered_rmsprop_step_by_hand() -> None:

@@ -29,10 +29,11 @@ def decode(stack: np.ndarray) -> list[int | None]:
     return [None if s[0, 2] == 0 else int(s[0, 0]) + 256 * int(s[0, 1]) for s in stack]
 
 
-def fill(capacity: int, steps: int, seed: int) -> tuple[ReplayMemory, list[dict]]:
-    """Add ``steps`` transitions with random terminals, truncations and life-loss terminals."""
+def fill(capacity: int, steps: int, seed: int) -> tuple[ReplayStreams, list[dict]]:
+    """Add ``steps`` transitions of one game with random terminals, truncations and life-loss
+    terminals."""
     rng = np.random.default_rng(seed)
-    memory = ReplayMemory(capacity, H, batch_size=8)
+    memory = ReplayStreams(capacity, H, batch_size=8)
     history: list[dict] = []
     start = True
     for t in range(steps):
@@ -45,7 +46,7 @@ def fill(capacity: int, steps: int, seed: int) -> tuple[ReplayMemory, list[dict]
             "terminal": terminal,
             "start": start,
         }
-        memory.add(frame_for(t), record["action"], record["reward"], terminal, start)
+        memory.add(0, frame_for(t), record["action"], record["reward"], terminal, start)
         history.append(record)
         start = kind in ("terminal", "truncated")  # a life loss does not start a new episode
     return memory, history
@@ -74,7 +75,8 @@ def reference_valid(history: list[dict], capacity: int, t: int) -> bool:
     ("capacity", "steps"), [(50, 30), (50, 50), (50, 51), (37, 200), (16, 1000)]
 )
 def test_stacks_and_validity_match_brute_force(capacity: int, steps: int) -> None:
-    memory, history = fill(capacity, steps, seed=capacity + steps)
+    replay, history = fill(capacity, steps, seed=capacity + steps)
+    (memory,) = replay.streams
     oldest = max(0, steps - capacity)
     for t in range(oldest, steps):
         slot = np.array([t % capacity])
@@ -115,7 +117,7 @@ def test_seeded_sampling_is_reproducible() -> None:
 
 
 def test_sampling_an_empty_memory_raises() -> None:
-    memory = ReplayMemory(10, H, batch_size=2)
+    memory = ReplayStreams(10, H, batch_size=2)
     with pytest.raises(ValueError, match="no transition"):
         memory.sample(2, np.random.default_rng(0))
 
@@ -217,17 +219,30 @@ def test_streams_of_several_games_never_mix_them_in_a_stack() -> None:
     assert seen_games == {0, 1, 2}
 
 
-def test_one_stream_is_exactly_the_single_game_memory() -> None:
-    """``--num-envs 1`` keeps the papers' replay: the same stacks from the same draws."""
-    single, history = fill(64, 200, seed=9)
-    streams = ReplayStreams(64, H, batch_size=8, streams=1)
-    for t, record in enumerate(history):
-        streams.add(0, frame_for(t), record["action"], record["reward"], record["terminal"],
-                    record["start"])  # fmt: skip
-    a = single.sample(8, np.random.default_rng(2))
-    a_states = a.states.copy()
-    b = streams.sample(8, np.random.default_rng(2))
-    assert np.array_equal(a_states, b.states) and np.array_equal(a.actions, b.actions)
+@pytest.mark.parametrize("games", [1, 3])
+def test_seeded_draws_are_flat_indices_over_the_streams_kept_where_valid(games: int) -> None:
+    """The sampler's draws, pinned so that a seed reproduces a run: ``2 * batch`` flat
+    indices at a time, uniform over the streams' slots one stream after the other (with one
+    game, the slot itself), the first ``batch`` valid ones kept in the order drawn."""
+    capacity, steps = 64, 200
+    replay = ReplayStreams(games * capacity, H, batch_size=8, streams=games)
+    histories = []
+    for game in range(games):
+        single, history = fill(capacity, steps, seed=9 + game)
+        replay.streams[game] = single.streams[0]
+        histories.append(history)
+    drawn_by = np.random.default_rng(2)
+    expected: list[tuple[int, int]] = []
+    while len(expected) < 8:
+        for flat in drawn_by.integers(0, games * capacity, size=16):
+            game, slot = divmod(int(flat), capacity)
+            t = steps - capacity + (slot - steps) % capacity  # the transition in that slot
+            if reference_valid(histories[game], capacity, t):
+                expected.append((game, t))
+    batch = replay.sample(8, np.random.default_rng(2))
+    for i, (game, t) in enumerate(expected[:8]):
+        assert decode(batch.states[i]) == reference_stack(histories[game], t)
+        assert batch.actions[i] == histories[game][t]["action"]
 
 
 def test_several_streams_keep_the_bytes_per_transition() -> None:

@@ -27,7 +27,7 @@ from dqn_mlx.core.env import AtariEnv, make_atari_env
 from dqn_mlx.core.learner import PLAIN, Compute, Learner, minibatch_objective, td_loss, td_target
 from dqn_mlx.core.network import Layers, QNetwork
 from dqn_mlx.core.policy import greedy_policy
-from dqn_mlx.core.replay import BYTES_PER_TRANSITION, ReplayMemory
+from dqn_mlx.core.replay import BYTES_PER_TRANSITION, ReplayStreams
 from dqn_mlx.run.metrics import read_metrics
 from dqn_mlx.run.train import train
 
@@ -142,13 +142,13 @@ def env_steps_per_s(steps: int = 2_000) -> float:
 
 
 def replay_figures(emit: Callable[[str, float | str, str], None], capacity: int = 100_000) -> None:
-    memory = ReplayMemory(capacity, 4, 32)
+    memory = ReplayStreams(capacity, 4, 32)
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (64, 84, 84), dtype=np.uint8)
     for _lap in range(2):  # the second lap overwrites: the steady state of a long run
         start = time.perf_counter()
         for i in range(capacity):
-            memory.add(frames[i % 64], i % 4, 0.0, i % 997 == 0, i % 997 == 1)
+            memory.add(0, frames[i % 64], i % 4, 0.0, i % 997 == 0, i % 997 == 1)
     emit("replay_insert_us", 1e6 * (time.perf_counter() - start) / capacity, "us")
     emit("replay_sample_ms", _median_ms(lambda: memory.sample(32, rng), 200), "ms")
     emit("replay_bytes_per_transition", BYTES_PER_TRANSITION, "bytes")

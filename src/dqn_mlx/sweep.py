@@ -48,13 +48,12 @@ from dqn_mlx.run.folder import hold_run_folder
 from dqn_mlx.sweep_view import RunView, SweepView
 
 MAIN = Path(__file__).resolve().parents[2] / "main.py"
-PROCESS_BYTES = 1_500_000_000  # one training process besides its replay memory (bench: ~0.9 GB)
+PROCESS_BYTES = 1_500_000_000  # one training process besides its replay memory, with room to spare
 RETRIES = 3
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DEFAULT_THREADS = 1
-"""BLAS threads (and Ray CPUs) per run: on our 2-core machine two runs side by side, one thread
-each, kept 66% of a lone two-thread run's speed each (docs/performance.md): more in total
-than one after the other."""
+"""Layer threads (and Ray CPUs) per run: runs side by side on one thread each do more in total
+than one after the other on every core (docs/performance.md)."""
 GPU_STEP = 0.0001  # the finest fraction of a resource Ray schedules
 CHECK_PREFIX = ".sweep-check-"
 CHECK_TIMEOUT_S = 120.0  # a node's --weights-dir check: a worker start and a few small files

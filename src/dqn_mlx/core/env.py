@@ -225,11 +225,11 @@ class AtariEnv:
     def prepare_reset(self, seed: int) -> None:
         """Start the game ``reset(seed)`` will return, on a spare emulator, in the background.
 
-        A seeded start reloads the ROM in ale-py (about 130 ms, against 11 ms for an unseeded
-        reset); the training loop seeds one game in ten so that resume can replay the game in
-        progress exactly (``core/game.py``). Loading the ROM releases the GIL, so it
-        overlaps with the current game; the spare emulator loaded with the same seed is in the
-        same state as this one would be."""
+        A seeded start reloads the ROM in ale-py, far slower than an unseeded reset
+        (docs/performance.md); the training loop seeds one game in ten so that resume can
+        replay the game in progress exactly (``core/game.py``). Loading the ROM releases the
+        GIL, so it overlaps with the current game; the spare emulator loaded with the same
+        seed is in the same state as this one would be."""
         if self._preparer is None:
             self._preparer = ThreadPoolExecutor(1, thread_name_prefix="dqn-mlx-reset")
         self._prepared = (seed, self._preparer.submit(self._reset_spare, seed))

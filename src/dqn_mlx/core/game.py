@@ -7,13 +7,13 @@ rebuilds the game in progress exactly (ALE's vector env has no state snapshot, a
 plays is deterministic given the seed and the actions).
 
 Seeded starts: the first game and every ``SEEDED_START_PERIOD``-th after it start from a
-seeded reset, which reloads the ROM in ale-py (about 130 ms, against 11 ms for an automatic
-reset; ``AtariEnv.prepare_reset`` does it in the background, so the seed is drawn one seeded
-start ahead). The games in between start from ale-py's automatic reset at the end of the game
-before, their no-op counts drawn by ale-py's generator, which the last seeded reset seeded.
-Not every game is seeded: ROM loads would then slow the loop while games are short.
-Nor is only the first: some games (Seaquest) carry emulator state across resets, so a game is
-reproducible only from the last ROM load, and resume would replay the whole run.
+seeded reset, which reloads the ROM in ale-py, far slower than an automatic reset
+(docs/performance.md); ``AtariEnv.prepare_reset`` does it in the background, so the seed is
+drawn one seeded start ahead. The games in between start from ale-py's automatic reset at the
+end of the game before, their no-op counts drawn by ale-py's generator, which the last seeded
+reset seeded. Not every game is seeded: ROM loads would then slow the loop while games are
+short. Nor is only the first: some games (Seaquest) carry emulator state across resets, so a
+game is reproducible only from the last ROM load, and resume would replay the whole run.
 """
 
 from __future__ import annotations
@@ -71,13 +71,9 @@ class TrainingGame:
         """Start the run's first game (seeded)."""
         self.stack.reset(self._next_game_frame(rng, ended=None))
 
-    def play(self, action: int) -> Step:
-        """Play a_t for frame_skip emulator frames: r_t and the next frame."""
-        self.send(action)
-        return self.receive()
-
     def send(self, action: int) -> None:
-        """Start playing a_t (``play`` in two halves, so that several games play at once)."""
+        """Start playing a_t for frame_skip emulator frames; ``receive`` waits for r_t and the
+        next frame, so that several games play at once."""
         self.env.send(action)
         self.record.episode_actions.append(action)
 

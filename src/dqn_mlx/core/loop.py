@@ -135,11 +135,10 @@ def run_loop(t: Training, hooks: LoopHooks) -> None:
         for game, action in zip(games, actions, strict=True):
             game.send(action)  # the emulators step together
         finished = []
-        for game, stream, state, action in zip(
-            games, t.replay.streams, states, actions, strict=True
-        ):
+        for k, (game, state, action) in enumerate(zip(games, states, actions, strict=True)):
             result = game.receive()
-            store_transition(config, stream, state, action, result, game.record.episode_start)
+            start = game.record.episode_start
+            t.replay.add(k, *learned_transition(config, state, action, result, start))
             ended = game.advance(result, rng)  # s_{t+1}, or the first state of the next game
             if ended is not None:
                 run.game_finished(ended.score)
@@ -167,6 +166,18 @@ def learning_due(config: DQNConfig, step: int) -> bool:
     return step > config.learning_starts and (step - 1) % config.update_period == 0
 
 
+def learned_transition(
+    config: DQNConfig, state: np.ndarray, action: int, result: Step, episode_start: bool
+) -> tuple[np.ndarray, int, float, bool, bool]:
+    """(x_t, a_t, r_t, terminal_t, whether x_t starts a game) as the replay memory stores it:
+    learning sees the reward clipped to [-1, 1] (both papers) and, in the 2015 setting, a lost
+    life as terminal (no bootstrap); the game itself goes on, and the reported score stays
+    raw."""
+    reward = float(np.clip(result.reward, -config.reward_clip, config.reward_clip))
+    terminal = result.game_over or (config.terminal_on_life_loss and result.life_lost)
+    return state[-1], action, reward, terminal, episode_start
+
+
 def store_transition(
     config: DQNConfig,
     replay: ReplayMemory,
@@ -175,9 +186,5 @@ def store_transition(
     result: Step,
     episode_start: bool,
 ) -> None:
-    """Store (x_t, a_t, r_t, terminal_t): learning sees the reward clipped to [-1, 1] (both
-    papers) and, in the 2015 setting, a lost life as terminal (no bootstrap); the game itself
-    goes on, and the reported score stays raw."""
-    reward = float(np.clip(result.reward, -config.reward_clip, config.reward_clip))
-    terminal = result.game_over or (config.terminal_on_life_loss and result.life_lost)
-    replay.add(state[-1], action, reward, terminal, episode_start)
+    """Store the ``learned_transition`` in one game's stream (resume's refill)."""
+    replay.add(*learned_transition(config, state, action, result, episode_start))

@@ -1,9 +1,9 @@
-"""The behaviour policy: greedy with respect to Q, epsilon-greedy, and epsilon's schedule.
+"""The behaviour policy: epsilon-greedy with respect to Q, and epsilon's schedule.
 
-- ``greedy_policy``: argmax_a Q(s, a; theta) for one observation, always with the network's
-  current weights;
-- ``epsilon_greedy``: a uniformly random action with probability epsilon, else the policy's
-  (2013 Algorithm 1); ``epsilon_greedy_actions`` the same for several games' states at once;
+- ``epsilon_greedy_actions``: for each game's state a uniformly random action with
+  probability epsilon, else argmax_a Q(s, a; theta) (2013 Algorithm 1), the greedy ones in one
+  compiled pass (``greedy_actions``) with the network's current weights;
+- ``greedy_policy`` and ``epsilon_greedy``: the same for one state at a time (evaluation);
 - ``exploration_rate``: epsilon is 1 during the random replay start, then annealed linearly
   over ``epsilon_decay_steps`` agent steps and fixed (both papers; counted from the replay
   start, as in DeepMind's code).
@@ -49,14 +49,14 @@ def greedy_policy(network: QNetwork) -> Policy:
 def epsilon_greedy(
     policy: Policy, epsilon: float, num_actions: int, rng: np.random.Generator
 ) -> Policy:
-    """With probability epsilon a uniformly random action, else the policy's."""
+    """``epsilon_greedy_actions`` for one state, over ``policy``'s action."""
 
-    def act(state: np.ndarray) -> int:
-        if rng.random() < epsilon:
-            return int(rng.integers(num_actions))
-        return policy(state)
+    def act_greedily(states: np.ndarray) -> np.ndarray:
+        return np.array([policy(states[0])])
 
-    return act
+    return lambda state: epsilon_greedy_actions(
+        state[None], epsilon, act_greedily, num_actions, rng
+    )[0]
 
 
 def epsilon_greedy_actions(
@@ -77,21 +77,14 @@ def epsilon_greedy_actions(
     return [int(a) for a in actions]
 
 
-def linear_epsilon(step: int, start: float, end: float, decay_steps: int) -> float:
-    """Exploration rate at an agent step: linear from ``start`` to ``end`` over ``decay_steps``."""
-    if decay_steps <= 0 or step >= decay_steps:
-        return end
-    return start + (end - start) * step / decay_steps
-
-
 def exploration_rate(config: DQNConfig, step: int) -> float:
-    """epsilon at an agent step: 1 during the random replay start, then annealed linearly over
-    ``epsilon_decay_steps`` (counted from the replay start, as in DeepMind's code)."""
+    """epsilon at an agent step: 1 during the random replay start, then linear from
+    ``epsilon_start`` to ``epsilon_end`` over ``epsilon_decay_steps`` agent steps (counted from
+    the replay start, as in DeepMind's code), then ``epsilon_end``."""
     if step < config.learning_starts:
         return 1.0
-    return linear_epsilon(
-        step - config.learning_starts,
-        config.epsilon_start,
-        config.epsilon_end,
-        config.epsilon_decay_steps,
-    )
+    annealed = step - config.learning_starts
+    if config.epsilon_decay_steps <= 0 or annealed >= config.epsilon_decay_steps:
+        return config.epsilon_end
+    change = config.epsilon_end - config.epsilon_start
+    return config.epsilon_start + change * annealed / config.epsilon_decay_steps

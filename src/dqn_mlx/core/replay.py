@@ -48,7 +48,7 @@ def replay_bytes(capacity: int) -> int:
 
 MEMORY_RESERVE_BYTES = 3 << 30
 """Physical memory kept for everything but the replay memory: the system, and this process's
-own network, optimizer and buffers (about 1 GB at peak)."""
+own network, optimizer and buffers (the bench's ``peak_memory``, docs/performance.md)."""
 
 
 class MemoryFigures(Protocol):
@@ -84,9 +84,11 @@ def check_replay_fits(capacity: int, memory: MemoryFigures | None = None) -> str
 
 
 class ReplayMemory:
-    """Circular store of the most recent ``capacity`` transitions (agent steps)."""
+    """One game's circular store of its most recent ``capacity`` transitions (agent steps):
+    the frames, fields and stack rules of the module's invariants. ``ReplayStreams`` holds one
+    per game and samples from them."""
 
-    def __init__(self, capacity: int, history: int = 4, batch_size: int = 32):
+    def __init__(self, capacity: int, history: int = 4):
         if capacity <= history:
             raise UserError(f"--replay-size must exceed the history length {history}")
         self.capacity, self.history = capacity, history
@@ -98,11 +100,6 @@ class ReplayMemory:
         self.starts = np.zeros(capacity, dtype=np.bool_)
         self.cursor = 0  # next slot to write
         self.size = 0  # slots written so far, at most capacity
-        # Preallocated gather buffers: allocating fresh ones each sample costs ~10x in faults.
-        self._buffers = (
-            np.empty((batch_size, history, *FRAME_SHAPE), np.uint8),
-            np.empty((batch_size, history, *FRAME_SHAPE), np.uint8),
-        )
 
     def add(
         self, frame: np.ndarray, action: int, reward: float, terminal: bool, episode_start: bool
@@ -130,9 +127,6 @@ class ReplayMemory:
         valid &= self.terminals[index] | ~self.starts[following]  # invariant 4
         return valid
 
-    def num_valid(self) -> int:
-        return int(self.is_valid(np.arange(self.size)).sum()) if self.size else 0
-
     def stack_indices(self, newest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Slot indices (n, history) of the stacks ending at ``newest``, and a mask of the
         positions that lie inside the newest frame's episode (the others are zeroed)."""
@@ -146,7 +140,8 @@ class ReplayMemory:
         return idx, keep
 
     def gather_stacks(self, newest: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Stacks (n, history, 84, 84) uint8 ending at the given slots, zero-padded at starts."""
+        """Stacks (n, history, 84, 84) uint8 ending at the given slots, zero-padded at starts;
+        written into ``out`` when it has n rows."""
         idx, keep = self.stack_indices(newest)
         if out is None or out.shape[0] != len(newest):
             out = np.empty((len(newest), self.history, *FRAME_SHAPE), np.uint8)
@@ -154,40 +149,16 @@ class ReplayMemory:
         out[~keep] = 0
         return out
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
-        """Uniformly sample valid transitions (rejection sampling; rejections are rare).
-
-        The stacks are written into buffers reused by the next call: copy them (``mx.array``
-        does) before sampling again."""
-        chosen, attempts = np.empty(0, dtype=np.int64), 0
-        while len(chosen) < batch_size:
-            attempts += 1
-            if attempts > 1000:
-                raise ValueError("the replay memory holds no transition that can be sampled yet")
-            candidates = rng.integers(0, max(self.size, 1), size=2 * batch_size)
-            chosen = np.concatenate([chosen, candidates[self.is_valid(candidates)]])
-        index = chosen[:batch_size]
-        use_buffers = batch_size == self._buffers[0].shape[0]
-        states = self.gather_stacks(index, self._buffers[0] if use_buffers else None)
-        following = (index + 1) % self.capacity
-        next_states = self.gather_stacks(following, self._buffers[1] if use_buffers else None)
-        return Batch(
-            states,
-            self.actions[index].astype(np.int32),
-            self.rewards[index].copy(),
-            next_states,
-            self.terminals[index].astype(np.float32),
-        )
-
 
 class ReplayStreams:
-    """The replay memory of ``--num-envs N`` games played at once: one ``ReplayMemory`` stream
-    per game, each of ``capacity // N`` transitions, so that a rebuilt stack never mixes two
-    games (each stream keeps the invariants above on its own). Bytes per transition are those
-    of one stream. Sampling is uniform over every stored transition of every stream.
+    """The replay memory D of ``--num-envs N`` games played at once: one ``ReplayMemory``
+    stream per game, each of ``capacity // N`` transitions, so that a rebuilt stack never
+    mixes two games (each stream keeps the invariants above on its own). Bytes per transition
+    are those of one stream.
 
-    With one stream this is exactly ``ReplayMemory``: the same slots, and the same draws from
-    the generator for a minibatch."""
+    Sampling is uniform over every stored transition of every stream: a flat index over the
+    streams' filled slots, one after the other, is drawn and rejected where the slot is not
+    valid. With one stream (the papers' replay) the flat index is the slot itself."""
 
     def __init__(self, capacity: int, history: int = 4, batch_size: int = 32, streams: int = 1):
         if capacity // streams <= history:
@@ -196,19 +167,17 @@ class ReplayStreams:
                 f"{capacity // streams:,} transitions per game; it must exceed the history "
                 f"length {history}"
             )
-        self.streams = [
-            ReplayMemory(capacity // streams, history, batch_size) for _ in range(streams)
-        ]
+        self.streams = [ReplayMemory(capacity // streams, history) for _ in range(streams)]
         self.capacity = capacity // streams * streams
         self.history = history
-        self._buffers = self.streams[0]._buffers
+        # Gather buffers reused by every minibatch of ``batch_size``: fresh ones would fault
+        # in their pages again at each sample.
+        shape = (batch_size, history, *FRAME_SHAPE)
+        self._buffers = (np.empty(shape, np.uint8), np.empty(shape, np.uint8))
 
     @property
     def size(self) -> int:
         return sum(stream.size for stream in self.streams)
-
-    def num_valid(self) -> int:
-        return sum(stream.num_valid() for stream in self.streams)
 
     def add(
         self,
@@ -223,9 +192,30 @@ class ReplayStreams:
         self.streams[game].add(frame, action, reward, terminal, episode_start)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
-        """Uniformly sample valid transitions over all streams (rejection sampling)."""
-        if len(self.streams) == 1:
-            return self.streams[0].sample(batch_size, rng)
+        """A minibatch of ``batch_size`` transitions drawn uniformly from the valid ones.
+
+        The stacks are written into buffers reused by the next call: copy them (``mx.array``
+        does) before sampling again."""
+        games, slots = self._draw_valid(batch_size, rng)
+        use_buffers = batch_size == self._buffers[0].shape[0]
+        states = self._gather(games, slots, self._buffers[0] if use_buffers else None)
+        following = (slots + 1) % self.streams[0].capacity
+        next_states = self._gather(games, following, self._buffers[1] if use_buffers else None)
+        actions = np.empty(batch_size, np.int32)
+        rewards = np.empty(batch_size, np.float32)
+        terminals = np.empty(batch_size, np.float32)
+        for k, stream in enumerate(self.streams):
+            here = games == k
+            actions[here] = stream.actions[slots[here]]
+            rewards[here] = stream.rewards[slots[here]]
+            terminals[here] = stream.terminals[slots[here]]
+        return Batch(states, actions, rewards, next_states, terminals)
+
+    def _draw_valid(
+        self, batch_size: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(stream, slot) of ``batch_size`` valid transitions, uniform over all stored ones:
+        rejection sampling, ``2 * batch_size`` flat indices a draw (rejections are rare)."""
         sizes = np.array([stream.size for stream in self.streams])
         offsets = np.cumsum(sizes) - sizes
         games, slots = np.empty(0, np.int64), np.empty(0, np.int64)
@@ -237,30 +227,21 @@ class ReplayStreams:
             for k, stream in enumerate(self.streams):
                 here = game == k
                 valid[here] = stream.is_valid(slot[here])
-            games, slots = (
-                np.concatenate([games, game[valid]]),
-                np.concatenate([slots, slot[valid]]),
-            )
+            games = np.concatenate([games, game[valid]])
+            slots = np.concatenate([slots, slot[valid]])
             if len(games) >= batch_size:
-                break
-        else:
-            raise ValueError("the replay memory holds no transition that can be sampled yet")
-        games, slots = games[:batch_size], slots[:batch_size]
-        use_buffers = batch_size == self._buffers[0].shape[0]
-        shape = (batch_size, self.history, *FRAME_SHAPE)
-        states = self._buffers[0] if use_buffers else np.empty(shape, np.uint8)
-        next_states = self._buffers[1] if use_buffers else np.empty(shape, np.uint8)
-        actions = np.empty(batch_size, np.int32)
-        rewards = np.empty(batch_size, np.float32)
-        terminals = np.empty(batch_size, np.float32)
+                return games[:batch_size], slots[:batch_size]
+        raise ValueError("the replay memory holds no transition that can be sampled yet")
+
+    def _gather(self, games: np.ndarray, slots: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        """The stacks ending at slot ``slots[i]`` of stream ``games[i]``, into ``out`` where
+        given. A batch from one stream (always, with one game) is gathered in place."""
+        if out is None:
+            out = np.empty((len(slots), self.history, *FRAME_SHAPE), np.uint8)
         for k, stream in enumerate(self.streams):
             here = games == k
-            if not here.any():
-                continue
-            index = slots[here]
-            states[here] = stream.gather_stacks(index)
-            next_states[here] = stream.gather_stacks((index + 1) % stream.capacity)
-            actions[here] = stream.actions[index]
-            rewards[here] = stream.rewards[index]
-            terminals[here] = stream.terminals[index]
-        return Batch(states, actions, rewards, next_states, terminals)
+            if here.all():
+                return stream.gather_stacks(slots, out)
+            if here.any():
+                out[here] = stream.gather_stacks(slots[here])
+        return out

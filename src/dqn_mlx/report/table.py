@@ -72,7 +72,7 @@ def _epoch_results(weights_dir: Path) -> list[dict[str, Any]]:
             "scores": last["eval_scores"], "mean": last["eval_score_mean"],
             "std": float(scores.std()), "max": max(last["eval_scores"], default=None),
             "agent_steps_trained": last["agent_steps"], "sticky_actions": game.sticky_actions > 0,
-            "date": last.get("date"),  # the epoch's own record (runs since 2026-12-02)
+            "date": last.get("date"),  # the epoch's own record (older records have none)
             "file": str(path),
         })  # fmt: skip
     return results
