@@ -40,7 +40,7 @@ Observer = Callable[[int, Step], None]  # (episode index, step) after every agen
 
 
 @dataclass(frozen=True)
-class Protocol:
+class EvalProtocol:
     """How a paper evaluated an agent."""
 
     name: str
@@ -51,8 +51,8 @@ class Protocol:
     description: str
 
 
-PROTOCOLS: dict[str, Protocol] = {
-    "nips2013": Protocol(
+PROTOCOLS: dict[str, EvalProtocol] = {
+    "nips2013": EvalProtocol(
         "nips2013",
         0.05,
         None,
@@ -61,7 +61,7 @@ PROTOCOLS: dict[str, Protocol] = {
         "epsilon 0.05 for a fixed number of agent steps; average total reward over the games "
         "completed, and the best game (2013 Table 1, 'DQN' and 'DQN Best')",
     ),
-    "nature2015": Protocol(
+    "nature2015": EvalProtocol(
         "nature2015",
         0.05,
         30,
@@ -340,7 +340,7 @@ def no_game_completed(result: EvalResult) -> str:
 
 def _write_results(
     load_path: Path,
-    protocol: Protocol | None,
+    protocol: EvalProtocol | None,
     game: GameSpec,
     seed: int,
     epsilon: float,
