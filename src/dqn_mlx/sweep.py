@@ -349,19 +349,11 @@ def sweep(
         )
         pending, failed = {}, []
         for run in runs:
-            try:
-                done = finished(run, config.total_steps)
-            except DamagedState as exc:
-                view.event(
-                    f"{run.env_id} seed {run.seed}: not started, {exc}; move it away to start "
-                    "this run over"
-                )
-                views[run].state = "failed"
-                failed.append(run)
-                continue
-            if done:
-                view.event(f"{run.env_id} seed {run.seed}: finished already ({run.folder})")
-                views[run].state = "done"
+            state = _state_before_start(run, config.total_steps, view)
+            if state != "to train":
+                views[run].state = state
+                if state == "failed":
+                    failed.append(run)
                 continue
             if board is None:
                 board = _start_board(ray, here)
@@ -378,6 +370,22 @@ def sweep(
             f"{len(failed)} of {len(runs)} runs failed after {RETRIES} retries (above); start "
             "the same command again to resume them"
         )
+
+
+def _state_before_start(run: SweepRun, total_steps: int, view: SweepView) -> str:
+    """Whether ``run`` is "to train", or else "done" (it finished already) or "failed" (its
+    saved state is damaged, so it never starts), with an event line saying so."""
+    try:
+        done = finished(run, total_steps)
+    except DamagedState as exc:
+        view.event(
+            f"{run.env_id} seed {run.seed}: not started, {exc}; move it away to start this run over"
+        )
+        return "failed"
+    if done:
+        view.event(f"{run.env_id} seed {run.seed}: finished already ({run.folder})")
+        return "done"
+    return "to train"
 
 
 def _start_board(ray: Any, here: str) -> Any:
