@@ -165,7 +165,8 @@ def _train_in_folder(
     # never touches the training games.
     envs = [make_env(config.seed + (1 + k if k else 0)) for k in range(config.num_envs)]
     env, eval_env = envs[0], make_env(config.seed + 1)
-    run = resume.run if resume is not None else RunState(games=_new_records(config.num_envs))
+    new_records = [GameRecord() for _ in envs]
+    run = resume.run if resume is not None else RunState(games=new_records)
     training = _new_training(config, envs, run, compute)
     epoch_bytes = check_disk_space(out_dir, config, training.learner, save_replay_memory)
     log(_run_line(config, env_id, env, frame_skip))
@@ -215,10 +216,6 @@ def _run_hooks(
     progress = _progress(config, output.frame_skip, step, output.log, progress_bar, costs)
     epoch_end = EpochEnd(training, eval_env, held_out, output)
     return RunHooks(epoch_end, progress, live, should_stop, epoch_bytes)
-
-
-def _new_records(games: int) -> list[GameRecord]:
-    return [GameRecord() for _ in range(games)]
 
 
 def _new_training(
