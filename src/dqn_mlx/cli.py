@@ -6,7 +6,9 @@ The platform's layers (``dqn_mlx.accel``) are chosen once the device is, unless 
 from __future__ import annotations
 
 import sys
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -17,8 +19,10 @@ from typer.core import TyperCommand
 from dqn_mlx.config import DEFAULT_PRESET, PRESETS
 from dqn_mlx.config import preset as _preset
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # only for the annotations: importing the CLI loads neither MLX nor ALE
+    from dqn_mlx.config import DQNConfig
     from dqn_mlx.core.learner import Compute
+    from dqn_mlx.run.resume import LoadedState
 
 app = typer.Typer(
     add_completion=False,
@@ -331,53 +335,85 @@ def main(
     threads: ThreadsOpt = None,
     accel: AccelOpt = True,
 ) -> None:
+    """Check the flags against the mode, then run it."""
+    options = Options(**{name: value for name, value in locals().items() if name != "ctx"})
+    with _errors_as_exit_codes():
+        check_flags_of_mode(ctx, mode)
+        _run_mode(options)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the command line gave: ``main``'s parameters, by the same names."""
+
+    mode: Mode
+    env: list[str] | None
+    seed: int | None
+    preset: Enum | None
+    steps: int | None
+    epoch_updates: int | None
+    replay_size: int | None
+    learning_starts: int | None
+    eval_steps: int | None
+    held_out_states: int | None
+    batch_size: int | None
+    learning_rate: float | None
+    update_period: int | None
+    target_update_agent_steps: int | None
+    epsilon_decay_steps: int | None
+    num_envs: int | None
+    set_: list[str] | None
+    resume: Path | None
+    restart: bool
+    load_path: Path | None
+    episodes: int
+    epsilon: float
+    protocol: ProtocolName | None
+    weights_dir: Path
+    run_name: str | None
+    save_replay: bool
+    video: Path | None
+    value_trace: bool
+    video_view: VideoViewName
+    seeds: str | None
+    address: str | None
+    device: Device
+    threads: int | None
+    accel: bool
+
+    @property
+    def preset_name(self) -> str | None:
+        return None if self.preset is None else str(self.preset.value)
+
+    @property
+    def one_env(self) -> str | None:
+        """The game of a mode that plays one (every mode but sweep)."""
+        return self.env[0] if self.env else None
+
+    def config_flags(self) -> dict[str, object]:
+        """The training counts and rates given on the command line, as config field names."""
+        values = {field: getattr(self, name) for name, field in CONFIG_FLAGS.items()}
+        return {field: value for field, value in values.items() if value is not None}
+
+
+CONFIG_FLAGS = {
+    "steps": "total_steps", "epoch_updates": "epoch_updates", "replay_size": "replay_size",
+    "learning_starts": "learning_starts", "seed": "seed", "eval_steps": "eval_steps",
+    "held_out_states": "held_out_states", "batch_size": "batch_size",
+    "learning_rate": "learning_rate", "update_period": "update_period",
+    "target_update_agent_steps": "target_update_agent_steps",
+    "epsilon_decay_steps": "epsilon_decay_steps", "num_envs": "num_envs",
+}  # fmt: skip
+"""``main``'s parameters that set a ``DQNConfig`` field, and the field each sets."""
+
+
+@contextmanager
+def _errors_as_exit_codes() -> Iterator[None]:
+    """A UserError is one line on stderr and exit code 2; Ctrl-C, exit code 130."""
     from dqn_mlx.errors import UserError
 
     try:
-        check_flags_of_mode(ctx, mode)
-        compute = _select_device(device, accel, threads)
-        flags = _overrides(
-            total_steps=steps, epoch_updates=epoch_updates, replay_size=replay_size,
-            learning_starts=learning_starts, seed=seed, eval_steps=eval_steps,
-            held_out_states=held_out_states, batch_size=batch_size,
-            learning_rate=learning_rate, update_period=update_period,
-            target_update_agent_steps=target_update_agent_steps,
-            epsilon_decay_steps=epsilon_decay_steps, num_envs=num_envs,
-        )  # fmt: skip
-        if env is not None and len(env) > 1 and mode != "sweep":
-            raise UserError("--env is given once; only --mode sweep takes several games")
-        one_env = env[0] if env else None
-        if mode == "train":
-            output = (weights_dir, run_name, save_replay)
-            start = (resume, restart)
-            _train_mode(preset and preset.value, flags, set_ or [], one_env, output, start, compute)
-        elif mode == "sweep":
-            from dqn_mlx.sweep import sweep_mode
-
-            sweep_mode(env or [], seeds, preset and preset.value, flags, set_ or [],
-                       (weights_dir, save_replay), address, threads)  # fmt: skip
-        elif mode == "eval":
-            from dqn_mlx.evaluate import evaluate_checkpoint
-
-            evaluate_checkpoint(
-                load_path,
-                one_env,
-                episodes,
-                epsilon,
-                seed,
-                protocol,
-                eval_steps,
-                video,
-                value_trace,
-                compute.layers,
-                video_view,
-            )
-        elif mode == "report":
-            from dqn_mlx.report.table import write_report
-
-            print(f"results table written to {write_report(weights_dir)}")
-        else:
-            _bench_mode(steps, compute)
+        yield
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -386,9 +422,39 @@ def main(
         raise typer.Exit(130) from None
 
 
-def _overrides(**values: object) -> dict[str, object]:
-    """CLI flags that were given, as config field names."""
-    return {name: value for name, value in values.items() if value is not None}
+def _run_mode(options: Options) -> None:
+    """Choose the device, then run ``--mode``."""
+    from dqn_mlx.errors import UserError
+
+    compute = _select_device(options.device, options.accel, options.threads)
+    if options.env is not None and len(options.env) > 1 and options.mode != "sweep":
+        raise UserError("--env is given once; only --mode sweep takes several games")
+    if options.mode == "train":
+        _train_mode(options, compute)
+    elif options.mode == "sweep":
+        from dqn_mlx.sweep import sweep_mode
+
+        sweep_mode(options.env or [], options.seeds, options.preset_name,
+                   options.config_flags(), options.set_ or [],
+                   (options.weights_dir, options.save_replay), options.address,
+                   options.threads)  # fmt: skip
+    elif options.mode == "eval":
+        _eval_mode(options, compute)
+    elif options.mode == "report":
+        from dqn_mlx.report.table import write_report
+
+        print(f"results table written to {write_report(options.weights_dir)}")
+    else:
+        _bench_mode(options.steps, compute)
+
+
+def _eval_mode(options: Options, compute: Compute) -> None:
+    """``--mode eval``: play a checkpoint (``evaluate.evaluate_checkpoint``)."""
+    from dqn_mlx.evaluate import evaluate_checkpoint
+
+    evaluate_checkpoint(options.load_path, options.one_env, options.episodes, options.epsilon,
+                        options.seed, options.protocol, options.eval_steps, options.video,
+                        options.value_trace, compute.layers, options.video_view)  # fmt: skip
 
 
 def _select_device(device: str, accel: bool, threads: int | None) -> Compute:
@@ -421,56 +487,56 @@ def _select_device(device: str, accel: bool, threads: int | None) -> Compute:
     return platform_compute(threads)
 
 
-def _train_mode(
-    preset: str | None,
-    flags: dict[str, object],
-    assignments: list[str],
-    env: str | None,
-    output: tuple[Path, str | None, bool],
-    start: tuple[Path | None, bool],
-    compute: Compute,
-) -> None:
+def _train_mode(options: Options, compute: Compute) -> None:
     """``--mode train``: a new run from the preset and the flags, ``--resume`` a run, or
     ``--restart`` an unfinished one."""
-    from dqn_mlx.config import parse_assignments, with_overrides
-    from dqn_mlx.config import preset as get_preset
-    from dqn_mlx.core.env import resolve_game
-    from dqn_mlx.core.replay import check_replay_fits
+    from dqn_mlx.config import parse_assignments
     from dqn_mlx.errors import UserError
-    from dqn_mlx.run.checkpoint import default_run_name, run_folder
     from dqn_mlx.run.folder import check_run_name
-    from dqn_mlx.run.train import check_no_other_run
 
-    weights_dir, run_name, save_replay = output
-    resume, restart = start
+    run_name, resume = options.run_name, options.resume
     if run_name is not None:
         check_run_name(run_name)
-    if restart and (resume is not None or run_name is None):
+    if options.restart and (resume is not None or run_name is None):
         raise UserError(
             "--restart starts the run named by --run-name over in its folder: give --run-name, "
             "and no --resume"
         )
-    given = {**parse_assignments(assignments), **flags}
-    if resume is not None:
-        if run_name is not None and run_name != _run_folder_of(resume).name:
-            raise UserError(
-                f"--run-name {run_name}: --resume continues the run in "
-                f"{_run_folder_of(resume)}; drop --run-name or give that run's name"
-            )
-        _resume(resume, given, preset, env, save_replay, compute)
+    given = {**parse_assignments(options.set_ or []), **options.config_flags()}
+    if resume is None:
+        _new_run(options, given, compute)
         return
-    config = with_overrides(get_preset(preset or DEFAULT_PRESET), given).validate()
-    env_id = env or "BreakoutNoFrameskip-v4"
+    if run_name is not None and run_name != _run_folder_of(resume).name:
+        raise UserError(
+            f"--run-name {run_name}: --resume continues the run in "
+            f"{_run_folder_of(resume)}; drop --run-name or give that run's name"
+        )
+    _resume(resume, given, options.preset_name, options.one_env, options.save_replay, compute)
+
+
+def _new_run(options: Options, given: dict[str, object], compute: Compute) -> None:
+    """Train a new run (or ``--restart`` one) in its folder under ``--weights-dir``; a run
+    refused before training leaves no folder behind."""
+    from dqn_mlx.config import preset, with_overrides
+    from dqn_mlx.core.env import resolve_game
+    from dqn_mlx.core.replay import check_replay_fits
+    from dqn_mlx.errors import UserError
+    from dqn_mlx.run.checkpoint import default_run_name, run_folder
+    from dqn_mlx.run.train import check_no_other_run
+
+    config = with_overrides(preset(options.preset_name or DEFAULT_PRESET), given).validate()
+    env_id = options.one_env or "BreakoutNoFrameskip-v4"
     resolve_game(env_id)  # every check that needs no folder comes before the folder
     check_replay_fits(config.replay_size)
-    folder = run_folder(weights_dir, env_id, run_name or default_run_name(config))
-    if folder.is_dir() and not restart:
+    name = options.run_name or default_run_name(config)
+    folder = run_folder(options.weights_dir, env_id, name)
+    if folder.is_dir() and not options.restart:
         check_no_other_run(folder)  # again under the folder's lock, in case of a race
     parents = _missing_folders(folder.parent)
     try:
-        if run_name is None:  # a default name is never refused: claim a free one, -2, ...
+        if options.run_name is None:  # a default name is never refused: claim a free one, -2...
             folder = _claim(folder)
-        _train(config, env_id, folder, save_replay, compute, restart=restart)
+        _train(config, env_id, folder, options.save_replay, compute, restart=options.restart)
     except UserError:
         _remove_if_empty([*parents, folder])  # refused before training: leave nothing behind
         raise
@@ -545,21 +611,20 @@ def _resume(
 
 
 def _train(
-    config: object,
+    config: DQNConfig,
     env_id: str,
     folder: Path,
     save_replay: bool,
     compute: Compute,
-    resume: object = None,
+    resume: LoadedState | None = None,
     restart: bool = False,
 ) -> None:
-    from dqn_mlx.config import DQNConfig
+    """Train in ``folder`` (``run.train.train``) on the emulator of ``env_id``, with Ctrl-C
+    and SIGTERM asking for a resumable stop; prints the commands to resume or evaluate."""
     from dqn_mlx.core.env import AtariEnv, comparability_note, make_atari_env, resolve_game
-    from dqn_mlx.run.resume import LoadedState, quoted
+    from dqn_mlx.run.resume import quoted
     from dqn_mlx.run.train import TrainingInterrupted, train
 
-    assert isinstance(config, DQNConfig)
-    assert resume is None or isinstance(resume, LoadedState)
     game = resolve_game(env_id)
     frame_skip = game.fixed_frame_skip or config.frame_skip_for(game.rom)
     note = comparability_note(game)

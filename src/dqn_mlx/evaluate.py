@@ -34,13 +34,13 @@ from dqn_mlx.errors import UserError
 from dqn_mlx.files import atomic_write_text
 from dqn_mlx.report.plots import draw_value_trace
 from dqn_mlx.report.video import EpisodeVideos
-from dqn_mlx.run.checkpoint import load_checkpoint
+from dqn_mlx.run.checkpoint import Checkpoint, load_checkpoint
 
 Observer = Callable[[int, Step], None]  # (episode index, step) after every agent step
 
 
 @dataclass(frozen=True)
-class Protocol:
+class EvalProtocol:
     """How a paper evaluated an agent."""
 
     name: str
@@ -51,8 +51,8 @@ class Protocol:
     description: str
 
 
-PROTOCOLS: dict[str, Protocol] = {
-    "nips2013": Protocol(
+PROTOCOLS: dict[str, EvalProtocol] = {
+    "nips2013": EvalProtocol(
         "nips2013",
         0.05,
         None,
@@ -61,7 +61,7 @@ PROTOCOLS: dict[str, Protocol] = {
         "epsilon 0.05 for a fixed number of agent steps; average total reward over the games "
         "completed, and the best game (2013 Table 1, 'DQN' and 'DQN Best')",
     ),
-    "nature2015": Protocol(
+    "nature2015": EvalProtocol(
         "nature2015",
         0.05,
         30,
@@ -213,13 +213,7 @@ def evaluate_checkpoint(
     ckpt = load_checkpoint(load_path, layers)
     env_id = env_override or ckpt.env_id
     game, cfg = resolve_game(env_id), ckpt.config
-    trained_rom = resolve_game(ckpt.env_id).rom
-    if game.rom != trained_rom:
-        raise UserError(
-            f"--env {env_id} is another game ({game.rom}) than the checkpoint's "
-            f"{ckpt.env_id} ({trained_rom}); drop --env, or give a variant of {trained_rom} "
-            "(the same ROM and actions, e.g. its ALE/...-v5 id)"
-        )
+    _check_same_game(game, ckpt.env_id)
     protocol = PROTOCOLS.get(protocol_name or "")
     if protocol is not None:
         epsilon, episodes = protocol.epsilon, protocol.episodes or 0
@@ -239,17 +233,7 @@ def evaluate_checkpoint(
             f"--env {env_id} has actions {env.action_meanings} but the checkpoint "
             f"was trained on {ckpt.env_id} with {ckpt.action_meanings}"
         )
-    how = protocol.description if protocol else f"{episodes} full games, epsilon {epsilon}"
-    budget = f"; {steps_budget:,} agent steps" if steps_budget else ""
-    note = comparability_note(game)
-    if note:
-        print(note)
-    print(
-        f"evaluating {load_path} (preset {cfg.preset}, epoch {ckpt.metadata.get('epoch', '?')}, "
-        f"{ckpt.metadata.get('agent_steps', '?')} agent steps trained)\n"
-        f"protocol {protocol.name if protocol else 'episodes'}: {how}{budget}\n"
-        f"game {env_id}, sticky actions {'yes' if game.sticky_actions else 'no'}, seed {seed}"
-    )
+    _print_plan(load_path, ckpt, game, protocol, episodes, epsilon, steps_budget, seed)
     recording = _Recording(Path(load_path), env_id, game.rom, video, value_trace)
     if video is not None:
         recording.film(video, _screen_of(env) if video_view == "game" else _agent_frame)
@@ -262,6 +246,42 @@ def evaluate_checkpoint(
     _report_scores(result)
     _write_results(Path(load_path), protocol, game, seed, epsilon, result, ckpt.metadata)
     recording.finish(recorder.max_q)
+
+
+def _print_plan(
+    load_path: Path,
+    ckpt: Checkpoint,
+    game: GameSpec,
+    protocol: EvalProtocol | None,
+    episodes: int,
+    epsilon: float,
+    steps_budget: int,
+    seed: int,
+) -> None:
+    """What the evaluation plays: the checkpoint, the protocol and the game."""
+    how = protocol.description if protocol else f"{episodes} full games, epsilon {epsilon}"
+    budget = f"; {steps_budget:,} agent steps" if steps_budget else ""
+    note = comparability_note(game)
+    if note:
+        print(note)
+    epoch, steps = ckpt.metadata.get("epoch", "?"), ckpt.metadata.get("agent_steps", "?")
+    print(
+        f"evaluating {load_path} (preset {ckpt.config.preset}, epoch {epoch}, {steps} agent "
+        f"steps trained)\n"
+        f"protocol {protocol.name if protocol else 'episodes'}: {how}{budget}\n"
+        f"game {game.env_id}, sticky actions {'yes' if game.sticky_actions else 'no'}, seed {seed}"
+    )
+
+
+def _check_same_game(game: GameSpec, trained_env_id: str) -> None:
+    """``--env`` may name another variant of the checkpoint's game, never another game."""
+    trained_rom = resolve_game(trained_env_id).rom
+    if game.rom != trained_rom:
+        raise UserError(
+            f"--env {game.env_id} is another game ({game.rom}) than the checkpoint's "
+            f"{trained_env_id} ({trained_rom}); drop --env, or give a variant of {trained_rom} "
+            "(the same ROM and actions, e.g. its ALE/...-v5 id)"
+        )
 
 
 def _screen_of(env: AtariEnv) -> Callable[[Step], np.ndarray]:
@@ -340,7 +360,7 @@ def no_game_completed(result: EvalResult) -> str:
 
 def _write_results(
     load_path: Path,
-    protocol: Protocol | None,
+    protocol: EvalProtocol | None,
     game: GameSpec,
     seed: int,
     epsilon: float,

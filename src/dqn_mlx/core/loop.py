@@ -20,7 +20,8 @@ an epoch ends after the pass in which its last update falls. N = 1 is the papers
 
 The order is strict: the updates finish before the next actions are chosen, so every action
 comes from the newest weights. What a run leaves behind (evaluation, checkpoints, metrics,
-resume, progress output) happens in ``dqn_mlx.run`` through ``LoopHooks``.
+resume, progress output) happens in ``dqn_mlx.run``, in the one object the loop calls,
+``LoopHooks``.
 
 Units: agent steps (the papers' "frames"); emulator frames = agent steps x frame skip.
 """
@@ -59,7 +60,7 @@ class RunState:
     @classmethod
     def from_json(cls, fields: dict[str, Any]) -> RunState:
         """Read a saved state; states written before ``--num-envs`` kept one ``game``, those
-        before ``GameRecord`` kept its fields flat, and those before 2026-11-27 an unused
+        before ``GameRecord`` kept its fields flat, and older ones an unused
         ``epoch_start_step``."""
         fields.pop("epoch_start_step", None)
         game_fields = set(GameRecord.__dataclass_fields__)
@@ -109,7 +110,8 @@ class Training:
 
 
 class LoopHooks(Protocol):
-    """What the loop asks of the run around it (``dqn_mlx.run.train``)."""
+    """The run around the loop, the one object the loop calls (``run.train.RunHooks``
+    assembles it: epoch ends, progress, metrics, stop requests)."""
 
     def end_epoch(self) -> None:
         """``epoch_updates`` updates are done: evaluate, save, log."""
@@ -124,21 +126,22 @@ class LoopHooks(Protocol):
         """True to stop after this pass of the loop (Ctrl-C)."""
 
 
-def run_loop(t: Training, hooks: LoopHooks) -> None:
-    """Algorithm 1 from ``t.run.step`` to ``config.total_steps`` agent steps."""
-    config, run, games, learner, rng = t.config, t.run, t.games, t.learner, t.rng
+def run_loop(training: Training, hooks: LoopHooks) -> None:
+    """Algorithm 1 from ``training.run.step`` to ``config.total_steps`` agent steps."""
+    config, run, games = training.config, training.run, training.games
+    learner, rng, replay = training.learner, training.rng, training.replay
     act_greedily = greedy_actions(learner.online)
     while run.step < config.total_steps:
         epsilon = exploration_rate(config, run.step)
         states = np.stack([game.state for game in games])  # s_t of each game (a copy)
-        actions = epsilon_greedy_actions(states, epsilon, act_greedily, t.num_actions, rng)
+        actions = epsilon_greedy_actions(states, epsilon, act_greedily, training.num_actions, rng)
         for game, action in zip(games, actions, strict=True):
             game.send(action)  # the emulators step together
         finished = []
         for k, (game, state, action) in enumerate(zip(games, states, actions, strict=True)):
             result = game.receive()
             start = game.record.episode_start
-            t.replay.add(k, *learned_transition(config, state, action, result, start))
+            replay.add(k, *learned_transition(config, state, action, result, start))
             ended = game.advance(result, rng)  # s_{t+1}, or the first state of the next game
             if ended is not None:
                 run.game_finished(ended.score)
@@ -147,7 +150,7 @@ def run_loop(t: Training, hooks: LoopHooks) -> None:
         epochs_before, updates = learner.updates // config.epoch_updates, []
         for step in range(run.step + 1, run.step + len(games) + 1):
             if learning_due(config, step):
-                update = learner.update(*t.replay.sample(config.batch_size, rng))
+                update = learner.update(*replay.sample(config.batch_size, rng))
                 run.add_loss(update.loss)
                 updates.append(update)
             if learner.target_sync_due(step):

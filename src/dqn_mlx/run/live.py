@@ -33,7 +33,7 @@ UPDATES_COLUMNS = ("agent_step", "updates", "loss", "mean_max_q", "epsilon", "ag
 
 
 class LiveMetrics:
-    """A ``RunLogger`` writing ``games.csv``, ``updates.csv`` and TensorBoard events."""
+    """``games.csv``, ``updates.csv`` and TensorBoard events, fed by ``run.train.RunHooks``."""
 
     def __init__(self, out_dir: Path, start_step: int, every_updates: int = 250):
         from tensorboardX import SummaryWriter  # imported when a run starts: --help stays fast

@@ -1,50 +1,24 @@
-"""Where a run's numbers go: one seam, ``RunLogger``, that every output plugs into.
+"""A run's progress on the console, one of the outputs ``run.train.RunHooks`` feeds.
 
-- ``ConsoleProgress``: a progress line every few seconds (the phase: random play, learning or
-  evaluating; agent steps, emulator frames, rate, ETA, epsilon, recent score, loss per
-  sample), for logs and CI; ``TerminalProgress``: the same as a live progress bar, on a
-  terminal. ``PhaseClock`` gives the ETA, each phase at its own rate;
-- ``MetricsFiles``: each epoch's record appended to ``metrics.jsonl`` and the two plots
-  redrawn;
-- ``LiveMetrics`` (``run/live.py``): every finished game and every few hundred updates, as CSV
-  files and TensorBoard event files, from the first minute of a run.
-A new backend is one more class with these methods, added to the list ``run.train`` builds.
+``ConsoleProgress``: a progress line every few seconds (the phase: random play, learning or
+evaluating; agent steps, emulator frames, rate, ETA, epsilon, recent score, loss per sample),
+for logs and CI; ``TerminalProgress``: the same as a live progress bar, on a terminal.
+``PhaseClock`` gives the ETA, each phase at its own rate. The run's other outputs:
+``metrics.jsonl`` and the plots (``run/metrics.py``, ``report/plots.py``) and the live metrics
+(``run/live.py``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from dqn_mlx.config import DQNConfig
-from dqn_mlx.core.game import FinishedGame
-from dqn_mlx.core.learner import UpdateStats
 from dqn_mlx.core.loop import RunState
-from dqn_mlx.report.plots import draw_plots
-from dqn_mlx.run.metrics import append_metrics
-
-
-class RunLogger(Protocol):
-    def after_step(
-        self,
-        run: RunState,
-        epsilon: float,
-        finished: Sequence[FinishedGame],
-        updates: Sequence[UpdateStats],
-    ) -> None:
-        """Called after every pass of the loop (one agent step of each game), with the games
-        it finished and the updates it made: keep it cheap."""
-
-    def end_epoch(self, record: dict[str, Any]) -> None:
-        """Called with each epoch's record (keys: ``dqn_mlx.run.metrics``)."""
-
-    def close(self) -> None:
-        """The run ended (finished, interrupted or failed): flush and close files."""
 
 
 @dataclass(frozen=True)
@@ -175,14 +149,9 @@ class ConsoleProgress:
         self.phases = PhaseClock(schedule, start_step, self.last_time, costs)
         self.last_pass = self.last_time
 
-    def after_step(
-        self,
-        run: RunState,
-        epsilon: float,
-        finished: Sequence[FinishedGame] = (),
-        updates: Sequence[UpdateStats] = (),
-        force: bool = False,
-    ) -> None:
+    def after_step(self, run: RunState, epsilon: float, force: bool = False) -> None:
+        """Called after every pass of the loop: a line once ``interval_s`` has passed, or at
+        once with ``force``."""
         now = self.last_pass = self.clock()
         if (not force and now - self.last_time < self.interval) or run.step == self.last_step:
             return  # (a forced line with nothing new: the epoch end just reported the step)
@@ -232,7 +201,7 @@ class ConsoleProgress:
         self.last_time, self.last_step = now, record["agent_steps"]
 
     def close(self) -> None:
-        pass
+        """Lines need no closing; the live display does (``TerminalProgress``)."""
 
 
 class TerminalProgress(ConsoleProgress):
@@ -297,25 +266,3 @@ def _duration(seconds: float) -> str:
         return "?"
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
-
-
-class MetricsFiles:
-    """``metrics.jsonl`` and the rewards and average max-Q plots in the run folder."""
-
-    def __init__(self, out_dir: Path, env_id: str):
-        self.out_dir, self.env_id = out_dir, env_id
-
-    def after_step(
-        self,
-        run: RunState,
-        epsilon: float,
-        finished: Sequence[FinishedGame],
-        updates: Sequence[UpdateStats],
-    ) -> None:
-        pass
-
-    def end_epoch(self, record: dict[str, Any]) -> None:
-        draw_plots(self.out_dir, append_metrics(self.out_dir, record), self.env_id)
-
-    def close(self) -> None:
-        pass

@@ -5,8 +5,8 @@ interruption) holds, as arrays: the online and target weights, the optimizer sta
 held-out Q states; and as metadata (JSON): the config, the env id, the frame skip, the numpy
 generator's state (exploration, minibatches and game seeds all draw from it; MLX's generator
 only initialises the weights, which are restored) and ``RunState`` (agent step, epoch, scores,
-the epoch's loss so far, and each training game's ``GameRecord``: the seed of its last seeded
-start and the actions played since, from which ``TrainingGame.restore`` rebuilds it).
+the epoch's loss so far, and each training game's ``GameRecord``, from which
+``TrainingGame.restore`` rebuilds the game in progress exactly: ``core/game.py`` states why).
 
 ``<run dir>/replay-<agent step>.npz`` (only with ``--save-replay``): the replay memory,
 compressed, written at the same moments, just before the state, under a name of its own; the

@@ -27,17 +27,12 @@ from dqn_mlx.core.policy import exploration_rate
 from dqn_mlx.core.replay import ReplayStreams, check_replay_fits, replay_bytes
 from dqn_mlx.errors import UserError
 from dqn_mlx.evaluate import collect_held_out_states
+from dqn_mlx.report.plots import draw_plots
 from dqn_mlx.run.epoch import EpochEnd, RunOutput
 from dqn_mlx.run.folder import RUN_FILES, clear_unfinished_run, hold_run_folder, remove_leftovers
 from dqn_mlx.run.live import LiveMetrics
-from dqn_mlx.run.loggers import (
-    ConsoleProgress,
-    MetricsFiles,
-    RunLogger,
-    Schedule,
-    StepCosts,
-    TerminalProgress,
-)
+from dqn_mlx.run.loggers import ConsoleProgress, Schedule, StepCosts, TerminalProgress
+from dqn_mlx.run.metrics import append_metrics
 from dqn_mlx.run.resume import (
     STATE_FILE,
     LoadedState,
@@ -58,36 +53,53 @@ class TrainingInterrupted(Exception):
         self.out_dir, self.step = out_dir, step
 
 
-class _Hooks:
-    """``LoopHooks`` for a run: epoch ends, progress output, stop requests."""
+class RunHooks:
+    """The run around the loop (``core.loop.LoopHooks``), the one object the loop calls. It
+    ends epochs (``run/epoch.py``) and hands what the loop reports to the run's outputs: the
+    progress display, ``metrics.jsonl`` with its plots, and the live metrics."""
 
-    def __init__(self, epoch_end: EpochEnd, should_stop: Callable[[], bool], epoch_bytes: int):
-        self.epoch_end, self.should_stop = epoch_end, should_stop
-        self.out_dir, self.epoch_bytes = epoch_end.output.out_dir, epoch_bytes
+    def __init__(
+        self,
+        epoch_end: EpochEnd,
+        progress: ConsoleProgress,
+        live: LiveMetrics,
+        should_stop: Callable[[], bool],
+        epoch_bytes: int,
+    ):
+        self.epoch_end, self.progress, self.live = epoch_end, progress, live
+        self.should_stop, self.epoch_bytes = should_stop, epoch_bytes
+        self.run, self.output = epoch_end.training.run, epoch_end.output
 
     def end_epoch(self) -> None:
-        with _stop_cleanly_on_write_errors(self.out_dir, self.epoch_bytes):
-            self.epoch_end()
-
-    def save_state(self) -> None:
-        with _stop_cleanly_on_write_errors(self.out_dir, self.epoch_bytes):
-            self.epoch_end.save_state()
+        """Evaluate and save the weights, hand the record to every output, then save the
+        training state (the record is on disk first: ``run/epoch.py``)."""
+        with _stop_cleanly_on_write_errors(self.output.out_dir, self.epoch_bytes):
+            ended = self.epoch_end.close_epoch(self.progress.evaluating)
+            self.progress.end_epoch(ended.record)
+            out_dir = self.output.out_dir
+            draw_plots(out_dir, append_metrics(out_dir, ended.record), self.output.env_id)
+            self.live.end_epoch(ended.record)
+            self.epoch_end.open_next(ended)
 
     def after_step(
         self, epsilon: float, finished: Sequence[FinishedGame], updates: Sequence[UpdateStats]
     ) -> None:
-        run = self.epoch_end.t.run
-        with _stop_cleanly_on_write_errors(self.out_dir):
-            for logger in self.epoch_end.output.loggers:
-                logger.after_step(run, epsilon, finished, updates)
-
-    def close(self) -> None:
-        for logger in self.epoch_end.output.loggers:
-            with suppress(OSError, RuntimeError):  # a full disk: the run's own error says so
-                logger.close()
+        with _stop_cleanly_on_write_errors(self.output.out_dir):
+            self.progress.after_step(self.run, epsilon)
+            self.live.after_step(self.run, epsilon, finished, updates)
 
     def stop_requested(self) -> bool:
         return self.should_stop()
+
+    def save_state(self) -> None:
+        """The resumable training state, mid-epoch (a stop request, the run's end)."""
+        with _stop_cleanly_on_write_errors(self.output.out_dir, self.epoch_bytes):
+            self.epoch_end.save_state()
+
+    def close(self) -> None:
+        for output in (self.progress, self.live):
+            with suppress(OSError, RuntimeError):  # a full disk: the run's own error says so
+                output.close()
 
 
 def train(
@@ -101,7 +113,6 @@ def train(
     resume: LoadedState | None = None,
     save_replay_memory: bool = False,
     should_stop: Callable[[], bool] | None = None,
-    extra_loggers: Sequence[RunLogger] = (),
     progress_bar: bool = False,
     compute: Compute = PLAIN,
     restart: bool = False,
@@ -115,7 +126,6 @@ def train(
     it returns True the run writes a resumable training state and raises
     ``TrainingInterrupted`` (the CLI wires Ctrl-C and SIGTERM to it). A non-finite loss stops
     the run with a UserError before anything is saved.
-    ``extra_loggers`` join the run's own (console, metrics files, live metrics).
     ``progress_bar``: a live bar (for a terminal) instead of a progress line every 5 seconds.
     ``compute``: the layers and optimizer classes (the platform's, or MLX's own).
     """
@@ -131,7 +141,7 @@ def train(
         remove_leftovers(out_dir, resume.replay_file if resume else None, log)
         return _train_in_folder(
             config, env_id, make_env, out_dir, log, frame_skip, resume, save_replay_memory,
-            should_stop, extra_loggers, progress_bar, compute, memory_warning,
+            should_stop, progress_bar, compute, memory_warning,
         )  # fmt: skip
 
 
@@ -145,7 +155,6 @@ def _train_in_folder(
     resume: LoadedState | None,
     save_replay_memory: bool,
     should_stop: Callable[[], bool] | None,
-    extra_loggers: Sequence[RunLogger],
     progress_bar: bool,
     compute: Compute,
     memory_warning: str | None,
@@ -156,39 +165,57 @@ def _train_in_folder(
     # never touches the training games.
     envs = [make_env(config.seed + (1 + k if k else 0)) for k in range(config.num_envs)]
     env, eval_env = envs[0], make_env(config.seed + 1)
-    run = resume.run if resume is not None else RunState(games=_new_records(config.num_envs))
-    t = _new_training(config, envs, run, compute)
-    epoch_bytes = check_disk_space(out_dir, config, t.learner, save_replay_memory)
-    log(
-        f"{env_id}: {env.num_actions} actions {env.action_meanings}; preset {config.preset}; "
-        f"{config.total_steps:,} agent steps ({config.total_steps * frame_skip:,} emulator "
-        f"frames); replay {config.replay_size:,} transitions"
-        + (f"; {config.num_envs} games at once" if config.num_envs > 1 else "")
-    )
+    new_records = [GameRecord() for _ in envs]
+    run = resume.run if resume is not None else RunState(games=new_records)
+    training = _new_training(config, envs, run, compute)
+    epoch_bytes = check_disk_space(out_dir, config, training.learner, save_replay_memory)
+    log(_run_line(config, env_id, env, frame_skip))
     if memory_warning:
         log(memory_warning)
-    held_out = _start_or_restore(t, eval_env, out_dir, resume, log)
-    with _stop_cleanly_on_write_errors(out_dir):
-        live = LiveMetrics(out_dir, t.run.step)
-    costs = _step_costs_if_useful(config, t.run.step, env.num_actions, compute)
-    progress = _progress(config, frame_skip, t.run.step, log, progress_bar, costs)
-    loggers: list[RunLogger] = [progress, MetricsFiles(out_dir, env_id), live, *extra_loggers]
-    output = RunOutput(
-        out_dir, env_id, frame_skip, env.action_meanings, save_replay_memory, log, loggers,
-        progress.evaluating,
-    )  # fmt: skip
-    hooks = _Hooks(
-        EpochEnd(t, eval_env, held_out, output), should_stop or (lambda: False), epoch_bytes
-    )
+    if resume is None:
+        held_out = _start(training, eval_env)
+    else:
+        held_out = _restore(training, eval_env, out_dir, resume, log)
+    output = RunOutput(out_dir, env_id, frame_skip, env.action_meanings, save_replay_memory, log)
+    stop = should_stop or (lambda: False)
+    hooks = _run_hooks(training, eval_env, held_out, output, progress_bar, compute, stop,
+                       epoch_bytes)  # fmt: skip
     try:
-        _run_to_the_end(t, hooks, progress)
+        _run_to_the_end(training, hooks)
     finally:
         hooks.close()
     return out_dir
 
 
-def _new_records(games: int) -> list[GameRecord]:
-    return [GameRecord() for _ in range(games)]
+def _run_line(config: DQNConfig, env_id: str, env: PixelEnv, frame_skip: int) -> str:
+    """The run's first line: the game, its actions, the preset and the run's length."""
+    return (
+        f"{env_id}: {env.num_actions} actions {env.action_meanings}; preset {config.preset}; "
+        f"{config.total_steps:,} agent steps ({config.total_steps * frame_skip:,} emulator "
+        f"frames); replay {config.replay_size:,} transitions"
+        + (f"; {config.num_envs} games at once" if config.num_envs > 1 else "")
+    )
+
+
+def _run_hooks(
+    training: Training,
+    eval_env: PixelEnv,
+    held_out: np.ndarray,
+    output: RunOutput,
+    progress_bar: bool,
+    compute: Compute,
+    should_stop: Callable[[], bool],
+    epoch_bytes: int,
+) -> RunHooks:
+    """The one object the loop calls, with the run's outputs opened at its first agent step
+    (a resumed run's live files drop what came after it)."""
+    config, step = training.config, training.run.step
+    with _stop_cleanly_on_write_errors(output.out_dir):
+        live = LiveMetrics(output.out_dir, step)
+    costs = _step_costs_if_useful(config, step, training.num_actions, compute)
+    progress = _progress(config, output.frame_skip, step, output.log, progress_bar, costs)
+    epoch_end = EpochEnd(training, eval_env, held_out, output)
+    return RunHooks(epoch_end, progress, live, should_stop, epoch_bytes)
 
 
 def _new_training(
@@ -266,68 +293,77 @@ def measure_step_costs(
     )
 
 
-def _run_to_the_end(t: Training, hooks: _Hooks, progress: ConsoleProgress) -> None:
+def _run_to_the_end(training: Training, hooks: RunHooks) -> None:
     """The loop, then a last, shorter epoch so that no update is left unsaved."""
+    run = training.run
     try:
-        run_loop(t, hooks)
+        run_loop(training, hooks)
     except StopRequested:
         hooks.save_state()
-        raise TrainingInterrupted(hooks.out_dir, t.run.step) from None
+        raise TrainingInterrupted(hooks.output.out_dir, run.step) from None
     except NonFiniteLoss as exc:
         raise UserError(
-            f"the loss became {exc.args[0]} at update {t.learner.updates:,}; stopped at agent "
-            f"step {t.run.step:,} without saving it. The last good checkpoint is in "
-            f"{hooks.out_dir}; try a lower --learning-rate"
+            f"the loss became {exc.args[0]} at update {training.learner.updates:,}; stopped at "
+            f"agent step {run.step:,} without saving it. The last good checkpoint is in "
+            f"{hooks.output.out_dir}; try a lower --learning-rate"
         ) from None
-    progress.after_step(t.run, exploration_rate(t.config, t.run.step), force=True)
-    if t.run.epoch_loss_count > 0:
+    hooks.progress.after_step(run, exploration_rate(training.config, run.step), force=True)
+    if run.epoch_loss_count > 0:
         hooks.end_epoch()
     else:  # the last epoch ended before the last steps: the state still records the end
         hooks.save_state()
 
 
-def _start_or_restore(
-    t: Training,
+def _start(training: Training, eval_env: PixelEnv) -> np.ndarray:
+    """Collect the held-out states (on the evaluation env) and start the first games; returns
+    the held-out states."""
+    config = training.config
+    held_out = collect_held_out_states(
+        eval_env, config.held_out_states, config.history_length, training.rng
+    )
+    for game in training.games:
+        game.start(training.rng)
+    return held_out
+
+
+def _restore(
+    training: Training,
     eval_env: PixelEnv,
     out_dir: Path,
-    resume: LoadedState | None,
+    resume: LoadedState,
     log: Callable[[str], None],
 ) -> np.ndarray:
-    """Start the first game and collect the held-out states, or put back a saved run's
-    learner, generator, game in progress and replay memory; returns the held-out states."""
-    config = t.config
-    if resume is None:
-        held_out = collect_held_out_states(
-            eval_env, config.held_out_states, config.history_length, t.rng
-        )
-        for game in t.games:
-            game.start(t.rng)
-        return held_out
-    restore_learner(t.learner, resume)
-    t.rng.bit_generator.state = resume.rng_state
-    for game in t.games:
+    """Put back a saved run: the learner, the generator, the games in progress (rebuilt
+    exactly: ``core/game.py`` states how) and the replay memory; returns the held-out
+    states."""
+    restore_learner(training.learner, resume)
+    training.rng.bit_generator.state = resume.rng_state
+    for game in training.games:
         game.restore()
-    replayed = sum(len(record.episode_actions) for record in t.run.games)
-    log(
-        f"resumed from {resume.path}: epoch {t.run.epoch}, agent step {t.run.step:,}, "
-        f"{t.learner.updates:,} updates; {_games_in_progress(len(t.games))} restored "
-        f"({replayed:,} agent steps replayed since the last seeded starts)"
-    )
-    why = load_replay(out_dir, t.replay, t.run.step, resume.replay_file)
+    log(_resumed_line(training, resume))
+    why = load_replay(out_dir, training.replay, training.run.step, resume.replay_file)
     if why is None:
-        log(f"replay memory restored: {t.replay.size:,} transitions")
+        log(f"replay memory restored: {training.replay.size:,} transitions")
     else:
-        refill_replay(config, t.replay, eval_env, t.learner, t.rng, t.run.step, log, why)
+        refill_replay(training.config, training.replay, eval_env, training.learner,
+                      training.rng, training.run.step, log, why)  # fmt: skip
         # The refill's frames come from other games: the next stored frame starts a new stack
         # (zero-padded before it), so no stored stack reaches back into the refill, and the
         # refill's last transition is never sampled (replay invariant 4).
-        for game in t.games:
+        for game in training.games:
             game.record.episode_start = True
     return np.array(resume.arrays["held_out"])
 
 
-def _games_in_progress(count: int) -> str:
-    return "game in progress" if count == 1 else f"{count} games in progress"
+def _resumed_line(training: Training, resume: LoadedState) -> str:
+    run, games = training.run, len(training.games)
+    replayed = sum(len(record.episode_actions) for record in run.games)
+    in_progress = "game in progress" if games == 1 else f"{games} games in progress"
+    return (
+        f"resumed from {resume.path}: epoch {run.epoch}, agent step {run.step:,}, "
+        f"{training.learner.updates:,} updates; {in_progress} restored "
+        f"({replayed:,} agent steps replayed since the last seeded starts)"
+    )
 
 
 def check_no_other_run(out_dir: Path) -> None:
