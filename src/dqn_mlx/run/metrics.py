@@ -7,8 +7,8 @@ completed games, 0 when none completed, as DeepMind's run_gpu reports it), ``eva
 ``eval_games_completed``, ``eval_agent_steps``, ``avg_max_q`` (on the held-out states),
 ``loss_mean`` (the TD loss per sample), ``epsilon`` (at the epoch's end),
 ``agent_steps_per_s`` (this epoch's training rate; after a resume, of the steps since it),
-``wall_time_s`` (since the run started), ``date`` (the epoch's end, UTC, ISO; records before
-2026-12-02 lack it).
+``wall_time_s`` (since the run started), ``date`` (the epoch's end, UTC, ISO; records written
+before the key existed lack it, and the report shows "—" for them).
 """
 
 from __future__ import annotations
