@@ -38,13 +38,18 @@ def free_port() -> int:
 def environment(token_file: Path) -> dict[str, str]:
     """The environment of every node and driver of one test cluster: its own token (Ray 2.5x
     turns token authentication on when ``~/.ray/auth_token`` exists; naming it keeps the test
-    independent of that file), and workers started with this interpreter."""
+    independent of that file), workers started with this interpreter, and a head that marks a
+    node dead after 3 failed health checks 0.5 s apart. Ray's default, 5 checks 3 s apart, can
+    outlast a tiny sweep: its retried run ends before the lost node is marked dead, and the
+    sweep never sees the loss it is to report."""
     env = dict(os.environ)
     env.update(
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN_PATH=str(token_file),
         RAY_ENABLE_UV_RUN_RUNTIME_ENV="0",
         RAY_USAGE_STATS_ENABLED="0",
+        RAY_health_check_period_ms="500",
+        RAY_health_check_failure_threshold="3",
     )
     return env
 

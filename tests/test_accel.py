@@ -132,19 +132,23 @@ def test_the_platform_network_equals_the_definition_gradients_included(architect
 @pytest.mark.parametrize("config", [LAPTOP, NATURE2015, NIPS2013], ids=lambda c: c.preset)
 def test_compiled_updates_with_the_platform_compute_follow_the_plain_ones(config) -> None:
     """Ten whole updates (TD target, loss, gradient, Adam or centered RMSProp, target sync)
-    from the same weights on the same minibatch: the losses stay equal up to float rounding,
-    and so do the weights on average. (A few weights may differ by up to a step or two: where
-    a gradient is near zero, rounding flips its sign, and Adam's early steps are about the
-    learning rate whatever the gradient's size. The optimizer steps alone are compared
-    tightly in tests/test_onednn_layers.py.) The optimizer state starts as MLX's broadcast
-    zeros, as in a real run."""
-    batch = random_batch(np.random.default_rng(0), 4)
+    from the same weights on the same ten minibatches: the losses stay equal up to float
+    rounding, and so do the weights on average. (A few weights may differ by up to a step or
+    two: where a gradient is near zero, rounding flips its sign, and Adam's early steps are
+    about the learning rate whatever the gradient's size. The optimizer steps alone are
+    compared tightly in tests/test_onednn_layers.py.) Each update gets a fresh minibatch, as
+    in training: one minibatch repeated ten times drives nips2013's loss (no target network)
+    up many-fold, which amplifies such a flip into losses that differ in their fourth digit
+    on a CPU whose kernels round otherwise (AVX-512). The optimizer state starts as MLX's
+    broadcast zeros, as in a real run."""
+    rng = np.random.default_rng(0)
+    batches = [random_batch(rng, 4) for _ in range(10)]
     learners = []
     for compute in (PLAIN, platform_compute()):
         mx.random.seed(0)
         learners.append(Learner(config, 4, compute))
     plain, fast = learners
-    for _ in range(10):
+    for batch in batches:
         a, b = plain.update(*batch), fast.update(*batch)
         assert abs(a.loss - b.loss) <= 1e-4 * max(1.0, abs(a.loss)), (a.loss, b.loss)
     weights_plain = dict(tree_flatten(plain.online.parameters()))
@@ -156,4 +160,5 @@ def test_compiled_updates_with_the_platform_compute_follow_the_plain_ones(config
     assert float(differ.max()) <= 2 * 10 * config.learning_rate, float(differ.max())
     mx.random.seed(0)
     start = dict(tree_flatten(Learner(config, 4).online.parameters()))  # the same initial weights
-    assert max(float(mx.abs(start[k] - w).max()) for k, w in weights_fast.items()) > 1e-3
+    moved = max(float(mx.abs(start[k] - w).max()) for k, w in weights_fast.items())
+    assert moved > 3 * config.learning_rate, moved  # the updates did change the weights

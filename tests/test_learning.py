@@ -50,8 +50,10 @@ def test_dqn_learns_to_catch(tmp_path: Path, num_envs: int) -> None:
     final_score = float(np.mean([r["eval_score_mean"] for r in last_two]))
     assert final_score >= 0.7, [r["eval_score_mean"] for r in records]
     assert first["eval_score_mean"] < final_score
-    # Values approach the discounted catch reward (at most 1; about 0 without bootstrapping).
-    assert 0.5 < last_two[-1]["avg_max_q"] < 1.1
+    # Values approach the discounted catch reward (at most 1) through bootstrapping. On an
+    # AVX-512 EPYC the last epoch's value was 0.47-0.82 (seeds 0-2 with one game, 0-1 with four),
+    # and about 0 (-0.004) for seed 0 with gamma = 0, where only the last move is learnt.
+    assert 0.3 < last_two[-1]["avg_max_q"] < 1.1
 
 
 @pytest.mark.parametrize("num_envs", [1, 4])
