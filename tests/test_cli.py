@@ -351,6 +351,7 @@ def test_report_puts_our_scores_beside_the_papers(tmp_path: Path) -> None:
         (folder / f"epoch_{steps}.eval_nature2015.json").write_text(json.dumps(record))
     result = run_main("--mode", "report", "--weights-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "learning_curves.png").exists()  # no run recorded an epoch
     lines = (tmp_path / "RESULTS.md").read_text().splitlines()
     over_runs = [line for line in lines if line.startswith("| BreakoutNoFrameskip-v4 | nature")]
     # runs a (30) and b (20) at 5,000 agent steps; a's shorter result is not a row of its own
@@ -401,6 +402,11 @@ def test_report_keeps_a_tiny_run_apart_from_a_long_one(trained: Path, tmp_path: 
     tiny_epoch = next(line for line in every_run.splitlines() if "| tiny | epoch |" in line)
     today = datetime.datetime.now(datetime.UTC).date().isoformat()
     assert f"| {today} |" in tiny_epoch  # from the tiny run's own record
+    # both runs' epochs in one panel, drawn beside the table and shown in it
+    curves = tmp_path / "learning_curves.png"
+    assert f"learning curves in {curves}" in result.stdout
+    assert curves.read_bytes().startswith(b"\x89PNG")
+    assert "![learning curves](learning_curves.png)" in (tmp_path / "RESULTS.md").read_text()
 
 
 def test_the_default_preset_keeps_breakouts_values_bounded(tmp_path: Path) -> None:

@@ -67,3 +67,46 @@ def test_agent_step_ticks_read_as_counts():
     from dqn_mlx.report.plots import short_count
 
     assert [short_count(n) for n in (0, 800, 250_000, 1_500_000)] == ["0", "800", "250k", "1.5M"]
+
+
+def test_the_learning_curves_have_one_panel_a_game_and_a_colour_a_run(tmp_path):
+    from pathlib import Path
+
+    from dqn_mlx.report.plots import LEARNING_CURVES, draw_learning_curves, learning_curves_figure
+
+    runs = [
+        ("PongNoFrameskip-v4", Path("w/Pong/a"), [_record(1), _record(2)]),
+        ("BreakoutNoFrameskip-v4", Path("w/Breakout/a"), [_record(1), _record(2), _record(3)]),
+        ("BreakoutNoFrameskip-v4", Path("w/Breakout/b"), [_record(1)]),
+        ("EnduroNoFrameskip-v4", Path("w/Enduro/a"), [{**_record(1), "train_score_mean": None}]),
+        ("SeaquestNoFrameskip-v4", Path("w/Seaquest/a"), [_record(1)]),
+        ("QbertNoFrameskip-v4", Path("w/Qbert/a"), [_record(1)]),
+    ]
+    plt, fig = learning_curves_figure(runs)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == [
+        "BreakoutNoFrameskip-v4",
+        "EnduroNoFrameskip-v4",
+        "PongNoFrameskip-v4",
+        "QbertNoFrameskip-v4",
+        "SeaquestNoFrameskip-v4",
+    ]
+    assert len(fig.axes) == 8  # two rows of four, the last three hidden
+    breakout, enduro = panels[0], panels[1]
+    # run a: evaluation and training; run b: the same, in the next colour
+    lines = breakout.get_lines()
+    assert [list(line.get_xdata()) for line in lines] == [
+        [10_000, 20_000, 30_000],
+        [10_000, 20_000, 30_000],
+        [10_000],
+        [10_000],
+    ]
+    assert list(lines[0].get_ydata()) == [2.0, 4.0, 6.0]  # evaluation
+    assert list(lines[1].get_ydata()) == [2.0, 3.0, 4.0]  # training episodes
+    assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
+    assert [t.get_text() for t in breakout.get_legend().get_texts()] == ["a", "b"]
+    assert len(enduro.get_lines()) == 1 and enduro.get_legend() is None  # no training game ended
+    assert breakout.get_xlabel() == "agent steps (x 4 = emulator frames)"
+    plt.close(fig)
+    draw_learning_curves(tmp_path / LEARNING_CURVES, runs)
+    assert (tmp_path / LEARNING_CURVES).read_bytes().startswith(b"\x89PNG")

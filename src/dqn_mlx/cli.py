@@ -443,7 +443,11 @@ def _run_mode(options: Options) -> None:
     elif options.mode == "report":
         from dqn_mlx.report.table import write_report
 
-        print(f"results table written to {write_report(options.weights_dir)}")
+        table, *figure = write_report(options.weights_dir)
+        print(
+            f"results table written to {table}"
+            + "".join(f"; learning curves in {f}" for f in figure)
+        )
     else:
         _bench_mode(options.steps, compute)
 

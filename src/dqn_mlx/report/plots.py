@@ -1,5 +1,6 @@
 """The per-epoch plots of 2013 Figure 2: average reward per episode and average max-Q, against
-agent steps (the unit of every other figure and of TensorBoard), epochs along the top."""
+agent steps (the unit of every other figure and of TensorBoard), epochs along the top; and the
+report's figure of every game's learning curve, one panel a game."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dqn_mlx.files import atomic_write
 
 REWARDS_PLOT = "rewards_plot.png"
 Q_VALUES_PLOT = "q_values_plot.png"
+LEARNING_CURVES = "learning_curves.png"
 
 
 def _figure(title: str, ylabel: str, xlabel: str) -> Any:
@@ -68,6 +70,64 @@ def q_values_figure(records: list[dict[str, Any]], env_id: str) -> Any:
             color="tab:red")  # fmt: skip
     _mark_epochs(ax, records)
     return plt, fig
+
+
+Run = tuple[str, Path, list[dict[str, Any]]]  # env id, run folder, its epochs' records
+
+
+def learning_curves_figure(runs: list[Run]) -> Any:
+    """One panel a game, every run of it in its own colour: the epoch evaluations (solid,
+    epsilon 0.05) beside the mean score of the training episodes that ended in each epoch
+    (dashed), raw game scores against agent steps. What README "Results" shows for the games
+    of 2013 Table 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    games = sorted({env_id for env_id, _, _ in runs})
+    columns = min(4, len(games))
+    rows = -(-len(games) // columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(4 * columns, 3.2 * rows), dpi=100, squeeze=False
+    )
+    for ax, env_id in zip(axes.flat, games, strict=False):
+        own = [(folder.name, records) for game, folder, records in runs if game == env_id]
+        for colour, (name, records) in enumerate(own):
+            _draw_curves(ax, f"C{colour}", name if len(own) > 1 else None, records)
+        ax.set_title(env_id)
+        ax.set_xlabel(steps_label(own[0][1]))
+        ax.set_ylabel("raw game score per episode")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: short_count(x)))
+        ax.grid(alpha=0.3)
+        if len(own) > 1:
+            ax.legend(fontsize="small")
+    for ax in axes.flat[len(games) :]:
+        ax.set_visible(False)
+    styles = [("-", "o", "evaluation (epsilon 0.05)"), ("--", "", "training episodes")]
+    fig.legend(
+        [plt.Line2D([], [], color="0.3", ls=ls, marker=m) for ls, m, _ in styles],
+        [label for _, _, label in styles],
+        loc="lower center",
+        ncol=2,
+    )
+    fig.tight_layout(rect=(0, 0.06 if rows > 1 else 0.1, 1, 1))
+    return plt, fig
+
+
+def _draw_curves(ax: Any, colour: str, label: str | None, records: list[dict[str, Any]]) -> None:
+    steps = [r["agent_steps"] for r in records]
+    ax.plot(steps, [r["eval_score_mean"] for r in records], "o-", color=colour, ms=3, label=label)
+    train = [(r["agent_steps"], r["train_score_mean"]) for r in records
+             if r.get("train_score_mean") is not None]  # fmt: skip
+    if train:
+        ax.plot(*zip(*train, strict=True), "--", color=colour, alpha=0.7)
+
+
+def draw_learning_curves(path: Path, runs: list[Run]) -> None:
+    """Write ``learning_curves_figure`` of ``runs`` to ``path`` (atomically)."""
+    _save(Path(path), *learning_curves_figure(runs))
 
 
 def unfinished_eval_epochs(records: list[dict[str, Any]]) -> list[int]:

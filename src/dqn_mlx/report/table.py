@@ -4,7 +4,8 @@ Reads the ``*.eval_<protocol>.json`` files that ``--mode eval`` writes beside ea
 keeps per run folder and protocol the result of the checkpoint trained longest, and writes
 ``<weights dir>/RESULTS.md``: per game, protocol and training budget the mean over runs beside
 the papers' numbers and the human-normalised score, the median of those over games, then every
-run. The papers' numbers come from ``paper_scores.py``.
+run. The papers' numbers come from ``paper_scores.py``. Beside it, ``learning_curves.png``:
+every run's epochs, one panel a game (``plots.learning_curves_figure``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from dqn_mlx.errors import UserError
 from dqn_mlx.files import atomic_write_text
 from dqn_mlx.report.paper_scores import NATURE_2015, TABLE1_2013
-from dqn_mlx.run.metrics import read_metrics
+from dqn_mlx.run.metrics import METRICS_FILE, read_metrics
 
 RESULTS_FILE = "RESULTS.md"
 
@@ -50,6 +51,24 @@ def protocol_label(result: dict[str, Any]) -> str:
     return f"{len(result['scores'])} games, epsilon {result['epsilon']:g}"
 
 
+def run_records(weights_dir: Path) -> list[tuple[str, Path, list[dict[str, Any]]]]:
+    """(env id, run folder, epoch records) of every ``<env-id>/<run>/metrics.jsonl``
+    under ``weights_dir`` that holds an epoch, in path order."""
+    from dqn_mlx.core.env import resolve_game
+
+    runs = []
+    for path in sorted(Path(weights_dir).glob("**/metrics.jsonl")):
+        records = read_metrics(path.parent)
+        env_id = path.parent.parent.name.replace("ALE_", "ALE/", 1)
+        try:
+            resolve_game(env_id)
+        except UserError:
+            continue  # not in a <env-id>/<run-name>/ folder
+        if records:
+            runs.append((env_id, path.parent, records))
+    return runs
+
+
 def _epoch_results(weights_dir: Path) -> list[dict[str, Any]]:
     """Per run folder, its last epoch's evaluation (``metrics.jsonl``: epsilon 0.05 for
     ``eval_steps`` agent steps, the 2013 protocol's shape), as protocol ``epoch``: what a run
@@ -57,23 +76,16 @@ def _epoch_results(weights_dir: Path) -> list[dict[str, Any]]:
     from dqn_mlx.core.env import resolve_game
 
     results = []
-    for path in sorted(Path(weights_dir).glob("**/metrics.jsonl")):
-        records = read_metrics(path.parent)
-        if not records:
-            continue
-        env_id = path.parent.parent.name.replace("ALE_", "ALE/", 1)
-        try:
-            game = resolve_game(env_id)
-        except UserError:
-            continue  # not in a <env-id>/<run-name>/ folder
+    for env_id, folder, records in run_records(weights_dir):
+        game = resolve_game(env_id)
         last, scores = records[-1], np.array(records[-1]["eval_scores"] or [0.0])
         results.append({
-            "env_id": env_id, "rom": game.rom, "protocol": "epoch", "run": path.parent.name,
+            "env_id": env_id, "rom": game.rom, "protocol": "epoch", "run": folder.name,
             "scores": last["eval_scores"], "mean": last["eval_score_mean"],
             "std": float(scores.std()), "max": max(last["eval_scores"], default=None),
             "agent_steps_trained": last["agent_steps"], "sticky_actions": game.sticky_actions > 0,
             "date": last.get("date"),  # the epoch's own record (older records have none)
-            "file": str(path),
+            "file": str(folder / METRICS_FILE),
         })  # fmt: skip
     return results
 
@@ -171,13 +183,26 @@ def render_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(weights_dir: Path) -> Path:
+def write_report(weights_dir: Path) -> list[Path]:
+    """Write ``RESULTS.md`` into ``weights_dir``, and ``learning_curves.png`` beside it where a
+    run has recorded an epoch; the paths written."""
     results = collect_results(weights_dir)
     if not results:
         raise UserError(
             f"no evaluation results under {weights_dir}; run --mode eval --protocol nature2015 "
             "--load-path <checkpoint> first"
         )
-    path = Path(weights_dir) / RESULTS_FILE
-    atomic_write_text(path, render_table(results))
-    return path
+    written, text = [Path(weights_dir) / RESULTS_FILE], render_table(results)
+    runs = run_records(weights_dir)
+    if runs:
+        from dqn_mlx.report.plots import LEARNING_CURVES, draw_learning_curves
+
+        written.append(Path(weights_dir) / LEARNING_CURVES)
+        draw_learning_curves(written[1], runs)
+        text += (
+            "\n## Learning curves\n\nEvery run's epoch evaluations (solid) and mean training "
+            f"score (dashed) against agent steps, one panel a game.\n\n![learning curves]"
+            f"({LEARNING_CURVES})\n"
+        )
+    atomic_write_text(written[0], text)
+    return written
