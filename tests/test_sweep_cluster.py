@@ -75,6 +75,12 @@ def table(stdout: str) -> dict[tuple[str, int], list[str]]:
     return rows
 
 
+def sweep_lines(stdout: str) -> list[str]:
+    """The sweep's own lines: Ray's driver prints the cluster's error messages (a retried task,
+    the object store's usage) on stdout too, as ``(raylet) ...`` lines at any time."""
+    return [line for line in stdout.splitlines() if "(raylet)" not in line]
+
+
 def _steps(folder: Path) -> list[int]:
     lines = (folder / "metrics.jsonl").read_text().splitlines()
     return [json.loads(line)["agent_steps"] for line in lines]
@@ -167,7 +173,7 @@ def test_a_sweep_on_two_nodes_runs_on_both_and_a_node_lost_mid_sweep_costs_only_
         where = ",".join(node_id[:8] for node_id, started in placed.items() if each in started)
         where = f"{lost[:8]},{head[:8]}" if each == run else where  # in the order it ran
         assert (node, total_cell, state) == (where, f"{total:,}", "done"), (each, rows)
-    assert stdout.rstrip().endswith(f"--mode report --weights-dir {weights}")
+    assert sweep_lines(stdout)[-1].endswith(f"--mode report --weights-dir {weights}"), stdout
     report = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "--mode", "report", "--weights-dir", str(weights)],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
