@@ -362,7 +362,8 @@ def test_report_puts_our_scores_beside_the_papers(tmp_path: Path) -> None:
     assert len(runs) == 2 and "| a | nature2015 | 30.0 ± 1.0 (31) |" in runs[0]
     assert "5,000" in runs[0] and "| b |" in runs[1] and "| 2026-11-22 |" in runs[0]
     pong = [line for line in lines if line.startswith("| ALE/Pong-v5")]
-    assert "| 1 | -19.0 | 20 | 18.9 ± 1.3 | -20.7 | 9.3 |" in pong[0]  # one run: no ±
+    # one run: the ± is over its games
+    assert "| 1 | -19.0 ± 1.0 | 20 | 18.9 ± 1.3 | -20.7 | 9.3 |" in pong[0]
     assert "| yes |" in pong[1]
     # sticky actions are not the papers' setting: the median is over Breakout alone
     assert "- nature2015, 5,000 agent steps: 77% over 1 game" in lines
@@ -397,7 +398,10 @@ def test_report_keeps_a_tiny_run_apart_from_a_long_one(trained: Path, tmp_path: 
         ("epoch", "2,000", "1"),
         ("nature2015", "1,500,000", "1"),
     ], keys
-    assert not any("±" in row[4] for row in rows)  # every group is a single run
+    # every group is a single run: its mean ± the spread over its games
+    shipped_eval = json.loads((shipped / "epoch_15.eval_nature2015.json").read_text())
+    nature = next(row for row in rows if row[1] == "nature2015")
+    assert nature[4] == f"{shipped_eval['mean']:.1f} ± {shipped_eval['std']:.1f}", nature
     every_run = (tmp_path / "RESULTS.md").read_text().split("## Every run")[1]
     tiny_epoch = next(line for line in every_run.splitlines() if "| tiny | epoch |" in line)
     today = datetime.datetime.now(datetime.UTC).date().isoformat()

@@ -107,10 +107,12 @@ def _percent(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.0f}%"
 
 
-def _mean_over_runs(means: np.ndarray) -> str:
-    """A single run's mean alone; the spread over runs only where there are several."""
-    if len(means) == 1:
-        return f"{means[0]:.1f}"
+def _mean_and_spread(runs: list[dict[str, Any]]) -> str:
+    """Several runs: their mean ± the spread of their means (over seeds). One run: its mean ±
+    the spread over its games, the form of DQN 2015's column (the one seed's variation)."""
+    if len(runs) == 1:
+        return f"{runs[0]['mean']:.1f} ± {runs[0]['std']:.1f}"
+    means = np.array([r["mean"] for r in runs])
     return f"{means.mean():.1f} ± {means.std():.1f}"
 
 
@@ -133,11 +135,12 @@ def render_table(results: list[dict[str, Any]]) -> str:
         "",
         "Raw game scores of `--mode eval --protocol ...` runs, and as protocol `epoch` each "
         "run's last epoch evaluation (epsilon 0.05 for its eval steps). Rows group the runs of "
-        "one game, protocol and training budget (agent steps); the ± is the spread over runs, "
-        "shown where there are several. DQN 2013: Mnih et al. 2013, Table 1. DQN, Random and "
-        "Human 2015: Mnih et al. 2015, Extended Data Table 2 (no-op starts); human-normalised "
-        "= (ours - Random 2015) / (Human 2015 - Random 2015). Sticky-action (`ALE/...-v5`) "
-        "results are not comparable with the papers'.",
+        "one game, protocol and training budget (agent steps); the ± is the spread over runs "
+        "where there are several, and over the games of the one run where there is one. "
+        "DQN 2013: Mnih et al. 2013, Table 1. DQN, Random and Human 2015: Mnih et al. 2015, "
+        "Extended Data Table 2 (no-op starts); human-normalised = (ours - Random 2015) / "
+        "(Human 2015 - Random 2015). Sticky-action (`ALE/...-v5`) results are not comparable "
+        "with the papers'.",
         "",
         "## Per game, protocol and training budget",
         "",
@@ -155,7 +158,7 @@ def render_table(results: list[dict[str, Any]]) -> str:
         n15 = NATURE_2015.get(rom, {})
         dqn15 = f"{n15['dqn']:g} ± {n15['dqn_std']:g}" if n15 else "—"
         lines.append(
-            f"| {env_id} | {protocol} | {steps:,} | {len(runs)} | {_mean_over_runs(means)} | "
+            f"| {env_id} | {protocol} | {steps:,} | {len(runs)} | {_mean_and_spread(runs)} | "
             f"{_cell(TABLE1_2013.get(rom, {}).get('dqn'))} | {dqn15} | "
             f"{_cell(n15.get('random'))} | {_cell(n15.get('human'))} | {_percent(score)} |"
         )
