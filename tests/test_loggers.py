@@ -70,20 +70,27 @@ def test_the_eta_of_random_play_counts_the_learning_to_come_at_its_estimated_cos
     assert seconds > 10 * (10_000_000 - 10_000) / 1_000
 
 
+def play(progress: ConsoleProgress, clock: FakeClock, steps: tuple[int, int], to: float) -> None:
+    """Passes of the loop, one a second, from the clock's time to ``to``, playing agent steps
+    ``steps[0]`` (done at the last pass) to ``steps[1]`` at an even rate."""
+    start_time, (start_step, to_step) = clock.now, steps
+    passes = round(to - start_time)
+    for n in range(1, passes + 1):
+        clock.now = start_time + n
+        progress.after_step(_run(start_step + (to_step - start_step) * n // passes), 1.0)
+
+
 def test_once_learning_and_an_evaluation_are_timed_the_eta_uses_them_and_is_not_estimated() -> None:
     lines: list[str] = []
     clock = FakeClock()
     progress = ConsoleProgress(MAIN, 4, lines.append, costs=StepCosts(0.04, 0.001), clock=clock)
-    clock.now = 80.0
-    progress.after_step(_run(80_000), 1.0)  # random play: 1,000 agent steps/s
-    clock.now = 180.0
-    progress.after_step(_run(89_000), 1.0)  # learning: 9,000 agent steps in 100 s = 90/s
+    play(progress, clock, (0, 80_000), 80.0)  # random play: 1,000 agent steps/s
+    play(progress, clock, (80_000, 89_000), 180.0)  # learning: 9,000 agent steps in 100 s = 90/s
     assert progress.phases.rate("learning") == pytest.approx(90)
     seconds, estimated = progress.phases.eta(89_000)
     assert estimated  # no evaluation timed yet
-    clock.now = 300.0  # the epoch end took 120 s after the last pass of the loop at 180 s
-    progress.after_step(_run(130_000), 1.0, force=True)
-    progress.last_pass = 230.0
+    play(progress, clock, (89_000, 130_000), 230.0)
+    clock.now = 300.0  # the epoch end took 70 s after the last pass of the loop
     progress.end_epoch({"agent_steps": 130_000})
     assert progress.phases.evaluation_s == pytest.approx(70.0)
     seconds, estimated = progress.phases.eta(130_000)
@@ -94,7 +101,26 @@ def test_once_learning_and_an_evaluation_are_timed_the_eta_uses_them_and_is_not_
     # the span holding the epoch end is not counted as learning
     clock.now = 310.0
     progress.after_step(_run(131_000), 1.0, force=True)
-    assert progress.phases.timed["learning"][0] == pytest.approx(100 + 120 + 10)
+    assert progress.phases.timed["learning"][0] == pytest.approx(100 + 50 + 10)
+
+
+def test_a_stopped_process_leaves_the_rate_and_the_eta_as_they_were() -> None:
+    """Stopped for 10 minutes (Ctrl-Z, or SIGSTOP while the suite runs) and continued: the
+    line after shows the rate of play, not of play and the stop, and the ETA stays put."""
+    lines: list[str] = []
+    clock = FakeClock()
+    progress = ConsoleProgress(MAIN, 4, lines.append, clock=clock)
+    play(progress, clock, (0, 80_000), 80.0)
+    play(progress, clock, (80_000, 89_000), 180.0)  # 90 agent steps/s
+    eta = progress.phases.eta(89_000)
+    clock.now += 600.0  # stopped between two passes
+    progress.after_step(_run(89_001), 1.0)
+    play(progress, clock, (89_001, 89_451), clock.now + 5)
+    assert progress.phases.rate("learning") == pytest.approx(90, rel=0.01)
+    assert "| 90 agent steps/s |" in lines[-1]
+    seconds, _ = progress.phases.eta(89_451)
+    assert seconds == pytest.approx(eta[0] - 5, rel=0.01)
+    assert lines[-1].count("agent step ") == 1 and "agent step 89,451/" in lines[-1]
 
 
 def test_an_evaluation_shows_its_progress_instead_of_freezing() -> None:

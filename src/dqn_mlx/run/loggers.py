@@ -81,6 +81,11 @@ class PhaseClock:
             timed[1] += step - before
         self.last = (now, step)
 
+    def restart_span(self, step: int, now: float) -> None:
+        """Time from ``step`` at ``now`` on: the span since the last observation is dropped
+        (the process was stopped, not playing)."""
+        self.last = (now, step)
+
     def evaluated(self, step: int, seconds: float, now: float) -> None:
         """An epoch end (evaluation, checkpoint, plots) took ``seconds``; the span that held
         it is not a training rate."""
@@ -129,9 +134,17 @@ class PhaseClock:
         return 1 / random_rate + self.costs.act_s
 
 
+# Seconds between two passes of the loop (one agent step of each game, and an update when one
+# is due) beyond which the process was stopped (Ctrl-Z, SIGSTOP) rather than slow: that gap is
+# neither a rate nor part of the ETA. An epoch end's evaluation is timed apart (``end_epoch``).
+PAUSED_S = 60.0
+
+
 class ConsoleProgress:
     """A progress line every ``interval_s`` seconds: the phase, agent steps, emulator frames,
-    rate, ETA, epsilon, recent score and loss; during an evaluation, its games and steps."""
+    rate, ETA, epsilon, recent score and loss; during an evaluation, its games and steps. A
+    stopped process (a gap of ``PAUSED_S`` between passes) leaves the rates and ETA as they
+    were."""
 
     def __init__(
         self,
@@ -152,7 +165,11 @@ class ConsoleProgress:
     def after_step(self, run: RunState, epsilon: float, force: bool = False) -> None:
         """Called after every pass of the loop: a line once ``interval_s`` has passed, or at
         once with ``force``."""
-        now = self.last_pass = self.clock()
+        now = self.clock()
+        if now - self.last_pass > PAUSED_S:
+            self.phases.restart_span(run.step, now)
+            self.last_time, self.last_step = now, run.step
+        self.last_pass = now
         if (not force and now - self.last_time < self.interval) or run.step == self.last_step:
             return  # (a forced line with nothing new: the epoch end just reported the step)
         rate = (run.step - self.last_step) / max(now - self.last_time, 1e-9)
@@ -199,6 +216,7 @@ class ConsoleProgress:
         now = self.clock()
         self.phases.evaluated(record["agent_steps"], now - self.last_pass, now)
         self.last_time, self.last_step = now, record["agent_steps"]
+        self.last_pass = now
 
     def close(self) -> None:
         """Lines need no closing; the live display does (``TerminalProgress``)."""
