@@ -37,7 +37,8 @@ def draw_plots(run_dir: Path, records: list[dict[str, Any]], env_id: str) -> Non
 
 
 def _save(path: Path, plt: Any, fig: Any) -> None:
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # (a figure with a layout of its own keeps it)
+        fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
 
@@ -90,8 +91,9 @@ def learning_curves_figure(runs: list[Run]) -> Any:
     columns = min(4, len(games))
     rows = -(-len(games) // columns)
     fig, axes = plt.subplots(
-        rows, columns, figsize=(4 * columns, 3.2 * rows), dpi=100, squeeze=False
-    )
+        rows, columns, figsize=(4 * columns, 3.2 * rows + 0.4), dpi=100, squeeze=False,
+        layout="constrained",
+    )  # fmt: skip
     for ax, env_id in zip(axes.flat, games, strict=False):
         own = [(folder.name, records) for game, folder, records in runs if game == env_id]
         for colour, (name, records) in enumerate(own):
@@ -109,10 +111,9 @@ def learning_curves_figure(runs: list[Run]) -> Any:
     fig.legend(
         [plt.Line2D([], [], color="0.3", ls=ls, marker=m) for ls, m, _ in styles],
         [label for _, _, label in styles],
-        loc="lower center",
+        loc="outside upper center",
         ncol=2,
     )
-    fig.tight_layout(rect=(0, 0.06 if rows > 1 else 0.1, 1, 1))
     return plt, fig
 
 
