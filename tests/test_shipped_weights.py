@@ -45,9 +45,13 @@ def test_the_shipped_runs_are_complete() -> None:
             "rewards_plot.png",
             "q_values_plot.png",
             "RESULTS.md",
-            f"{FINAL.removesuffix('.safetensors')}.eval_nature2015.json",
         ):
             assert (folder / name).is_file(), folder / name
+        # the final checkpoint's 30-game evaluation, under the name eval gives it (which
+        # adds the game, games and seed) or the short one of the first two games shipped
+        evaluation = f"{checkpoint.stem}.eval_nature2015*.json"
+        assert list(folder.glob(evaluation)), folder / evaluation
+        assert list(folder.glob("events.out.tfevents.*")), folder  # TensorBoard's
 
 
 def net_points(path: Path, epsilon: float, seed: int) -> float:
