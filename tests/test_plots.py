@@ -9,7 +9,6 @@ from dqn_mlx.report.plots import (
     epoch_axis_label,
     q_values_figure,
     rewards_figure,
-    unfinished_eval_epochs,
 )
 
 
@@ -54,12 +53,34 @@ def test_both_plots_are_written_as_png(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([REWARDS_PLOT, Q_VALUES_PLOT])
 
 
+def _marks(ax) -> list[list[float]]:
+    """The agent steps of the black x's on a panel: the epochs whose evaluation ended no game."""
+    return [list(line.get_xdata()) for line in ax.get_lines() if line.get_marker() == "x"]
+
+
 def test_epochs_whose_evaluation_ended_no_game_are_marked(tmp_path):
+    from pathlib import Path
+
+    from dqn_mlx.report.plots import UNFINISHED, learning_curves_figure
+
     records = [_record(1), {**_record(2), "eval_games_completed": 0, "eval_score_mean": 0.0}]
     records[0]["eval_games_completed"] = 3
-    assert unfinished_eval_epochs(records) == [2]
-    assert unfinished_eval_epochs([_record(1)]) == []  # metrics written before the field
-    draw_plots(tmp_path, records, "PongNoFrameskip-v4")
+    plt, fig = rewards_figure(records, "BeamRiderNoFrameskip-v4")
+    assert _marks(fig.axes[0]) == [[20_000]]
+    plt.close(fig)
+    plt, fig = rewards_figure([_record(1)], "Pong")  # metrics written before the field
+    assert _marks(fig.axes[0]) == []
+    plt.close(fig)
+    runs = [("BeamRiderNoFrameskip-v4", Path("w/BeamRider/a"), records),
+            ("PongNoFrameskip-v4", Path("w/Pong/a"), [_record(1)])]  # fmt: skip
+    plt, fig = learning_curves_figure(runs)
+    assert [_marks(ax) for ax in fig.axes] == [[[20_000]], []]
+    assert UNFINISHED in [text.get_text() for text in fig.legends[0].get_texts()]
+    plt.close(fig)
+    plt, fig = learning_curves_figure(runs[1:])
+    assert UNFINISHED not in [text.get_text() for text in fig.legends[0].get_texts()]
+    plt.close(fig)
+    draw_plots(tmp_path, records, "BeamRiderNoFrameskip-v4")
     assert (tmp_path / REWARDS_PLOT).read_bytes().startswith(b"\x89PNG")
 
 

@@ -51,9 +51,7 @@ def rewards_figure(records: list[dict[str, Any]], env_id: str) -> Any:
     )
     steps = [r["agent_steps"] for r in records]
     ax.plot(steps, [r["eval_score_mean"] for r in records], "o-", label="evaluation (epsilon 0.05)")
-    unfinished = [r["agent_steps"] for r in records if r.get("eval_games_completed") == 0]
-    if unfinished:
-        ax.plot(unfinished, [0.0] * len(unfinished), "kx", ms=9, label="no evaluation game ended")
+    mark_unfinished_evaluations(ax, records)
     train = [(r["agent_steps"], r["train_score_mean"]) for r in records
              if r.get("train_score_mean") is not None]  # fmt: skip
     if train:
@@ -94,10 +92,11 @@ def learning_curves_figure(runs: list[Run]) -> Any:
         rows, columns, figsize=(4 * columns, 3.2 * rows + 0.4), dpi=100, squeeze=False,
         layout="constrained",
     )  # fmt: skip
+    unfinished = False
     for ax, env_id in zip(axes.flat, games, strict=False):
         own = [(folder.name, records) for game, folder, records in runs if game == env_id]
         for colour, (name, records) in enumerate(own):
-            _draw_curves(ax, f"C{colour}", name if len(own) > 1 else None, records)
+            unfinished |= _draw_curves(ax, f"C{colour}", name if len(own) > 1 else None, records)
         ax.set_title(env_id)
         ax.set_xlabel(steps_label(own[0][1]))
         ax.set_ylabel("raw game score per episode")
@@ -107,23 +106,30 @@ def learning_curves_figure(runs: list[Run]) -> Any:
             ax.legend(fontsize="small")
     for ax in axes.flat[len(games) :]:
         ax.set_visible(False)
-    styles = [("-", "o", "evaluation (epsilon 0.05)"), ("--", "", "training episodes")]
+    styles = [
+        ("-", "o", "0.3", "evaluation (epsilon 0.05)"),
+        ("--", "", "0.3", "training episodes"),
+    ]
+    if unfinished:
+        styles.append(("", "x", "k", UNFINISHED))
     fig.legend(
-        [plt.Line2D([], [], color="0.3", ls=ls, marker=m) for ls, m, _ in styles],
-        [label for _, _, label in styles],
+        [plt.Line2D([], [], color=c, ls=ls, marker=m) for ls, m, c, _ in styles],
+        [label for *_, label in styles],
         loc="outside upper center",
-        ncol=2,
+        ncol=len(styles),
     )
     return plt, fig
 
 
-def _draw_curves(ax: Any, colour: str, label: str | None, records: list[dict[str, Any]]) -> None:
+def _draw_curves(ax: Any, colour: str, label: str | None, records: list[dict[str, Any]]) -> bool:
+    """One run's curves; whether an evaluation of it ended no game (marked)."""
     steps = [r["agent_steps"] for r in records]
     ax.plot(steps, [r["eval_score_mean"] for r in records], "o-", color=colour, ms=3, label=label)
     train = [(r["agent_steps"], r["train_score_mean"]) for r in records
              if r.get("train_score_mean") is not None]  # fmt: skip
     if train:
         ax.plot(*zip(*train, strict=True), "--", color=colour, alpha=0.7)
+    return mark_unfinished_evaluations(ax, records, label=None)
 
 
 def draw_learning_curves(path: Path, runs: list[Run]) -> None:
@@ -131,10 +137,19 @@ def draw_learning_curves(path: Path, runs: list[Run]) -> None:
     _save(Path(path), *learning_curves_figure(runs))
 
 
-def unfinished_eval_epochs(records: list[dict[str, Any]]) -> list[int]:
-    """Epochs whose evaluation ended no game: scored 0 as DeepMind does, and marked on the plot
-    so that 0 is not read as a real score (in Pong it would look like a good one)."""
-    return [r["epoch"] for r in records if r.get("eval_games_completed") == 0]
+UNFINISHED = "no evaluation game ended"
+
+
+def mark_unfinished_evaluations(
+    ax: Any, records: list[dict[str, Any]], label: str | None = UNFINISHED
+) -> bool:
+    """A black x on each epoch whose evaluation ended no game: scored 0 as DeepMind does, and
+    marked so that 0 is not read as a real score (in Pong it would look like a good one; in
+    Beam Rider a game can outlast the 10,000 agent steps of an evaluation). Whether any was."""
+    unfinished = [r["agent_steps"] for r in records if r.get("eval_games_completed") == 0]
+    if unfinished:
+        ax.plot(unfinished, [0.0] * len(unfinished), "kx", ms=9, label=label)
+    return bool(unfinished)
 
 
 def steps_label(records: list[dict[str, Any]]) -> str:
