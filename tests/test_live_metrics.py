@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,40 @@ def test_a_resumed_run_continues_the_live_files_without_duplicates(tmp_path: Pat
     for tag in ("game/score", "game/length_agent_steps", "eval/score", "eval/avg_max_q"):
         assert board_cut[tag] == board_full[tag], tag
     assert [s for s, _ in board_cut["train/loss"]] == [350, 600]
+
+
+def test_a_stopped_run_records_the_rate_of_its_training_not_of_the_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run stopped for longer than ``PAUSED_S`` between two passes (SIGSTOP while the suite
+    runs; here a sleep, with the threshold lowered to keep the test short): the update window
+    and the epoch that hold the stop give the rate of their running time, the stop left out
+    (``run/clock.py``), however fast the machine trains."""
+    monkeypatch.setattr("dqn_mlx.run.clock.PAUSED_S", 1.0)
+    stop_s, passes = 4.0, [time.perf_counter()]  # passes[n]: when agent step n ended
+
+    def stopped_after_agent_step_450() -> bool:
+        passes.append(time.perf_counter())
+        if len(passes) == 451:
+            time.sleep(stop_s)
+            passes[-1] = time.perf_counter()
+        return False
+
+    out = train(
+        CONFIG,
+        "Catch",
+        CatchEnv,
+        tmp_path,
+        log=lambda _: None,
+        should_stop=stopped_after_agent_step_450,
+        compute=COMPUTE,
+    )
+    window = _rows(out / UPDATES_FILE)[1]  # agent steps 350-600, the stop inside
+    assert int(window["agent_step"]) == 600
+    epoch_end = passes[400] - passes[399]  # left out as well: evaluation, saves, plots
+    wall = passes[600] - passes[350] - epoch_end
+    assert 250 / float(window["agent_steps_per_s"]) < wall - stop_s / 2
+    epoch = read_metrics(out)[1]  # agent steps 400-700
+    assert epoch["agent_steps"] == 700
+    wall = passes[699] - passes[400]  # its rate is taken before its evaluation
+    assert 300 / epoch["agent_steps_per_s"] < wall - stop_s / 2

@@ -9,6 +9,7 @@ import pytest
 from rich.console import Console
 
 from dqn_mlx.core.loop import RunState
+from dqn_mlx.run.clock import PAUSED_S, RunningClock
 from dqn_mlx.run.loggers import ConsoleProgress, PhaseClock, Schedule, StepCosts, TerminalProgress
 
 # The main command's schedule (laptop preset): 80,000 agent steps of random play, then an
@@ -194,3 +195,19 @@ def test_timing_the_update_for_the_eta_leaves_a_seeded_run_unchanged(
     a = mx.load(str(runs["plain"] / "epoch_3.safetensors"))
     b = mx.load(str(runs["timed"] / "epoch_3.safetensors"))
     assert all(np.array_equal(np.array(a[k]), np.array(b[k])) for k in a)
+
+
+def test_running_time_leaves_out_stops_and_epoch_ends() -> None:
+    clock = FakeClock()
+    running = RunningClock(clock)
+    for now in (1.0, 2.0, 3.0):  # passes a second apart: all running
+        clock.now = now
+        running.tick()
+    assert running.seconds() == pytest.approx(3.0)
+    clock.now = 3.0 + PAUSED_S + 1  # stopped between two passes
+    assert running.seconds() == pytest.approx(3.0)
+    clock.now += 2.0
+    running.tick()
+    clock.now += 30.0  # an epoch end: shorter than PAUSED_S, left out all the same
+    running.leave_out()
+    assert running.seconds() == pytest.approx(5.0)

@@ -27,6 +27,7 @@ from dqn_mlx.core.loop import Training
 from dqn_mlx.core.policy import epsilon_greedy, exploration_rate, greedy_policy
 from dqn_mlx.evaluate import EvalResult, average_max_q, no_game_completed, play_steps
 from dqn_mlx.run.checkpoint import save_weights
+from dqn_mlx.run.clock import RunningClock
 from dqn_mlx.run.folder import remove_old_replays
 from dqn_mlx.run.resume import save_replay, save_training_state
 
@@ -60,22 +61,30 @@ class EpochEnd:
     saves the training state."""
 
     def __init__(
-        self, training: Training, eval_env: PixelEnv, held_out: np.ndarray, output: RunOutput
+        self,
+        training: Training,
+        eval_env: PixelEnv,
+        held_out: np.ndarray,
+        output: RunOutput,
+        clock: RunningClock,
     ) -> None:
         self.training, self.eval_env, self.held_out = training, eval_env, held_out
-        self.output = output
+        self.output, self.clock = output, clock
         self.process_start = time.perf_counter()
         self.restart_clock()
 
     def restart_clock(self) -> None:
-        """Time the agent steps from here on. A resumed run starts its clock mid-epoch, at the
-        step it was stopped, so the epoch's rate counts only the steps this process made."""
-        self.clock_start, self.clock_step = time.perf_counter(), self.training.run.step
+        """Time the agent steps from here on, in running time (``run/clock.py``): the epoch
+        end just passed is left out. A resumed run starts its clock mid-epoch, at the step it
+        was stopped, so the epoch's rate counts only the steps this process made."""
+        self.clock.leave_out()
+        self.clock_start, self.clock_step = self.clock.seconds(), self.training.run.step
 
     def agent_steps_per_s(self) -> float:
-        """The training rate since ``restart_clock``, in agent steps per second."""
+        """The training rate since ``restart_clock``, in agent steps per second of running
+        time."""
         steps = self.training.run.step - self.clock_step
-        return steps / (time.perf_counter() - self.clock_start)
+        return steps / max(self.clock.seconds() - self.clock_start, 1e-9)
 
     def close_epoch(self, progress: EvaluationProgress | None = None) -> EndedEpoch:
         """Count the epoch, evaluate it (telling ``progress``) and write its checkpoint."""

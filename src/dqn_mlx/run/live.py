@@ -6,7 +6,8 @@ In the run folder:
   ``score`` (raw), ``length_agent_steps``;
 - ``updates.csv``: one row after every ``every_updates``-th update: ``agent_step``, ``updates``,
   the mean ``loss`` (per sample) and ``mean_max_q`` (the minibatches' mean max_a Q) of the
-  updates since the last row, ``epsilon`` and ``agent_steps_per_s``;
+  updates since the last row, ``epsilon`` and ``agent_steps_per_s`` (over running time:
+  stops and epoch ends left out, ``run/clock.py``);
 - TensorBoard event files with the same numbers (and each epoch's evaluation), against agent
   steps: ``uvx tensorboard --logdir weights/`` shows every run.
 On resume, rows after the resumed agent step are dropped and TensorBoard is told to purge its
@@ -16,7 +17,6 @@ events after that step, so the files follow the run as if it had never stopped.
 from __future__ import annotations
 
 import csv
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -25,6 +25,7 @@ from dqn_mlx.core.game import FinishedGame
 from dqn_mlx.core.learner import UpdateStats
 from dqn_mlx.core.loop import RunState
 from dqn_mlx.files import atomic_write_text
+from dqn_mlx.run.clock import RunningClock
 
 GAMES_FILE = "games.csv"
 UPDATES_FILE = "updates.csv"
@@ -35,7 +36,9 @@ UPDATES_COLUMNS = ("agent_step", "updates", "loss", "mean_max_q", "epsilon", "ag
 class LiveMetrics:
     """``games.csv``, ``updates.csv`` and TensorBoard events, fed by ``run.train.RunHooks``."""
 
-    def __init__(self, out_dir: Path, start_step: int, every_updates: int = 250):
+    def __init__(
+        self, out_dir: Path, start_step: int, clock: RunningClock, every_updates: int = 250
+    ):
         from tensorboardX import SummaryWriter  # imported when a run starts: --help stays fast
 
         self.every = every_updates
@@ -50,7 +53,8 @@ class LiveMetrics:
         )
         self.window_loss = self.window_max_q = 0.0
         self.window_count = 0
-        self.window_start = (time.perf_counter(), start_step)
+        self.clock = clock
+        self.window_start = (clock.seconds(), start_step)
 
     def after_step(
         self,
@@ -71,7 +75,7 @@ class LiveMetrics:
                 self._write_window(run, epsilon, update.updates)
 
     def _write_window(self, run: RunState, epsilon: float, updates: int) -> None:
-        now, (start_time, start_step) = time.perf_counter(), self.window_start
+        now, (start_time, start_step) = self.clock.seconds(), self.window_start
         row = {
             "loss": self.window_loss / self.window_count,
             "mean_max_q": self.window_max_q / self.window_count,

@@ -19,6 +19,7 @@ import numpy as np
 
 from dqn_mlx.config import DQNConfig
 from dqn_mlx.core.loop import RunState
+from dqn_mlx.run.clock import PAUSED_S
 
 
 @dataclass(frozen=True)
@@ -132,12 +133,6 @@ class PhaseClock:
             learning = self.rate("learning")
             return None if learning is None else 1 / learning  # acting is a learning step's part
         return 1 / random_rate + self.costs.act_s
-
-
-# Seconds between two passes of the loop (one agent step of each game, and an update when one
-# is due) beyond which the process was stopped (Ctrl-Z, SIGSTOP) rather than slow: that gap is
-# neither a rate nor part of the ETA. An epoch end's evaluation is timed apart (``end_epoch``).
-PAUSED_S = 60.0
 
 
 class ConsoleProgress:

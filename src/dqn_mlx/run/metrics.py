@@ -6,7 +6,8 @@ Keys (units in the name where there is one): ``epoch``, ``agent_steps``, ``emula
 completed games, 0 when none completed, as DeepMind's run_gpu reports it), ``eval_scores``,
 ``eval_games_completed``, ``eval_agent_steps``, ``avg_max_q`` (on the held-out states),
 ``loss_mean`` (the TD loss per sample), ``epsilon`` (at the epoch's end),
-``agent_steps_per_s`` (this epoch's training rate; after a resume, of the steps since it),
+``agent_steps_per_s`` (this epoch's training rate over running time, ``run/clock.py``;
+after a resume, of the steps since it),
 ``wall_time_s`` (since the run started), ``date`` (the epoch's end, UTC, ISO; records written
 before the key existed lack it, and the report shows "—" for them).
 """

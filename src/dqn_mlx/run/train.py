@@ -28,6 +28,7 @@ from dqn_mlx.core.replay import ReplayStreams, check_replay_fits, replay_bytes
 from dqn_mlx.errors import UserError
 from dqn_mlx.evaluate import collect_held_out_states
 from dqn_mlx.report.plots import draw_plots
+from dqn_mlx.run.clock import RunningClock
 from dqn_mlx.run.epoch import EpochEnd, RunOutput
 from dqn_mlx.run.folder import RUN_FILES, clear_unfinished_run, hold_run_folder, remove_leftovers
 from dqn_mlx.run.live import LiveMetrics
@@ -65,8 +66,10 @@ class RunHooks:
         live: LiveMetrics,
         should_stop: Callable[[], bool],
         epoch_bytes: int,
+        clock: RunningClock,
     ):
         self.epoch_end, self.progress, self.live = epoch_end, progress, live
+        self.clock = clock
         self.should_stop, self.epoch_bytes = should_stop, epoch_bytes
         self.run, self.output = epoch_end.training.run, epoch_end.output
 
@@ -84,6 +87,7 @@ class RunHooks:
     def after_step(
         self, epsilon: float, finished: Sequence[FinishedGame], updates: Sequence[UpdateStats]
     ) -> None:
+        self.clock.tick()
         with _stop_cleanly_on_write_errors(self.output.out_dir):
             self.progress.after_step(self.run, epsilon)
             self.live.after_step(self.run, epsilon, finished, updates)
@@ -209,13 +213,13 @@ def _run_hooks(
 ) -> RunHooks:
     """The one object the loop calls, with the run's outputs opened at its first agent step
     (a resumed run's live files drop what came after it)."""
-    config, step = training.config, training.run.step
+    config, step, clock = training.config, training.run.step, RunningClock()
     with _stop_cleanly_on_write_errors(output.out_dir):
-        live = LiveMetrics(output.out_dir, step)
+        live = LiveMetrics(output.out_dir, step, clock)
     costs = _step_costs_if_useful(config, step, training.num_actions, compute)
     progress = _progress(config, output.frame_skip, step, output.log, progress_bar, costs)
-    epoch_end = EpochEnd(training, eval_env, held_out, output)
-    return RunHooks(epoch_end, progress, live, should_stop, epoch_bytes)
+    epoch_end = EpochEnd(training, eval_env, held_out, output, clock)
+    return RunHooks(epoch_end, progress, live, should_stop, epoch_bytes, clock)
 
 
 def _new_training(
