@@ -19,7 +19,7 @@ from compute import COMPUTE
 
 from dqn_mlx.config import NIPS2013, with_overrides
 from dqn_mlx.core.replay import ReplayMemory
-from dqn_mlx.run import epoch as run_epoch
+from dqn_mlx.run import clock as run_clock
 from dqn_mlx.run import train as run_train
 from dqn_mlx.run.metrics import read_metrics
 from dqn_mlx.run.resume import STATE_FILE, load_training_state, replay_file
@@ -395,7 +395,7 @@ def test_a_resumed_epoch_reports_the_rate_of_the_steps_made_after_the_resume(
         return False
 
     fake_time = SimpleNamespace(perf_counter=lambda: clock["agent_steps"])
-    monkeypatch.setattr(run_epoch, "time", fake_time)
+    monkeypatch.setattr(run_clock, "time", fake_time)
     train(
         loaded.config,
         "Catch",
