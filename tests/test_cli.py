@@ -223,7 +223,7 @@ def test_bench_prints_every_figure_as_name_value_unit() -> None:
         "act_ms_nature2015",
         *(
             f"update_{part}_ms_{preset}"
-            for part in ("target", "learning_pass", "optimizer")
+            for part in ("target", "learning_pass", "optimizer", "optimizer_subnormal")
             for preset in ("nips2013", "nature2015")
         ),
         "env_agent_steps_per_s",

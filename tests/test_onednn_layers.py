@@ -188,6 +188,66 @@ def test_optimizer_steps_equal_mlx_optimizers(optimizer, compiled):
             _close(optimizers[1].state[name][key], optimizers[0].state[name][key])
 
 
+SMALLEST_NORMAL = float(np.finfo(np.float32).tiny)  # 2^-126
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "centered_rmsprop"])
+def test_optimizer_steps_read_subnormal_moments_as_zero(optimizer):
+    """A moment whose gradient stopped decays into the subnormal floats (Adam's first moment
+    then stays at 2^-149 for good); the steps read those as zero. One step from a state mixing
+    zero, subnormal and normal moments, with zero, subnormal and normal gradients: where the
+    state or gradient is subnormal, the parameter is exactly MLX's and the new moments are zero,
+    less than 2^-126 from MLX's; everywhere else, MLX's values up to rounding. Afterwards MLX's
+    own CPU arithmetic still keeps subnormals: the flush is put back."""
+    import mlx.optimizers as optim
+
+    from dqn_mlx.accel.onednn import OnednnAdam, OnednnCenteredRMSProp
+    from dqn_mlx.core.learner import CenteredRMSProp
+
+    plain_cls, fused_cls, kwargs, keys = {
+        "adam": (optim.Adam, OnednnAdam, {"learning_rate": 1e-4}, ("m", "v")),
+        "centered_rmsprop": (
+            CenteredRMSProp,
+            OnednnCenteredRMSProp,
+            {"learning_rate": 2.5e-4, "grad_decay": 0.95, "sq_decay": 0.95, "min_sq": 0.01},
+            ("g", "g2"),
+        ),
+    }[optimizer]
+    rng = np.random.default_rng(5)
+    size = 3 * 4096
+    kinds = np.repeat([0, 1, 2], size // 3)  # zero, subnormal, normal
+    subnormals = np.float32(2.0**-149) * rng.integers(1, 2**20, size).astype(np.float32)
+    normal = np.abs(rng.standard_normal(size)).astype(np.float32)
+
+    def mixed(normal_scale: float) -> np.ndarray:
+        return np.choose(kinds, [np.zeros(size, np.float32), subnormals, normal_scale * normal])
+
+    parameter = mx.array(rng.standard_normal(size).astype(np.float32))
+    gradient = mx.array(np.where(kinds == 2, mixed(0.1), 0).astype(np.float32))
+    gradient[size // 3 : size // 3 + 64] = mx.array(subnormals[:64])  # a few subnormal ones
+    state = {keys[0]: mx.array(mixed(1e-3)), keys[1]: mx.array(mixed(1e-4))}
+    results = []
+    for cls in (plain_cls, fused_cls):
+        opt = cls(**kwargs)
+        opt.init({"w": parameter})
+        opt.state["w"].update(dict(state))
+        new = opt.apply_gradients({"w": gradient}, {"w": parameter})["w"]
+        mx.eval(new, opt.state)
+        results.append((np.array(new), {k: np.array(opt.state["w"][k]) for k in keys}))
+    (plain_p, plain_s), (ours_p, ours_s) = results
+    assert np.abs(plain_s[keys[0]][kinds == 1]).max() > 0  # MLX's moments are subnormal...
+    subnormal = kinds == 1
+    np.testing.assert_array_equal(ours_p[subnormal], plain_p[subnormal])
+    for key in keys:
+        assert np.all(ours_s[key][subnormal] == 0)  # ... ours are zero
+        assert np.abs(plain_s[key][subnormal]).max() < SMALLEST_NORMAL
+        _close(mx.array(ours_s[key][~subnormal]), mx.array(plain_s[key][~subnormal]))
+    _close(mx.array(ours_p[~subnormal]), mx.array(plain_p[~subnormal]))
+    assert np.median(np.abs(ours_p - np.array(parameter))[kinds == 2]) > 1e-5  # they moved
+    half_of_smallest = mx.array(np.float32(SMALLEST_NORMAL)) * 0.5
+    assert float(half_of_smallest) == SMALLEST_NORMAL / 2
+
+
 def test_layers_read_broadcast_inputs_as_their_values():
     """A broadcast (the ones of a sum's gradient, zeros_like) has one number for many
     positions: the layers read it as the full array."""

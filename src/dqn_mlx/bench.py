@@ -21,6 +21,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+from mlx.utils import tree_map
 
 from dqn_mlx.config import PRESETS, with_overrides
 from dqn_mlx.core.env import AtariEnv, make_atari_env
@@ -78,7 +79,12 @@ def update_part_figures(
 
     - ``target``: y = r + gamma max_a' Q(s', a'; theta^-), a forward pass with no gradient;
     - ``learning_pass``: the loss's value and gradient (forward and backward through theta);
-    - ``optimizer``: centered RMSProp applied to every parameter.
+    - ``optimizer``: the preset's optimizer (Adam or centered RMSProp) applied to every
+      parameter;
+    - ``optimizer_subnormal``: the same step with zero gradients over subnormal moments, what
+      the units whose gradient stopped hold in a long run (their moments decay into the
+      subnormal floats, and Adam's first moment stays at the smallest one). On a CPU that
+      slows down on subnormal arithmetic this is where a long run loses its speed.
     Each is timed alone; the whole update is one compiled graph, so its time is not exactly
     the parts' sum."""
     config, online, optimizer = learner.config, learner.online, learner.optimizer
@@ -119,6 +125,10 @@ def update_part_figures(
         optimizer_step(grads)
         mx.eval(state)
 
+    def run_optimizer_on_subnormal_moments() -> None:
+        optimizer_step(zero_grads)
+        mx.eval(state)
+
     parts: dict[str, Callable[[], object]] = {
         "target": lambda: mx.eval(targets_of(next_states, rewards, terminals)),
         "learning_pass": lambda: mx.eval(learning_pass(states, actions, targets)),
@@ -126,6 +136,31 @@ def update_part_figures(
     }
     for name, part in parts.items():
         emit(f"update_{name}_ms_{preset}", _median_ms(part, 20), "ms")
+    zero_grads = tree_map(mx.zeros_like, grads)
+    set_moments_subnormal(optimizer.state)
+    emit(
+        f"update_optimizer_subnormal_ms_{preset}",
+        _median_ms(run_optimizer_on_subnormal_moments, 20),
+        "ms",
+    )
+
+
+SUBNORMAL = 2.0**-140
+"""A subnormal float32 (below 2^-126): a moment some thousands of updates after its
+gradient stopped."""
+
+
+def set_moments_subnormal(state: dict[str, Any] | list[Any]) -> None:
+    """Every moment array in an optimizer's state (each array with a dimension; the step count
+    and learning rate are scalars) set to ``SUBNORMAL``, in place, so that a compiled step that
+    captured the state reads it."""
+    keys: list[Any] = list(state) if isinstance(state, dict) else list(range(len(state)))
+    for key in keys:
+        value = state[key]
+        if isinstance(value, dict | list):
+            set_moments_subnormal(value)
+        elif isinstance(value, mx.array) and value.ndim > 0:
+            state[key] = mx.full(value.shape, SUBNORMAL, value.dtype)
 
 
 def env_steps_per_s(steps: int = 2_000) -> float:
