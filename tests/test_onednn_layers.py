@@ -193,12 +193,15 @@ SMALLEST_NORMAL = float(np.finfo(np.float32).tiny)  # 2^-126
 
 @pytest.mark.parametrize("optimizer", ["adam", "centered_rmsprop"])
 def test_optimizer_steps_read_subnormal_moments_as_zero(optimizer):
-    """A moment whose gradient stopped decays into the subnormal floats (Adam's first moment
-    then stays at 2^-149 for good); the steps read those as zero. One step from a state mixing
-    zero, subnormal and normal moments, with zero, subnormal and normal gradients: where the
-    state or gradient is subnormal, the parameter is exactly MLX's and the new moments are zero,
-    less than 2^-126 from MLX's; everywhere else, MLX's values up to rounding. Afterwards MLX's
-    own CPU arithmetic still keeps subnormals: the flush is put back."""
+    """A moment whose gradient stopped decays into the subnormal floats and stays there (Adam's
+    first moment at 4 * 2^-149); the steps read and write those as zero. One step on two
+    OpenMP threads from a state of three kinds: zero moments and gradients; subnormal moments
+    with zero or subnormal gradients; normal moments and gradients. Where the moments are zero
+    or subnormal, each parameter (all far above 2^-74) is exactly MLX's, and the new moments
+    are zero where MLX's are subnormal. Elsewhere each parameter is within two rounding steps
+    of MLX's, for steps a hundred rounding steps long, and the moments agree to float32
+    rounding. Afterwards subnormal arithmetic is back on every thread: MLX's own on its CPU
+    stream, and a oneDNN product over both OpenMP threads."""
     import mlx.optimizers as optim
 
     from dqn_mlx.accel.onednn import OnednnAdam, OnednnCenteredRMSProp
@@ -214,7 +217,7 @@ def test_optimizer_steps_read_subnormal_moments_as_zero(optimizer):
         ),
     }[optimizer]
     rng = np.random.default_rng(5)
-    size = 3 * 4096
+    size = 3 * 16384  # two threads' worth (optimizers.cpp: 16,384 numbers or more a thread)
     kinds = np.repeat([0, 1, 2], size // 3)  # zero, subnormal, normal
     subnormals = np.float32(2.0**-149) * rng.integers(1, 2**20, size).astype(np.float32)
     normal = np.abs(rng.standard_normal(size)).astype(np.float32)
@@ -222,30 +225,42 @@ def test_optimizer_steps_read_subnormal_moments_as_zero(optimizer):
     def mixed(normal_scale: float) -> np.ndarray:
         return np.choose(kinds, [np.zeros(size, np.float32), subnormals, normal_scale * normal])
 
-    parameter = mx.array(rng.standard_normal(size).astype(np.float32))
-    gradient = mx.array(np.where(kinds == 2, mixed(0.1), 0).astype(np.float32))
-    gradient[size // 3 : size // 3 + 64] = mx.array(subnormals[:64])  # a few subnormal ones
+    p = rng.standard_normal(size).astype(np.float32)
+    gradient = np.where(kinds == 2, mixed(0.1), 0).astype(np.float32)
+    gradient[size // 3 : size // 3 + 64] = subnormals[:64]  # a few subnormal gradients
     state = {keys[0]: mx.array(mixed(1e-3)), keys[1]: mx.array(mixed(1e-4))}
     results = []
-    for cls in (plain_cls, fused_cls):
-        opt = cls(**kwargs)
-        opt.init({"w": parameter})
-        opt.state["w"].update(dict(state))
-        new = opt.apply_gradients({"w": gradient}, {"w": parameter})["w"]
-        mx.eval(new, opt.state)
-        results.append((np.array(new), {k: np.array(opt.state["w"][k]) for k in keys}))
+    threads_before = onednn.num_threads()
+    onednn.set_num_threads(2)
+    try:
+        for cls in (plain_cls, fused_cls):
+            opt = cls(**kwargs)
+            opt.init({"w": mx.array(p)})
+            opt.state["w"].update(dict(state))
+            new = opt.apply_gradients({"w": mx.array(gradient)}, {"w": mx.array(p)})["w"]
+            mx.eval(new, opt.state)
+            results.append((np.array(new), {k: np.array(opt.state["w"][k]) for k in keys}))
+        tiny = mx.full((1024, 256), 2.0**-70)  # each output 256 * 2^-140 = 2^-132, subnormal
+        product = np.array(onednn.linear(tiny, tiny[:256], mx.zeros((256,)), False))
+    finally:
+        onednn.set_num_threads(threads_before)
     (plain_p, plain_s), (ours_p, ours_s) = results
-    assert np.abs(plain_s[keys[0]][kinds == 1]).max() > 0  # MLX's moments are subnormal...
-    subnormal = kinds == 1
-    np.testing.assert_array_equal(ours_p[subnormal], plain_p[subnormal])
+    flushed, normal_kind = kinds < 2, kinds == 2
+    assert np.abs(p[flushed]).min() > 2.0**-74
+    np.testing.assert_array_equal(ours_p[flushed], plain_p[flushed])
     for key in keys:
-        assert np.all(ours_s[key][subnormal] == 0)  # ... ours are zero
-        assert np.abs(plain_s[key][subnormal]).max() < SMALLEST_NORMAL
-        _close(mx.array(ours_s[key][~subnormal]), mx.array(plain_s[key][~subnormal]))
-    _close(mx.array(ours_p[~subnormal]), mx.array(plain_p[~subnormal]))
-    assert np.median(np.abs(ours_p - np.array(parameter))[kinds == 2]) > 1e-5  # they moved
+        mlx_moment = plain_s[key][kinds == 1]
+        assert 0 < np.abs(mlx_moment).max() < SMALLEST_NORMAL  # MLX's stay subnormal...
+        assert np.all(ours_s[key][flushed] == 0)  # ... ours are zero
+        np.testing.assert_allclose(
+            ours_s[key][normal_kind], plain_s[key][normal_kind], rtol=1e-6, atol=0
+        )
+    rounding_step = np.spacing(np.abs(plain_p[normal_kind]))
+    assert np.all(np.abs(ours_p - plain_p)[normal_kind] <= 2 * rounding_step)
+    assert np.median(np.abs(plain_p - p)[normal_kind] / rounding_step) > 100  # real steps
     half_of_smallest = mx.array(np.float32(SMALLEST_NORMAL)) * 0.5
     assert float(half_of_smallest) == SMALLEST_NORMAL / 2
+    np.testing.assert_array_equal(product, np.float32(2.0**-132))
 
 
 def test_layers_read_broadcast_inputs_as_their_values():

@@ -83,7 +83,7 @@ def update_part_figures(
       parameter;
     - ``optimizer_subnormal``: the same step with zero gradients over subnormal moments, what
       the units whose gradient stopped hold in a long run (their moments decay into the
-      subnormal floats, and Adam's first moment stays at the smallest one). On a CPU that
+      subnormal floats and stay there: Adam's first moment at 4 x 2^-149). On a CPU that
       slows down on subnormal arithmetic this is where a long run loses its speed.
     Each is timed alone; the whole update is one compiled graph, so its time is not exactly
     the parts' sum."""

@@ -15,10 +15,12 @@ namespace mx = mlx::core;
 
 // Adam (MLX's form, bias correction folded into c1 and c2):
 //   m' = b1 m + (1 - b1) g;  v' = b2 v + (1 - b2) g^2;  p' = p - c1 m' / (sqrt(v') c2 + eps).
-// Without bias correction c1 = lr, c2 = 1. Returns {p', m', v'}.
+// Without bias correction c1 = lr, c2 = 1. Returns {p', m', v'}. b1, b2 and eps are doubles,
+// the Python floats MLX's optimizer holds: each decay and its complement (1 - b) are rounded
+// to float as MLX rounds them.
 std::vector<mx::array> adam_step(
     const mx::array& p, const mx::array& g, const mx::array& m, const mx::array& v,
-    const mx::array& c1, const mx::array& c2, float b1, float b2, float eps,
+    const mx::array& c1, const mx::array& c2, double b1, double b2, double eps,
     mx::StreamOrDevice s = {});
 
 // DeepMind's centered RMSProp (2015):
@@ -26,6 +28,6 @@ std::vector<mx::array> adam_step(
 // Returns {p', a', a2'}.
 std::vector<mx::array> centered_rmsprop_step(
     const mx::array& p, const mx::array& g, const mx::array& a, const mx::array& a2,
-    const mx::array& lr, float d1, float d2, float min_sq, mx::StreamOrDevice s = {});
+    const mx::array& lr, double d1, double d2, double min_sq, mx::StreamOrDevice s = {});
 
 }  // namespace dqn_onednn
