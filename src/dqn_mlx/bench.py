@@ -146,8 +146,8 @@ def update_part_figures(
 
 
 SUBNORMAL = 2.0**-140
-"""A subnormal float32 (below 2^-126): a moment some thousands of updates after its
-gradient stopped."""
+"""A subnormal float32 (below 2^-126): where a moment is some hundred (Adam's m, decay 0.9)
+to some ten thousand (its v, decay 0.999) updates after its gradient stopped."""
 
 
 def set_moments_subnormal(state: dict[str, Any] | list[Any]) -> None:
