@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime
 import hashlib
 import json
@@ -357,7 +358,7 @@ def test_report_puts_our_scores_beside_the_papers(tmp_path: Path) -> None:
     # runs a (30) and b (20) at 5,000 agent steps; a's shorter result is not a row of its own
     assert over_runs[0].startswith("| BreakoutNoFrameskip-v4 | nature2015 | 5,000 | 2 | 25.0 ± 5.0")
     # DQN 2013 (Table 1); DQN, random and human 2015; (25 - 1.7) / (31.8 - 1.7) = 77%
-    assert over_runs[0].endswith("| 168 | 401.2 ± 26.9 | 1.7 | 31.8 | 77% |")
+    assert over_runs[0].endswith("| 168 | 401.2 ± 26.9 | 1.7 | 31.8 | 77% | — |")
     runs = [line for line in lines if line.startswith("| BreakoutNoFrameskip-v4 | ")][1:]
     assert len(runs) == 2 and "| a | nature2015 | 30.0 ± 1.0 (31) |" in runs[0]
     assert "5,000" in runs[0] and "| b |" in runs[1] and "| 2026-11-22 |" in runs[0]
@@ -373,13 +374,15 @@ def test_report_puts_our_scores_beside_the_papers(tmp_path: Path) -> None:
 
 def test_report_keeps_a_tiny_run_apart_from_a_long_one(trained: Path, tmp_path: Path) -> None:
     """The README's one-minute run beside a shipped 1.5M-agent-step one: two rows, never one
-    averaged row; a one-game look is its own protocol; dates come from the runs' records."""
+    averaged row; a one-game look is its own protocol; dates come from the runs' records; each
+    run's training games over its last 250,000 agent steps are a row, with Dopamine's range
+    beside the one whose window is Dopamine's (1.25M-1.5M)."""
     import shutil
 
     shipped = ROOT / "weights" / "BreakoutNoFrameskip-v4" / "laptop-seed0-1500k"
     long_run = tmp_path / "BreakoutNoFrameskip-v4" / "laptop-seed0-1500k"
     long_run.mkdir(parents=True)
-    for name in ("metrics.jsonl", "epoch_15.eval_nature2015.json"):
+    for name in ("metrics.jsonl", "games.csv", "epoch_15.eval_nature2015.json"):
         shutil.copy(shipped / name, long_run / name)
     tiny = tmp_path / "BreakoutNoFrameskip-v4" / "tiny"
     shutil.copytree(trained, tiny, ignore=shutil.ignore_patterns("*.json"))
@@ -389,7 +392,7 @@ def test_report_keeps_a_tiny_run_apart_from_a_long_one(trained: Path, tmp_path: 
     result = run_main("--mode", "report", "--weights-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     table = (tmp_path / "RESULTS.md").read_text().splitlines()
-    grouped = [line for line in table if line.count("|") == 11]  # the first table's rows
+    grouped = [line for line in table if line.count("|") == 12]  # the first table's rows
     rows = [line.split(" | ") for line in grouped if line.startswith("| BreakoutNoFrameskip")]
     keys = sorted((row[1], row[2], row[3]) for row in rows)
     assert keys == [
@@ -397,11 +400,21 @@ def test_report_keeps_a_tiny_run_apart_from_a_long_one(trained: Path, tmp_path: 
         ("epoch", "1,500,000", "1"),
         ("epoch", "2,000", "1"),
         ("nature2015", "1,500,000", "1"),
+        ("training", "1,500,000", "1"),
+        ("training", "2,000", "1"),
     ], keys
     # every group is a single run: its mean ± the spread over its games
     shipped_eval = json.loads((shipped / "epoch_15.eval_nature2015.json").read_text())
     nature = next(row for row in rows if row[1] == "nature2015")
     assert nature[4] == f"{shipped_eval['mean']:.1f} ± {shipped_eval['std']:.1f}", nature
+    with (shipped / "games.csv").open() as games:
+        window = [float(g["score"]) for g in csv.DictReader(games)
+                  if 1_250_000 < int(g["agent_step"]) <= 1_500_000]  # fmt: skip
+    training = next(row for row in rows if row[1:3] == ["training", "1,500,000"])
+    assert training[4].startswith(f"{sum(window) / len(window):.1f} ± "), training
+    assert training[-1] == "27.1 to 28.3 |", training  # Dopamine Adam+MSE, iteration 5
+    tiny_training = next(row for row in rows if row[1:3] == ["training", "2,000"])
+    assert tiny_training[-1] == "— |", tiny_training  # not Dopamine's window
     every_run = (tmp_path / "RESULTS.md").read_text().split("## Every run")[1]
     tiny_epoch = next(line for line in every_run.splitlines() if "| tiny | epoch |" in line)
     today = datetime.datetime.now(datetime.UTC).date().isoformat()

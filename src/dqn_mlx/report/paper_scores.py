@@ -6,6 +6,10 @@ Sources, the papers themselves:
   fixed number of steps; "Best" is the best single episode).
 - ``NATURE_2015``: Mnih et al. 2015, Nature 518, Extended Data Table 2 (no-op starts; 30
   episodes of up to 5 minutes, epsilon 0.05): Random, Human, DQN mean and std.
+- ``DOPAMINE_ADAM_MSE``: not a paper's table but the anchor at a laptop's budget: Dopamine's
+  published training curves (google/dopamine ``baselines/atari/data/<game>.json``, agent "DQN
+  (Adam + MSE in JAX)", 5 runs, sticky actions, epsilon 0.01 after 250,000 agent steps): the
+  lowest and highest run's mean training return in its iteration 5, agent steps 1.25M-1.5M.
 Keys are ALE ROM names.
 """
 
@@ -29,4 +33,16 @@ NATURE_2015: dict[str, dict[str, float]] = {
     "qbert": {"random": 163.9, "human": 13455, "dqn": 10596, "dqn_std": 3294},
     "seaquest": {"random": 68.4, "human": 20181.8, "dqn": 5286, "dqn_std": 1310},
     "space_invaders": {"random": 148.0, "human": 1652.3, "dqn": 1976, "dqn_std": 893},
+}
+
+DOPAMINE_WINDOW = (1_250_000, 1_500_000)  # agent steps: Dopamine's iteration 5 of 250,000
+
+DOPAMINE_ADAM_MSE: dict[str, tuple[float, float]] = {
+    "beam_rider": (4190.0, 5358.8),
+    "breakout": (27.1, 28.3),
+    "enduro": (547.8, 601.5),
+    "pong": (-14.3, 8.0),
+    "qbert": (814.2, 1172.3),
+    "seaquest": (374.7, 537.0),
+    "space_invaders": (539.9, 632.0),
 }

@@ -4,12 +4,16 @@ Reads the ``*.eval_<protocol>.json`` files that ``--mode eval`` writes beside ea
 keeps per run folder and protocol the result of the checkpoint trained longest, and writes
 ``<weights dir>/RESULTS.md``: per game, protocol and training budget the mean over runs beside
 the papers' numbers and the human-normalised score, the median of those over games, then every
-run. The papers' numbers come from ``paper_scores.py``. Beside it, ``learning_curves.png``:
-every run's epochs, one panel a game (``plots.learning_curves_figure``).
+run. Each run also gives two results of its own records: its last epoch evaluation (protocol
+``epoch``) and its training games' mean over its last 250,000 agent steps (protocol
+``training``), the measure of Dopamine's published curves, whose range stands beside it. The
+papers' numbers come from ``paper_scores.py``. Beside it, ``learning_curves.png``: every run's
+epochs, one panel a game (``plots.learning_curves_figure``).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -18,16 +22,25 @@ import numpy as np
 
 from dqn_mlx.errors import UserError
 from dqn_mlx.files import atomic_write_text
-from dqn_mlx.report.paper_scores import NATURE_2015, TABLE1_2013
+from dqn_mlx.report.paper_scores import (
+    DOPAMINE_ADAM_MSE,
+    DOPAMINE_WINDOW,
+    NATURE_2015,
+    TABLE1_2013,
+)
 from dqn_mlx.run.metrics import METRICS_FILE, read_metrics
 
 RESULTS_FILE = "RESULTS.md"
+TRAINING_WINDOW = DOPAMINE_WINDOW[1] - DOPAMINE_WINDOW[0]  # agent steps: one Dopamine iteration
+
+
+RunRecords = list[tuple[str, Path, list[dict[str, Any]]]]  # env id, run folder, epoch records
 
 
 def collect_results(weights_dir: Path) -> list[dict[str, Any]]:
     """Per run folder and kind of evaluation (protocol, and the game count of a plain
-    ``--episodes`` one), the result of the longest-trained checkpoint evaluated, and each
-    run's last epoch evaluation."""
+    ``--episodes`` one), the result of the longest-trained checkpoint evaluated; and each
+    run's last epoch evaluation and training window."""
     best: dict[tuple[str, str], dict[str, Any]] = {}
     for path in sorted(Path(weights_dir).glob("**/*.eval_*.json")):
         try:
@@ -39,7 +52,8 @@ def collect_results(weights_dir: Path) -> list[dict[str, Any]]:
             continue  # not one of ours
         if key not in best or trained >= int(best[key].get("agent_steps_trained", 0)):
             best[key] = {**result, "file": str(path), "run": path.parent.name}
-    results = list(best.values()) + _epoch_results(weights_dir)
+    runs = run_records(weights_dir)
+    results = list(best.values()) + _epoch_results(runs) + _training_results(runs)
     return sorted(results, key=lambda r: (r["env_id"], r["protocol"], r["run"]))
 
 
@@ -51,7 +65,7 @@ def protocol_label(result: dict[str, Any]) -> str:
     return f"{len(result['scores'])} games, epsilon {result['epsilon']:g}"
 
 
-def run_records(weights_dir: Path) -> list[tuple[str, Path, list[dict[str, Any]]]]:
+def run_records(weights_dir: Path) -> RunRecords:
     """(env id, run folder, epoch records) of every ``<env-id>/<run>/metrics.jsonl``
     under ``weights_dir`` that holds an epoch, in path order."""
     from dqn_mlx.core.env import resolve_game
@@ -69,14 +83,14 @@ def run_records(weights_dir: Path) -> list[tuple[str, Path, list[dict[str, Any]]
     return runs
 
 
-def _epoch_results(weights_dir: Path) -> list[dict[str, Any]]:
+def _epoch_results(runs: RunRecords) -> list[dict[str, Any]]:
     """Per run folder, its last epoch's evaluation (``metrics.jsonl``: epsilon 0.05 for
     ``eval_steps`` agent steps, the 2013 protocol's shape), as protocol ``epoch``: what a run
     or a sweep reports before any ``--mode eval``."""
     from dqn_mlx.core.env import resolve_game
 
     results = []
-    for env_id, folder, records in run_records(weights_dir):
+    for env_id, folder, records in runs:
         game = resolve_game(env_id)
         last, scores = records[-1], np.array(records[-1]["eval_scores"] or [0.0])
         results.append({
@@ -88,6 +102,56 @@ def _epoch_results(weights_dir: Path) -> list[dict[str, Any]]:
             "file": str(folder / METRICS_FILE),
         })  # fmt: skip
     return results
+
+
+def training_window_scores(folder: Path, trained: int) -> list[float]:
+    """Raw scores of the run's training games (``games.csv``) that ended after agent step
+    ``trained - TRAINING_WINDOW`` and by ``trained``: the mean of one Dopamine iteration,
+    played at the training epsilon. Games after ``trained`` (an epoch still running) are left
+    out; no ``games.csv`` (runs older than it) gives none."""
+    from dqn_mlx.run.live import GAMES_FILE  # the run's module, which imports MLX
+
+    path = folder / GAMES_FILE
+    if not path.is_file():
+        return []
+    with path.open(newline="") as rows:
+        return [
+            float(row["score"])
+            for row in csv.DictReader(rows)
+            if trained - TRAINING_WINDOW < int(row["agent_step"]) <= trained
+        ]
+
+
+def _training_results(runs: RunRecords) -> list[dict[str, Any]]:
+    """Per run folder, the mean score of its training games over its last ``TRAINING_WINDOW``
+    agent steps up to its last epoch, as protocol ``training``: at 1.5M agent steps, the
+    measure of Dopamine's range (``DOPAMINE_ADAM_MSE``). Runs with no game in the window give
+    none."""
+    from dqn_mlx.core.env import resolve_game
+
+    results = []
+    for env_id, folder, records in runs:
+        trained = int(records[-1]["agent_steps"])
+        scores = training_window_scores(folder, trained)
+        if not scores:
+            continue
+        game = resolve_game(env_id)
+        results.append({
+            "env_id": env_id, "rom": game.rom, "protocol": "training", "run": folder.name,
+            "scores": scores, "mean": float(np.mean(scores)), "std": float(np.std(scores)),
+            "max": max(scores), "agent_steps_trained": trained,
+            "sticky_actions": game.sticky_actions > 0, "date": records[-1].get("date"),
+            "file": str(folder / "games.csv"),
+        })  # fmt: skip
+    return results
+
+
+def _dopamine_range(rom: str, protocol: str, steps: int) -> str:
+    """Dopamine's range beside a ``training`` row whose window is its iteration 5."""
+    if protocol != "training" or steps != DOPAMINE_WINDOW[1] or rom not in DOPAMINE_ADAM_MSE:
+        return "—"
+    low, high = DOPAMINE_ADAM_MSE[rom]
+    return f"{low:.1f} to {high:.1f}"
 
 
 def _cell(value: float | None) -> str:
@@ -140,13 +204,17 @@ def render_table(results: list[dict[str, Any]]) -> str:
         "DQN 2013: Mnih et al. 2013, Table 1. DQN, Random and Human 2015: Mnih et al. 2015, "
         "Extended Data Table 2 (no-op starts); human-normalised = (ours - Random 2015) / "
         "(Human 2015 - Random 2015). Sticky-action (`ALE/...-v5`) results are not comparable "
-        "with the papers'.",
+        "with the papers'. Protocol `training` is the mean score of each run's training games "
+        "that ended in its last 250,000 agent steps, at the training epsilon: the measure of "
+        "Dopamine's published curves. Dopamine Adam+MSE: the range of its 5 runs of \"DQN "
+        '(Adam + MSE in JAX)" in agent steps 1.25M-1.5M (sticky actions, epsilon 0.01), beside '
+        "`training` rows at 1,500,000 agent steps.",
         "",
         "## Per game, protocol and training budget",
         "",
         "| game | protocol | agent steps trained | runs | ours | DQN 2013 | DQN 2015 | "
-        "Random 2015 | Human 2015 | human-normalised |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Random 2015 | Human 2015 | human-normalised | Dopamine Adam+MSE |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     normalised: dict[tuple[str, int], list[float]] = {}
     for (env_id, protocol, steps), runs in group_results(results).items():
@@ -160,7 +228,8 @@ def render_table(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {env_id} | {protocol} | {steps:,} | {len(runs)} | {_mean_and_spread(runs)} | "
             f"{_cell(TABLE1_2013.get(rom, {}).get('dqn'))} | {dqn15} | "
-            f"{_cell(n15.get('random'))} | {_cell(n15.get('human'))} | {_percent(score)} |"
+            f"{_cell(n15.get('random'))} | {_cell(n15.get('human'))} | {_percent(score)} | "
+            f"{_dopamine_range(rom, protocol, steps)} |"
         )
     lines += ["", "## Median human-normalised score", ""]
     lines += [
