@@ -32,8 +32,6 @@ from dqn_mlx.run.metrics import METRICS_FILE, read_metrics
 
 RESULTS_FILE = "RESULTS.md"
 TRAINING_WINDOW = DOPAMINE_WINDOW[1] - DOPAMINE_WINDOW[0]  # agent steps: one Dopamine iteration
-
-
 RunRecords = list[tuple[str, Path, list[dict[str, Any]]]]  # env id, run folder, epoch records
 
 
@@ -106,7 +104,7 @@ def _epoch_results(runs: RunRecords) -> list[dict[str, Any]]:
 
 def training_window_scores(folder: Path, trained: int) -> list[float]:
     """Raw scores of the run's training games (``games.csv``) that ended after agent step
-    ``trained - TRAINING_WINDOW`` and by ``trained``: the mean of one Dopamine iteration,
+    ``trained - TRAINING_WINDOW`` and by ``trained``: the games of one Dopamine iteration,
     played at the training epsilon. Games after ``trained`` (an epoch still running) are left
     out; no ``games.csv`` (runs older than it) gives none."""
     from dqn_mlx.run.live import GAMES_FILE  # the run's module, which imports MLX
