@@ -93,7 +93,12 @@ def test_agent_step_ticks_read_as_counts():
 def test_the_learning_curves_have_one_panel_a_game_and_a_colour_a_run(tmp_path):
     from pathlib import Path
 
-    from dqn_mlx.report.plots import LEARNING_CURVES, draw_learning_curves, learning_curves_figure
+    from dqn_mlx.report.plots import (
+        DOPAMINE_LABEL,
+        LEARNING_CURVES,
+        draw_learning_curves,
+        learning_curves_figure,
+    )
 
     runs = [
         ("PongNoFrameskip-v4", Path("w/Pong/a"), [_record(1), _record(2)]),
@@ -128,6 +133,33 @@ def test_the_learning_curves_have_one_panel_a_game_and_a_colour_a_run(tmp_path):
     assert [t.get_text() for t in breakout.get_legend().get_texts()] == ["a", "b"]
     assert len(enduro.get_lines()) == 1 and enduro.get_legend() is None  # no training game ended
     assert breakout.get_xlabel() == "agent steps (x 4 = emulator frames)"
+    assert not any(ax.collections for ax in panels)  # no run reached a Dopamine iteration's end
+    assert DOPAMINE_LABEL not in [text.get_text() for text in fig.legends[0].get_texts()]
     plt.close(fig)
     draw_learning_curves(tmp_path / LEARNING_CURVES, runs)
     assert (tmp_path / LEARNING_CURVES).read_bytes().startswith(b"\x89PNG")
+
+
+def test_dopamines_range_is_drawn_behind_a_game_over_the_iterations_its_runs_reached():
+    """Breakout's runs reached 600,000 agent steps: Dopamine's iterations 0 and 1 (ending at
+    250k and 500k), as one band from its lowest to its highest run; a game it did not publish
+    gets none."""
+    from pathlib import Path
+
+    from dqn_mlx.report.paper_scores import DOPAMINE_ADAM_MSE
+    from dqn_mlx.report.plots import DOPAMINE_LABEL, learning_curves_figure
+
+    long = [{**_record(e), "agent_steps": 100_000 * e} for e in range(1, 7)]
+    runs = [("BreakoutNoFrameskip-v4", Path("w/Breakout/a"), long),
+            ("BreakoutNoFrameskip-v4", Path("w/Breakout/b"), long[:2]),
+            ("MsPacmanNoFrameskip-v4", Path("w/MsPacman/a"), long)]  # fmt: skip
+    plt, fig = learning_curves_figure(runs)
+    breakout, ms_pacman = fig.axes[0], fig.axes[1]
+    assert ms_pacman.get_title() == "MsPacmanNoFrameskip-v4" and not ms_pacman.collections
+    (band,) = breakout.collections
+    extent = band.get_paths()[0].get_extents()
+    (low0, high0), (low1, high1) = DOPAMINE_ADAM_MSE["breakout"][:2]
+    assert (extent.x0, extent.x1) == (0, 500_000)
+    assert (extent.y0, extent.y1) == (min(low0, low1), max(high0, high1))
+    assert DOPAMINE_LABEL in [text.get_text() for text in fig.legends[0].get_texts()]
+    plt.close(fig)

@@ -77,13 +77,17 @@ Run = tuple[str, Path, list[dict[str, Any]]]  # env id, run folder, its epochs' 
 def learning_curves_figure(runs: list[Run]) -> Any:
     """One panel a game, every run of it in its own colour: the epoch evaluations (solid,
     epsilon 0.05) beside the mean score of the training episodes that ended in each epoch
-    (dashed), raw game scores against agent steps. What README "Results" shows for the games
-    of 2013 Table 1."""
+    (dashed), raw game scores against agent steps; behind them, in grey, the range of
+    Dopamine's 5 runs' training curves (``paper_scores.DOPAMINE_ADAM_MSE``) over the agent steps
+    the game's runs reached. What README "Results" shows for the games of 2013 Table 1."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
     from matplotlib.ticker import FuncFormatter
+
+    from dqn_mlx.core.env import resolve_game
 
     games = sorted({env_id for env_id, _, _ in runs})
     columns = min(4, len(games))
@@ -92,9 +96,11 @@ def learning_curves_figure(runs: list[Run]) -> Any:
         rows, columns, figsize=(4 * columns, 3.2 * rows + 0.4), dpi=100, squeeze=False,
         layout="constrained",
     )  # fmt: skip
-    unfinished = False
+    unfinished = dopamine = False
     for ax, env_id in zip(axes.flat, games, strict=False):
         own = [(folder.name, records) for game, folder, records in runs if game == env_id]
+        reached = max(records[-1]["agent_steps"] for _, records in own if records)
+        dopamine |= _draw_dopamine_range(ax, resolve_game(env_id).rom, reached)
         for colour, (name, records) in enumerate(own):
             unfinished |= _draw_curves(ax, f"C{colour}", name if len(own) > 1 else None, records)
         ax.set_title(env_id)
@@ -112,13 +118,32 @@ def learning_curves_figure(runs: list[Run]) -> Any:
     ]
     if unfinished:
         styles.append(("", "x", "k", UNFINISHED))
-    fig.legend(
-        [plt.Line2D([], [], color=c, ls=ls, marker=m) for ls, m, c, _ in styles],
-        [label for *_, label in styles],
-        loc="outside upper center",
-        ncol=len(styles),
-    )
+    handles: list[Any] = [plt.Line2D([], [], color=c, ls=ls, marker=m) for ls, m, c, _ in styles]
+    labels = [label for *_, label in styles]
+    if dopamine:
+        handles.append(Patch(color=DOPAMINE_GREY, alpha=DOPAMINE_ALPHA))
+        labels.append(DOPAMINE_LABEL)
+    fig.legend(handles, labels, loc="outside upper center", ncol=len(labels))
     return plt, fig
+
+
+DOPAMINE_GREY, DOPAMINE_ALPHA = "0.55", 0.3
+DOPAMINE_LABEL = "Dopamine DQN (Adam + MSE) training, 5 runs' range per 250k agent steps"
+
+
+def _draw_dopamine_range(ax: Any, rom: str, reached: int) -> bool:
+    """Dopamine's range for each of its iterations that ends by agent step ``reached``, as a
+    grey band of steps (its curves are one mean per iteration); whether there was one."""
+    from dqn_mlx.report.paper_scores import DOPAMINE_ADAM_MSE, DOPAMINE_ITERATION
+
+    curve = DOPAMINE_ADAM_MSE.get(rom, [])[: reached // DOPAMINE_ITERATION]
+    if not curve:
+        return False
+    edges = [i * DOPAMINE_ITERATION for i in range(len(curve) + 1)]
+    low, high = [lo for lo, _ in curve], [hi for _, hi in curve]
+    ax.fill_between(edges, low + low[-1:], high + high[-1:], step="post",
+                    color=DOPAMINE_GREY, alpha=DOPAMINE_ALPHA, lw=0)  # fmt: skip
+    return True
 
 
 def _draw_curves(ax: Any, colour: str, label: str | None, records: list[dict[str, Any]]) -> bool:

@@ -23,15 +23,15 @@ import numpy as np
 from dqn_mlx.errors import UserError
 from dqn_mlx.files import atomic_write_text
 from dqn_mlx.report.paper_scores import (
-    DOPAMINE_ADAM_MSE,
-    DOPAMINE_WINDOW,
+    DOPAMINE_ITERATION,
     NATURE_2015,
     TABLE1_2013,
+    dopamine_range,
 )
 from dqn_mlx.run.metrics import METRICS_FILE, read_metrics
 
 RESULTS_FILE = "RESULTS.md"
-TRAINING_WINDOW = DOPAMINE_WINDOW[1] - DOPAMINE_WINDOW[0]  # agent steps: one Dopamine iteration
+TRAINING_WINDOW = DOPAMINE_ITERATION  # agent steps: the window of one point of Dopamine's curves
 RunRecords = list[tuple[str, Path, list[dict[str, Any]]]]  # env id, run folder, epoch records
 
 
@@ -122,9 +122,8 @@ def training_window_scores(folder: Path, trained: int) -> list[float]:
 
 def _training_results(runs: RunRecords) -> list[dict[str, Any]]:
     """Per run folder, the mean score of its training games over its last ``TRAINING_WINDOW``
-    agent steps up to its last epoch, as protocol ``training``: at 1.5M agent steps, the
-    measure of Dopamine's range (``DOPAMINE_ADAM_MSE``). Runs with no game in the window give
-    none."""
+    agent steps up to its last epoch, as protocol ``training``: the measure of each point of
+    Dopamine's curves (``DOPAMINE_ADAM_MSE``). Runs with no game in the window give none."""
     from dqn_mlx.core.env import resolve_game
 
     results = []
@@ -144,12 +143,10 @@ def _training_results(runs: RunRecords) -> list[dict[str, Any]]:
     return results
 
 
-def _dopamine_range(rom: str, protocol: str, steps: int) -> str:
-    """Dopamine's range beside a ``training`` row whose window is its iteration 5."""
-    if protocol != "training" or steps != DOPAMINE_WINDOW[1] or rom not in DOPAMINE_ADAM_MSE:
-        return "—"
-    low, high = DOPAMINE_ADAM_MSE[rom]
-    return f"{low:.1f} to {high:.1f}"
+def _dopamine_cell(rom: str, protocol: str, steps: int) -> str:
+    """Dopamine's range beside a ``training`` row whose window is one of its iterations."""
+    found = dopamine_range(rom, steps) if protocol == "training" else None
+    return "—" if found is None else f"{found[0]:.1f} to {found[1]:.1f}"
 
 
 def _cell(value: float | None) -> str:
@@ -205,8 +202,9 @@ def render_table(results: list[dict[str, Any]]) -> str:
         "with the papers'. Protocol `training` is the mean score of each run's training games "
         "that ended in its last 250,000 agent steps, at the training epsilon: the measure of "
         "Dopamine's published curves. Dopamine Adam+MSE: the range of its 5 runs of \"DQN "
-        '(Adam + MSE in JAX)" in agent steps 1.25M-1.5M (sticky actions, epsilon 0.01), beside '
-        "`training` rows at 1,500,000 agent steps.",
+        '(Adam + MSE in JAX)" over the same 250,000 agent steps (sticky actions, epsilon 0.01), '
+        "beside each `training` row that ends where one of its iterations does (1,500,000: "
+        "agent steps 1.25M-1.5M).",
         "",
         "## Per game, protocol and training budget",
         "",
@@ -227,7 +225,7 @@ def render_table(results: list[dict[str, Any]]) -> str:
             f"| {env_id} | {protocol} | {steps:,} | {len(runs)} | {_mean_and_spread(runs)} | "
             f"{_cell(TABLE1_2013.get(rom, {}).get('dqn'))} | {dqn15} | "
             f"{_cell(n15.get('random'))} | {_cell(n15.get('human'))} | {_percent(score)} | "
-            f"{_dopamine_range(rom, protocol, steps)} |"
+            f"{_dopamine_cell(rom, protocol, steps)} |"
         )
     lines += ["", "## Median human-normalised score", ""]
     lines += [
