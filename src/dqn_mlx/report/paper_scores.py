@@ -36,7 +36,7 @@ NATURE_2015: dict[str, dict[str, float]] = {
     "space_invaders": {"random": 148.0, "human": 1652.3, "dqn": 1976, "dqn_std": 893},
 }
 
-DOPAMINE_ITERATION = 250_000  # agent steps (1M emulator frames); iteration i ends at (i+1) x it
+DOPAMINE_ITERATION = 250_000  # agent steps (1M emulator frames) behind each point of its curves
 
 DOPAMINE_ADAM_MSE: dict[str, list[tuple[float, float]]] = {
     "beam_rider": [(358.6, 391.9), (399.1, 461.9), (505.0, 631.2), (910.7, 1303.8),

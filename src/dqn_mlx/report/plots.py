@@ -99,7 +99,7 @@ def learning_curves_figure(runs: list[Run]) -> Any:
     unfinished = dopamine = False
     for ax, env_id in zip(axes.flat, games, strict=False):
         own = [(folder.name, records) for game, folder, records in runs if game == env_id]
-        reached = max(records[-1]["agent_steps"] for _, records in own if records)
+        reached = max((records[-1]["agent_steps"] for _, records in own if records), default=0)
         dopamine |= _draw_dopamine_range(ax, resolve_game(env_id).rom, reached)
         for colour, (name, records) in enumerate(own):
             unfinished |= _draw_curves(ax, f"C{colour}", name if len(own) > 1 else None, records)
