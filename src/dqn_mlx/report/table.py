@@ -125,6 +125,7 @@ def _training_results(runs: RunRecords) -> list[dict[str, Any]]:
     agent steps up to its last epoch, as protocol ``training``: the measure of each point of
     Dopamine's curves (``DOPAMINE_ADAM_MSE``). Runs with no game in the window give none."""
     from dqn_mlx.core.env import resolve_game
+    from dqn_mlx.run.live import GAMES_FILE
 
     results = []
     for env_id, folder, records in runs:
@@ -138,7 +139,7 @@ def _training_results(runs: RunRecords) -> list[dict[str, Any]]:
             "scores": scores, "mean": float(np.mean(scores)), "std": float(np.std(scores)),
             "max": max(scores), "agent_steps_trained": trained,
             "sticky_actions": game.sticky_actions > 0, "date": records[-1].get("date"),
-            "file": str(folder / "games.csv"),
+            "file": str(folder / GAMES_FILE),
         })  # fmt: skip
     return results
 
