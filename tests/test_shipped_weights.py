@@ -31,12 +31,16 @@ SEEDS = (1000, 1001, 1002)  # the calibration's; the test plays the first
 # - Beam Rider: 852-1092 vs 132-352;
 # - Breakout: 41-227 vs 1;
 # - Enduro: 266-315 vs 0;
-# - Pong: -5 to 12 vs -20 to -21.
+# - Pong: -5 to 12 vs -20 to -21;
+# - Q*bert: 475-1300 vs 50-150;
+# - Seaquest: 780-1240 vs 60-280.
 MARGIN = {
     "BeamRiderNoFrameskip-v4": 250,
     "BreakoutNoFrameskip-v4": 20,
     "EnduroNoFrameskip-v4": 133,
     "PongNoFrameskip-v4": 8,
+    "QbertNoFrameskip-v4": 200,
+    "SeaquestNoFrameskip-v4": 250,
 }
 SHIPPED = [WEIGHTS / game / RUN / FINAL for game in MARGIN]
 
