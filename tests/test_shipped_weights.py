@@ -33,7 +33,8 @@ SEEDS = (1000, 1001, 1002)  # the calibration's; the test plays the first
 # - Enduro: 266-315 vs 0;
 # - Pong: -5 to 12 vs -20 to -21;
 # - Q*bert: 475-1300 vs 50-150;
-# - Seaquest: 780-1240 vs 60-280.
+# - Seaquest: 780-1240 vs 60-280;
+# - Space Invaders: 605-1155 vs 90-210.
 MARGIN = {
     "BeamRiderNoFrameskip-v4": 250,
     "BreakoutNoFrameskip-v4": 20,
@@ -41,6 +42,7 @@ MARGIN = {
     "PongNoFrameskip-v4": 8,
     "QbertNoFrameskip-v4": 200,
     "SeaquestNoFrameskip-v4": 250,
+    "SpaceInvadersNoFrameskip-v4": 195,
 }
 SHIPPED = [WEIGHTS / game / RUN / FINAL for game in MARGIN]
 
