@@ -356,7 +356,10 @@ def test_report_puts_our_scores_beside_the_papers(tmp_path: Path) -> None:
     lines = (tmp_path / "RESULTS.md").read_text().splitlines()
     over_runs = [line for line in lines if line.startswith("| BreakoutNoFrameskip-v4 | nature")]
     # runs a (30) and b (20) at 5,000 agent steps; a's shorter result is not a row of its own
-    assert over_runs[0].startswith("| BreakoutNoFrameskip-v4 | nature2015 | 5,000 | 2 | 25.0 ± 5.0")
+    # their mean with its 95% bootstrap interval over the two runs, and each run's mean
+    assert over_runs[0].startswith(
+        "| BreakoutNoFrameskip-v4 | nature2015 | 5,000 | 2 | 25.0 [20.0, 30.0] | 30.0, 20.0 | — |"
+    )
     # DQN 2013 (Table 1); DQN, random and human 2015; (25 - 1.7) / (31.8 - 1.7) = 77%
     assert over_runs[0].endswith("| 168 | 401.2 ± 26.9 | 1.7 | 31.8 | 77% | — |")
     runs = [line for line in lines if line.startswith("| BreakoutNoFrameskip-v4 | ")][1:]
@@ -364,10 +367,11 @@ def test_report_puts_our_scores_beside_the_papers(tmp_path: Path) -> None:
     assert "5,000" in runs[0] and "| b |" in runs[1] and "| 2026-11-22 |" in runs[0]
     pong = [line for line in lines if line.startswith("| ALE/Pong-v5")]
     # one run: the ± is over its games
-    assert "| 1 | -19.0 ± 1.0 | 20 | 18.9 ± 1.3 | -20.7 | 9.3 |" in pong[0]
+    assert "| 1 | -19.0 ± 1.0 | -19.0 | — | 20 | 18.9 ± 1.3 | -20.7 | 9.3 |" in pong[0]
     assert "| yes |" in pong[1]
-    # sticky actions are not the papers' setting: the median is over Breakout alone
-    assert "- nature2015, 5,000 agent steps: 77% over 1 game" in lines
+    # sticky actions are not the papers' setting: the aggregates are over Breakout alone, its
+    # two runs' human-normalised scores 94% and 61%
+    assert "| nature2015 | 5,000 | 1 | 2 | 77% [61%, 94%] | 77% [61%, 94%] | — | — |" in lines
     empty = run_main("--mode", "report", "--weights-dir", str(tmp_path / "none"))
     assert empty.returncode == 2 and "no evaluation results" in empty.stderr
 
@@ -392,7 +396,7 @@ def test_report_keeps_a_tiny_run_apart_from_a_long_one(trained: Path, tmp_path: 
     result = run_main("--mode", "report", "--weights-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     table = (tmp_path / "RESULTS.md").read_text().splitlines()
-    grouped = [line for line in table if line.count("|") == 12]  # the first table's rows
+    grouped = [line for line in table if line.count("|") == 14]  # the first table's rows
     rows = [line.split(" | ") for line in grouped if line.startswith("| BreakoutNoFrameskip")]
     keys = sorted((row[1], row[2], row[3]) for row in rows)
     assert keys == [
@@ -412,7 +416,7 @@ def test_report_keeps_a_tiny_run_apart_from_a_long_one(trained: Path, tmp_path: 
                   if 1_250_000 < int(g["agent_step"]) <= 1_500_000]  # fmt: skip
     training = next(row for row in rows if row[1:3] == ["training", "1,500,000"])
     assert training[4].startswith(f"{sum(window) / len(window):.1f} ± "), training
-    assert training[-1] == "27.1 to 28.3 |", training  # Dopamine Adam+MSE, iteration 5
+    assert training[-1] == "27.8 [27.4, 28.2] |", training  # Dopamine Adam+MSE, iteration 5
     tiny_training = next(row for row in rows if row[1:3] == ["training", "2,000"])
     assert tiny_training[-1] == "— |", tiny_training  # not Dopamine's window
     every_run = (tmp_path / "RESULTS.md").read_text().split("## Every run")[1]

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dqn_mlx.files import atomic_write
 
 REWARDS_PLOT = "rewards_plot.png"
@@ -50,7 +52,8 @@ def rewards_figure(records: list[dict[str, Any]], env_id: str) -> Any:
         f"{env_id}: average reward per episode", "raw game score per episode", steps_label(records)
     )
     steps = [r["agent_steps"] for r in records]
-    ax.plot(steps, [r["eval_score_mean"] for r in records], "o-", label="evaluation (epsilon 0.05)")
+    evaluations = [_score(r, "eval_score_mean") for r in records]  # no game ended: a gap
+    ax.plot(steps, evaluations, "o-", label="evaluation (epsilon 0.05)")
     mark_unfinished_evaluations(ax, records)
     train = [(r["agent_steps"], r["train_score_mean"]) for r in records
              if r.get("train_score_mean") is not None]  # fmt: skip
@@ -74,12 +77,18 @@ def q_values_figure(records: list[dict[str, Any]], env_id: str) -> Any:
 Run = tuple[str, Path, list[dict[str, Any]]]  # env id, run folder, its epochs' records
 
 
-def learning_curves_figure(runs: list[Run]) -> Any:
-    """One panel a game, every run of it in its own colour: the epoch evaluations (solid,
-    epsilon 0.05) beside the mean score of the training episodes that ended in each epoch
-    (dashed), raw game scores against agent steps; behind them, in grey, the range of
-    Dopamine's 5 runs' training curves (``paper_scores.DOPAMINE_ADAM_MSE``) over the agent steps
-    the game's runs reached. What README "Results" shows for the games of 2013 Table 1."""
+Profile = tuple[str, list[float]]  # a label, and its (game, run) human-normalised scores
+
+
+def learning_curves_figure(runs: list[Run], profiles: list[Profile] | None = None) -> Any:
+    """One panel a game: the epoch evaluations (solid, epsilon 0.05) beside the mean score of
+    the training episodes that ended in each epoch (dashed), raw game scores against agent
+    steps. Runs of a game that trained the same budget (seeds of one setting) are drawn as
+    their mean with the band from their lowest to their highest; a run alone, in its own
+    colour. Behind them, in grey, the range of Dopamine's 5 runs' training curves
+    (``paper_scores.DOPAMINE_ADAM_MSE``) over the agent steps the game's runs reached. With
+    ``profiles``, a last panel: the performance profile of each (``profile_panel``). What
+    README "Results" shows for the games of 2013 Table 1."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,8 +99,9 @@ def learning_curves_figure(runs: list[Run]) -> Any:
     from dqn_mlx.core.env import resolve_game
 
     games = sorted({env_id for env_id, _, _ in runs})
-    columns = min(4, len(games))
-    rows = -(-len(games) // columns)
+    panels = len(games) + (1 if profiles else 0)
+    columns = min(4, panels)
+    rows = -(-panels // columns)
     fig, axes = plt.subplots(
         rows, columns, figsize=(4 * columns, 3.2 * rows + 0.4), dpi=100, squeeze=False,
         layout="constrained",
@@ -101,16 +111,20 @@ def learning_curves_figure(runs: list[Run]) -> Any:
         own = [(folder.name, records) for game, folder, records in runs if game == env_id]
         reached = max((records[-1]["agent_steps"] for _, records in own if records), default=0)
         dopamine |= _draw_dopamine_range(ax, resolve_game(env_id).rom, reached)
-        for colour, (name, records) in enumerate(own):
-            unfinished |= _draw_curves(ax, f"C{colour}", name if len(own) > 1 else None, records)
+        budgets = same_budget(own)
+        for colour, group in enumerate(budgets):
+            label = group_label(group) if len(budgets) > 1 or len(group) > 1 else None
+            unfinished |= _draw_group(ax, f"C{colour}", label, [records for _, records in group])
         ax.set_title(env_id)
         ax.set_xlabel(steps_label(own[0][1]))
         ax.set_ylabel("raw game score per episode")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: short_count(x)))
         ax.grid(alpha=0.3)
-        if len(own) > 1:
+        if len(budgets) > 1 or len(budgets[0]) > 1:
             ax.legend(fontsize="small")
-    for ax in axes.flat[len(games) :]:
+    if profiles:
+        profile_panel(axes.flat[len(games)], profiles)
+    for ax in axes.flat[panels:]:
         ax.set_visible(False)
     styles = [
         ("-", "o", "0.3", "evaluation (epsilon 0.05)"),
@@ -125,6 +139,79 @@ def learning_curves_figure(runs: list[Run]) -> Any:
         labels.append(DOPAMINE_LABEL)
     fig.legend(handles, labels, loc="outside upper center", ncol=len(labels))
     return plt, fig
+
+
+Named = tuple[str, list[dict[str, Any]]]  # a run's folder name and its epochs' records
+
+
+def same_budget(own: list[Named]) -> list[list[Named]]:
+    """A game's runs grouped by the agent steps they reached (the seeds of one setting reach
+    the same epochs), in the order of their first run."""
+    groups: dict[int, list[Named]] = {}
+    for name, records in own:
+        groups.setdefault(int(records[-1]["agent_steps"]), []).append((name, records))
+    return list(groups.values())
+
+
+def group_label(group: list[Named]) -> str:
+    """A run's folder name; several runs' count."""
+    return group[0][0] if len(group) == 1 else f"{len(group)} runs: mean, lowest to highest"
+
+
+def _draw_group(ax: Any, colour: str, label: str | None, runs: list[list[dict[str, Any]]]) -> bool:
+    """One run's curves, or several runs' mean with their range as a band; whether an
+    evaluation ended no game (an epoch where none of the runs' did is marked)."""
+    if len(runs) == 1:
+        return _draw_curves(ax, colour, label, runs[0])
+    epochs = min(len(records) for records in runs)
+    steps = [runs[0][e]["agent_steps"] for e in range(epochs)]
+    for key, style in (("eval_score_mean", "o-"), ("train_score_mean", "--")):
+        values = np.array([[_score(records[e], key) for e in range(epochs)] for records in runs])
+        shown = ~np.all(np.isnan(values), axis=0)
+        if not shown.any():
+            continue
+        x, values = np.array(steps)[shown], values[:, shown]
+        ax.plot(x, np.nanmean(values, axis=0), style, color=colour, ms=3,
+                label=label if key == "eval_score_mean" else None)  # fmt: skip
+        ax.fill_between(x, np.nanmin(values, axis=0), np.nanmax(values, axis=0), color=colour,
+                        alpha=0.2 if key == "eval_score_mean" else 0.1, lw=0)  # fmt: skip
+    none_ended = [
+        {**runs[0][e], "eval_games_completed": 0}
+        for e in range(epochs)
+        if all(records[e].get("eval_games_completed") == 0 for records in runs)
+    ]
+    return mark_unfinished_evaluations(ax, none_ended, label=None)
+
+
+def _score(record: dict[str, Any], key: str) -> float:
+    """An epoch's score, NaN where it has none: no training game ended, or an evaluation that
+    ended no game (its 0 is no score)."""
+    if key == "eval_score_mean" and record.get("eval_games_completed") == 0:
+        return float("nan")
+    value = record.get(key)
+    return float("nan") if value is None else float(value)
+
+
+PROFILE_POINTS = 200
+
+
+def profile_panel(ax: Any, profiles: list[Profile]) -> None:
+    """The performance profile (Agarwal et al., NeurIPS 2021): for each human-normalised score
+    tau, the fraction of (game, run) scores above it, one curve a set (``report.table``
+    chooses them: ours at each protocol, Dopamine's beside ours at its measure)."""
+    from dqn_mlx.report.aggregate import performance_profile
+
+    top = max(max(scores, default=0.0) for _, scores in profiles)
+    thresholds = np.linspace(0.0, max(1.0, 1.05 * top), PROFILE_POINTS)
+    for colour, (label, scores) in enumerate(profiles):
+        ax.step(thresholds, performance_profile(scores, thresholds), where="post",
+                color=f"C{colour}", label=f"{label} ({len(scores)} runs)")  # fmt: skip
+    ax.set_title("performance profile")
+    ax.set_xlabel("human-normalised score tau")
+    ax.set_ylabel("fraction of runs with score > tau")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
 
 
 DOPAMINE_GREY, DOPAMINE_ALPHA = "0.55", 0.3
@@ -149,7 +236,8 @@ def _draw_dopamine_range(ax: Any, rom: str, reached: int) -> bool:
 def _draw_curves(ax: Any, colour: str, label: str | None, records: list[dict[str, Any]]) -> bool:
     """One run's curves; whether an evaluation of it ended no game (marked)."""
     steps = [r["agent_steps"] for r in records]
-    ax.plot(steps, [r["eval_score_mean"] for r in records], "o-", color=colour, ms=3, label=label)
+    evaluations = [_score(r, "eval_score_mean") for r in records]  # no game ended: a gap
+    ax.plot(steps, evaluations, "o-", color=colour, ms=3, label=label)
     train = [(r["agent_steps"], r["train_score_mean"]) for r in records
              if r.get("train_score_mean") is not None]  # fmt: skip
     if train:
@@ -157,9 +245,12 @@ def _draw_curves(ax: Any, colour: str, label: str | None, records: list[dict[str
     return mark_unfinished_evaluations(ax, records, label=None)
 
 
-def draw_learning_curves(path: Path, runs: list[Run]) -> None:
-    """Write ``learning_curves_figure`` of ``runs`` to ``path`` (atomically)."""
-    _save(Path(path), *learning_curves_figure(runs))
+def draw_learning_curves(
+    path: Path, runs: list[Run], profiles: list[Profile] | None = None
+) -> None:
+    """Write ``learning_curves_figure`` of ``runs`` (and ``profiles``) to ``path``
+    (atomically)."""
+    _save(Path(path), *learning_curves_figure(runs, profiles))
 
 
 UNFINISHED = "no evaluation game ended"
@@ -168,9 +259,10 @@ UNFINISHED = "no evaluation game ended"
 def mark_unfinished_evaluations(
     ax: Any, records: list[dict[str, Any]], label: str | None = UNFINISHED
 ) -> bool:
-    """A black x on each epoch whose evaluation ended no game: scored 0 as DeepMind does, and
-    marked so that 0 is not read as a real score (in Pong it would look like a good one; in
-    Beam Rider a game can outlast the 10,000 agent steps of an evaluation). Whether any was."""
+    """A black x at 0 on each epoch whose evaluation ended no game: DeepMind scores it 0, but
+    it is no score (in Pong 0 would look like a good one; in Beam Rider a game can outlast the
+    10,000 agent steps of an evaluation), so the curve leaves a gap there and the x says why.
+    Whether any was."""
     unfinished = [r["agent_steps"] for r in records if r.get("eval_games_completed") == 0]
     if unfinished:
         ax.plot(unfinished, [0.0] * len(unfinished), "kx", ms=9, label=label)
