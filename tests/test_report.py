@@ -127,7 +127,8 @@ def test_the_report_over_several_seeds_gives_intervals_beside_dopamines(
     (bad / "metrics.jsonl").write_text('{"epoch": "five", "agent_steps": null}\n')
 
     table, curves = write_report(tmp_path)
-    warnings = capsys.readouterr().err.splitlines()
+    printed = capsys.readouterr()
+    warnings = printed.err.splitlines()
     assert len(warnings) == 3 and all(line.startswith("warning: ") for line in warnings)
     assert any("epoch_3.eval_nature2015.json: not an evaluation result" in w for w in warnings)
     assert any("epoch_2.eval_nature2015.json: a score that is not a finite" in w for w in warnings)
@@ -148,6 +149,7 @@ def test_the_report_over_several_seeds_gives_intervals_beside_dopamines(
     nature = next(line for line in lines if line.startswith("| nature2015 | 1,500,000 |"))
     percent = [e.scaled(100).text("{:.0f}%") for e in (iqm, median)]
     assert nature == f"| nature2015 | 1,500,000 | 2 | 6 | {percent[0]} | {percent[1]} | — | — |"
+    assert nature.strip("| ") in printed.out.splitlines()  # printed too
     # the training protocol: each run's training games in 1.25M-1.5M, beside Dopamine's
     training = next(line for line in lines if line.startswith("| training | 1,500,000 |"))
     theirs = [[human_normalised(rom, s) or 0.0 for s in dopamine_scores(rom, 1_500_000) or []]

@@ -395,6 +395,22 @@ def render_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary(results: list[dict[str, Any]]) -> str:
+    """What ``--mode report`` prints: per game, protocol and budget our score over runs (and
+    each run's), then the aggregate table; ``RESULTS.md`` holds the papers' columns too."""
+    lines = ["game | protocol | agent steps trained | runs | ours | each run | Dopamine Adam+MSE"]
+    for (env_id, protocol, steps), runs in group_results(results).items():
+        dopamine = _dopamine_estimate(runs[0]["rom"], protocol, steps)
+        each = ", ".join(f"{r['mean']:.1f}" for r in runs)
+        lines.append(
+            f"{env_id} | {protocol} | {steps:,} | {len(runs)} | {ours_cell(runs)} | {each} | "
+            f"{'—' if dopamine is None else dopamine}"
+        )
+    aggregate = [line.strip("| ") for line in _aggregate_lines(normalised_runs(results))]
+    return "\n".join([*lines, "", "human-normalised, over games (95% intervals in [ ]):",
+                      *(line for line in aggregate if not line.startswith("---"))])  # fmt: skip
+
+
 def profile_sets(normalised: Normalised) -> list[tuple[str, list[float]]]:
     """The performance profiles the figure shows: of the budget with the most games (the
     longest of those), ours at each protocol, and Dopamine's over the same games beside our
@@ -414,7 +430,7 @@ def profile_sets(normalised: Normalised) -> list[tuple[str, list[float]]]:
 
 def write_report(weights_dir: Path) -> list[Path]:
     """Write ``RESULTS.md`` into ``weights_dir``, and ``learning_curves.png`` beside it where a
-    run has recorded an epoch; the paths written."""
+    run has recorded an epoch, and print ``summary``; the paths written."""
     runs = run_records(weights_dir)
     results = collect_results(weights_dir, runs)
     if not results:
@@ -435,4 +451,5 @@ def write_report(weights_dir: Path) -> list[Path]:
             f"![learning curves]({LEARNING_CURVES})\n"
         )
     atomic_write_text(written[0], text)
+    print(summary(results))
     return written
