@@ -17,7 +17,7 @@ import numpy as np
 
 from dqn_mlx.core.env import Step
 
-SCALE = 3  # the screen at 630x480 pixels, the agent's view at 252x252
+SCALE = 3  # the screen at 480 wide by 630 high, the agent's view at 252x252
 FPS = 15  # one frame per agent step: 60 emulator frames per second / frame skip 4
 CRF = 18  # x264's constant quality: visually lossless for the flat colours of Atari screens
 
