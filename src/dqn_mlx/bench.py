@@ -29,6 +29,7 @@ from dqn_mlx.core.learner import PLAIN, Compute, Learner, minibatch_objective, t
 from dqn_mlx.core.network import Layers, QNetwork
 from dqn_mlx.core.policy import greedy_policy
 from dqn_mlx.core.replay import BYTES_PER_TRANSITION, ReplayStreams
+from dqn_mlx.core.schedule import Schedule
 from dqn_mlx.run.metrics import read_metrics
 from dqn_mlx.run.train import train
 
@@ -196,15 +197,16 @@ def end_to_end_steps_per_s(steps: int, compute: Compute = PLAIN, num_envs: int =
     ``steps`` measured. Epsilon is its final 0.1 from the start, so 90% of the actions are
     greedy, as in all but the first million agent steps of a run."""
     base = PRESETS["nature2015"]
-    updates = max(1, steps // base.update_period)
+    steps = max(num_envs, steps - steps % num_envs)  # whole passes of the loop
+    sized: dict[str, object] = {"replay_size": 20_000, "learning_starts": 500,
+                                "total_steps": 500 + 2 * steps}  # fmt: skip
+    first_epoch = Schedule.of(with_overrides(base, sized)).updates_by(500 + steps)
     config = with_overrides(
         base,
         {
-            "replay_size": 20_000,
-            "learning_starts": 500,
+            **sized,
             "epsilon_start": base.epsilon_end,
-            "epoch_updates": updates,
-            "total_steps": 500 + 2 * updates * base.update_period,
+            "epoch_updates": first_epoch,
             "eval_steps": 100,
             "held_out_states": 32,
             "num_envs": num_envs,

@@ -20,6 +20,7 @@ import typing
 from dataclasses import dataclass
 from typing import Literal
 
+from dqn_mlx.core.schedule import Schedule
 from dqn_mlx.errors import UserError
 
 Architecture = Literal["nips2013", "nature2015"]
@@ -175,7 +176,7 @@ class DQNConfig:
                 f"--learning-starts ({self.learning_starts}) must be below --steps "
                 f"({self.total_steps}) or the agent never learns"
             )
-        planned = (self.total_steps - self.learning_starts) // self.update_period
+        planned = Schedule.of(self).updates_by(self.total_steps)
         if self.epoch_updates > planned:
             raise UserError(
                 f"--epoch-updates ({self.epoch_updates:,}) is longer than the whole run "
@@ -205,7 +206,7 @@ class DQNConfig:
                 f"{self.num_envs}: the first update would come before any stored transition "
                 f"can be sampled; use --learning-starts {self.num_envs} or more"
             )
-        updates_per_pass = -(-self.num_envs // self.update_period)
+        updates_per_pass = Schedule.of(self).most_updates_per_pass()
         if self.epoch_updates < updates_per_pass:
             raise UserError(
                 f"--epoch-updates {self.epoch_updates:,} is shorter than one pass of the loop "
