@@ -63,15 +63,8 @@ class RunState:
 
     @classmethod
     def from_json(cls, fields: dict[str, Any]) -> RunState:
-        """Read a saved state; states written before ``--num-envs`` kept one ``game``, those
-        before ``GameRecord`` kept its fields flat, and older ones an unused
-        ``epoch_start_step``."""
-        fields.pop("epoch_start_step", None)
-        game_fields = set(GameRecord.__dataclass_fields__)
-        games = fields.pop("games", None) or [
-            fields.pop("game", None) or {k: fields.pop(k) for k in game_fields & set(fields)}
-        ]
-        return cls(**fields, games=[GameRecord(**game) for game in games])
+        """Read a state saved in today's format (older ones: ``run/formats.py``)."""
+        return cls(**{**fields, "games": [GameRecord(**game) for game in fields["games"]]})
 
     def game_finished(self, score: float) -> None:
         self.epoch_scores.append(score)
