@@ -58,6 +58,7 @@ class Range:
         return f"in {left}{number(self.low)}, {number(self.high)}{right}"
 
 
+# The ranges of the fields' types (``DQNConfig.validate`` checks them, ``RANGES`` lists them).
 AtLeast1 = Annotated[int, Range(1)]
 AtLeast0 = Annotated[int, Range(0)]
 Positive = Annotated[float, Range(0, open_low=True)]
@@ -83,7 +84,10 @@ RUN = Flag(TRAIN)
 
 @dataclass(frozen=True)
 class DQNConfig:
-    """Hyperparameters of one DQN run. Field docstrings give the unit and the source."""
+    """Hyperparameters of one DQN run. Field docstrings give the unit and the source; each
+    field's annotation its range (``Range``) and, for the run's own counts, its ``--help``
+    panel (``Flag``). Every field is a flag of ``--mode train`` (``flags.py``), so a new one
+    needs no other edit to be set from the command line."""
 
     preset: str = "nips2013"
     """Name of the preset these values started from (recorded in checkpoints)."""
