@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import inspect
 import itertools
 import math
@@ -314,6 +315,7 @@ def flag_of(name: str) -> str:
     return f"{flag_name(name)} or --set {name}=..."
 
 
+@functools.cache
 def field_help() -> dict[str, str]:
     """Each field's docstring, on one line: the help text of its flag. Python keeps no
     attribute docstrings, so they are read from this module's source."""

@@ -94,8 +94,12 @@ def shown_default(name: str) -> str:
     """The default preset's value of a field, in its unit: ``1,000,000 transitions = 7.06 GB,
     laptop preset``."""
     value, flag = getattr(config.PRESETS[config.DEFAULT_PRESET], name), config.FLAGS.get(name)
-    shown = {bool: lambda: "on" if value else "off", int: lambda: f"{value:,}",
-             float: lambda: f"{value:g}"}.get(type(value), lambda: str(value))()  # fmt: skip
+    if isinstance(value, bool):
+        shown = "on" if value else "off"
+    elif isinstance(value, int | float):
+        shown = f"{value:,}" if isinstance(value, int) else f"{value:g}"
+    else:
+        shown = str(value)
     if flag and flag.unit:
         shown += f" {flag.unit}"
     if flag and flag.unit == "transitions":
