@@ -21,6 +21,7 @@ from dqn_mlx.core.learner import (
     td_target,
 )
 from dqn_mlx.core.policy import exploration_rate
+from dqn_mlx.core.schedule import Schedule
 
 
 def test_td_target_bootstraps_only_non_terminal_transitions() -> None:
@@ -137,13 +138,11 @@ def test_target_sync_is_due_every_period_agent_steps_not_updates() -> None:
     """DeepMind's code syncs every ``target_q`` actions (``numSteps``), so with an update per 4
     agent steps the Nature period of 10,000 is 2,500 updates, not 10,000."""
     cfg = dataclasses.replace(NATURE2015, network="nips2013", target_update_agent_steps=12)
-    learner = Learner(cfg, 3, compute=COMPUTE)
     assert cfg.update_period == 4
-    due = [step for step in range(1, 50) if learner.target_sync_due(step)]
+    due = [step for step in range(1, 50) if Schedule.of(cfg).syncs_target_at(step)]
     assert due == [12, 24, 36, 48]
-    assert not Learner(NIPS2013, 3, compute=COMPUTE).target_sync_due(
-        10_000
-    )  # no target network in 2013
+    assert not Schedule.of(NIPS2013).syncs_target_at(10_000)  # no target network in 2013
+    assert Learner(NIPS2013, 3, compute=COMPUTE).target is None
 
 
 def test_updates_alone_never_sync_the_target() -> None:

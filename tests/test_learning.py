@@ -23,6 +23,7 @@ from dqn_mlx.core import loop
 from dqn_mlx.core.learner import Learner
 from dqn_mlx.core.network import QNetwork
 from dqn_mlx.core.policy import BatchPolicy
+from dqn_mlx.core.schedule import Schedule
 from dqn_mlx.run.metrics import read_metrics
 from dqn_mlx.run.resume import load_training_state
 from dqn_mlx.run.train import train
@@ -99,7 +100,7 @@ def test_updates_per_agent_step_are_the_configured_ones_whatever_the_games(
         },
     )
     out = train(config, "Catch", CatchEnv, tmp_path, log=lambda _: None, compute=COMPUTE)
-    expected = sum(loop.learning_due(config, step) for step in range(1, 361))
+    expected = sum(Schedule.of(config).updates_at(step) for step in range(1, 361))
     assert expected == (360 - 60) // update_period
     records = read_metrics(out)
     assert records[-1]["updates"] == expected

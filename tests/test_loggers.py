@@ -143,11 +143,10 @@ def test_without_a_timed_phase_or_an_estimate_the_eta_is_unknown() -> None:
 
 def test_the_schedule_counts_updates_and_epoch_ends_as_the_loop_does() -> None:
     from dqn_mlx.config import LAPTOP
-    from dqn_mlx.core.loop import learning_due
 
     schedule = Schedule.of(LAPTOP)
     small = Schedule(3_000, 1_000, 4, 100, 50)
-    updates = sum(learning_due(small_config(), s) for s in range(1, 3_001))
+    updates = sum(Schedule.of(small_config()).updates_at(s) for s in range(1, 3_001))
     assert small.updates_by(3_000) == updates == 500
     assert small.evaluations_after(0) == 5 and small.evaluations_after(3_000) == 0
     assert schedule.updates_by(LAPTOP.total_steps) == (10_000_000 - 80_000) // 4

@@ -1,5 +1,5 @@
 """Files written before ``--num-envs`` (one game, one replay stream) still load: a run started
-with an earlier version resumes with this one."""
+with an earlier version resumes with this one (``run/formats.py`` reads them)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,19 @@ from pathlib import Path
 
 import numpy as np
 
-from dqn_mlx.core.loop import RunState
 from dqn_mlx.core.replay import ReplayStreams
-from dqn_mlx.run.resume import LEGACY_REPLAY_FILE, load_replay, replay_file, save_replay
+from dqn_mlx.run.formats import LEGACY_REPLAY_FILE, run_state_from_json
+from dqn_mlx.run.resume import load_replay, replay_file, save_replay
 
 
 def test_a_state_with_one_game_record_reads_as_one_game() -> None:
     saved = {"step": 7, "epoch": 1, "game": {"episode_seed": 3, "episode_actions": [1, 2]}}
-    run = RunState.from_json(saved)
+    run = run_state_from_json(saved)
     assert run.step == 7 and len(run.games) == 1
     assert (run.games[0].episode_seed, run.games[0].episode_actions) == (3, [1, 2])
-    flat = RunState.from_json({"step": 2, "episode_seed": 9, "score": 1.0})  # before GameRecord
+    flat = run_state_from_json({"step": 2, "episode_seed": 9, "score": 1.0})  # before GameRecord
     assert (flat.games[0].episode_seed, flat.games[0].score) == (9, 1.0)
-    older = RunState.from_json({"step": 5, "epoch_start_step": 4})  # before 2026-11-27
+    older = run_state_from_json({"step": 5, "epoch_start_step": 4})  # before 2026-11-27
     assert older.step == 5
 
 
@@ -97,3 +97,14 @@ def test_saving_the_replay_never_holds_its_frames_twice(tmp_path: Path) -> None:
         joined = np.concatenate([stream.frames for stream in replay.streams])
         assert np.array_equal(data["frames"], joined)
         assert list(data["sizes"]) == [8_000, 8_000]
+
+
+def test_an_epoch_record_written_before_its_date_reads_with_none(tmp_path: Path) -> None:
+    import json
+
+    from dqn_mlx.run.metrics import append_metrics, read_metrics
+
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "agent_steps": 10}) + "\n")
+    assert read_metrics(tmp_path) == [{"epoch": 1, "agent_steps": 10, "date": None}]
+    records = append_metrics(tmp_path, {"epoch": 2, "agent_steps": 20, "date": "2026-12-01"})
+    assert [r["date"] for r in records] == [None, "2026-12-01"]

@@ -29,6 +29,7 @@ from dqn_mlx.core.learner import PLAIN, Compute, Learner, minibatch_objective, t
 from dqn_mlx.core.network import Layers, QNetwork
 from dqn_mlx.core.policy import greedy_policy
 from dqn_mlx.core.replay import BYTES_PER_TRANSITION, ReplayStreams
+from dqn_mlx.core.schedule import Schedule
 from dqn_mlx.run.metrics import read_metrics
 from dqn_mlx.run.train import train
 
@@ -87,7 +88,6 @@ def update_part_figures(
       slows down on subnormal arithmetic this is where a long run loses its speed.
     Each is timed alone; the whole update is one compiled graph, so its time is not exactly
     the parts' sum."""
-    config, online, optimizer = learner.config, learner.online, learner.optimizer
     states, actions, rewards, next_states, terminals = (
         mx.array(batch[0]),
         mx.array(batch[1], dtype=mx.int32),
@@ -95,13 +95,43 @@ def update_part_figures(
         mx.array(batch[3]),
         mx.array(batch[4]),
     )
-    evaluator = learner.target if learner.target is not None else online
+    targets_of = _compiled_targets(learner)
+    targets = targets_of(next_states, rewards, terminals)
+    learning_pass = _compiled_learning_pass(learner)
+    _, grads = learning_pass(states, actions, targets)
+    optimizer_step = _compiled_optimizer_step(learner)
+    parts: dict[str, Callable[[], object]] = {
+        "target": lambda: mx.eval(targets_of(next_states, rewards, terminals)),
+        "learning_pass": lambda: mx.eval(learning_pass(states, actions, targets)),
+        "optimizer": lambda: optimizer_step(grads),
+    }
+    for name, part in parts.items():
+        emit(f"update_{name}_ms_{preset}", _median_ms(part, 20), "ms")
+    zero_grads = tree_map(mx.zeros_like, grads)
+    set_moments_subnormal(learner.optimizer.state)
+    emit(
+        f"update_optimizer_subnormal_ms_{preset}",
+        _median_ms(lambda: optimizer_step(zero_grads), 20),
+        "ms",
+    )
+
+
+def _compiled_targets(learner: Learner) -> Callable[[mx.array, mx.array, mx.array], mx.array]:
+    """The TD targets of a minibatch (next states, rewards, terminals), compiled alone."""
+    config = learner.config
+    evaluator = learner.target if learner.target is not None else learner.online
 
     @partial(mx.compile, inputs=evaluator.state)
     def targets_of(next_states: mx.array, rewards: mx.array, terminals: mx.array) -> mx.array:
         return td_target(rewards, terminals, evaluator(next_states), config.gamma)
 
-    targets = targets_of(next_states, rewards, terminals)
+    return targets_of
+
+
+def _compiled_learning_pass(learner: Learner) -> Callable[[mx.array, mx.array, mx.array], Any]:
+    """The loss's value and gradient given the targets (states, actions, targets), compiled
+    alone."""
+    config, online = learner.config, learner.online
 
     def loss(model: QNetwork, states: mx.array, actions: mx.array, y: mx.array) -> mx.array:
         q_taken = mx.take_along_axis(model(states), actions[:, None], axis=1).squeeze(1)
@@ -114,35 +144,23 @@ def update_part_figures(
     def learning_pass(states: mx.array, actions: mx.array, y: mx.array) -> Any:
         return loss_and_grad(online, states, actions, y)
 
-    _, grads = learning_pass(states, actions, targets)
+    return learning_pass
+
+
+def _compiled_optimizer_step(learner: Learner) -> Callable[[Any], None]:
+    """One optimizer step on given gradients, compiled alone and evaluated."""
+    online, optimizer = learner.online, learner.optimizer
     state = [online.state, optimizer.state]
 
     @partial(mx.compile, inputs=state, outputs=state)
     def optimizer_step(grads: Any) -> None:
         optimizer.update(online, grads)
 
-    def run_optimizer() -> None:
+    def run(grads: Any) -> None:
         optimizer_step(grads)
         mx.eval(state)
 
-    def run_optimizer_on_subnormal_moments() -> None:
-        optimizer_step(zero_grads)
-        mx.eval(state)
-
-    parts: dict[str, Callable[[], object]] = {
-        "target": lambda: mx.eval(targets_of(next_states, rewards, terminals)),
-        "learning_pass": lambda: mx.eval(learning_pass(states, actions, targets)),
-        "optimizer": run_optimizer,
-    }
-    for name, part in parts.items():
-        emit(f"update_{name}_ms_{preset}", _median_ms(part, 20), "ms")
-    zero_grads = tree_map(mx.zeros_like, grads)
-    set_moments_subnormal(optimizer.state)
-    emit(
-        f"update_optimizer_subnormal_ms_{preset}",
-        _median_ms(run_optimizer_on_subnormal_moments, 20),
-        "ms",
-    )
+    return run
 
 
 SUBNORMAL = 2.0**-140
@@ -196,15 +214,16 @@ def end_to_end_steps_per_s(steps: int, compute: Compute = PLAIN, num_envs: int =
     ``steps`` measured. Epsilon is its final 0.1 from the start, so 90% of the actions are
     greedy, as in all but the first million agent steps of a run."""
     base = PRESETS["nature2015"]
-    updates = max(1, steps // base.update_period)
+    steps = max(num_envs, steps - steps % num_envs)  # whole passes of the loop
+    sized: dict[str, object] = {"replay_size": 20_000, "learning_starts": 500,
+                                "total_steps": 500 + 2 * steps}  # fmt: skip
+    first_epoch = Schedule.of(with_overrides(base, sized)).updates_by(500 + steps)
     config = with_overrides(
         base,
         {
-            "replay_size": 20_000,
-            "learning_starts": 500,
+            **sized,
             "epsilon_start": base.epsilon_end,
-            "epoch_updates": updates,
-            "total_steps": 500 + 2 * updates * base.update_period,
+            "epoch_updates": first_epoch,
             "eval_steps": 100,
             "held_out_states": 32,
             "num_envs": num_envs,

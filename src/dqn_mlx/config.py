@@ -14,23 +14,81 @@ Sources (the papers, and the README's presets table):
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
+import itertools
 import math
 import typing
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal, TypeVar
 
+from dqn_mlx.core.schedule import Schedule
 from dqn_mlx.errors import UserError
 
 Architecture = Literal["nips2013", "nature2015"]
 LossKind = Literal["squared", "huber"]
 LossReduction = Literal["sum", "mean"]
 OptimizerKind = Literal["centered_rmsprop", "adam"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field may take: ``low`` to ``high``, each bound included unless
+    ``open_low`` / ``open_high``; always finite."""
+
+    low: float
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+
+    def holds(self, value: float) -> bool:
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return math.isfinite(value) and above and below
+
+    def __str__(self) -> str:
+        def number(x: float) -> str:
+            return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+        if self.high == math.inf:
+            return f"{'>' if self.open_low else '>='} {number(self.low)} (and finite)"
+        left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+        return f"in {left}{number(self.low)}, {number(self.high)}{right}"
+
+
+# The ranges of the fields' types (``DQNConfig.validate`` checks them, ``RANGES`` lists them).
+AtLeast1 = Annotated[int, Range(1)]
+AtLeast0 = Annotated[int, Range(0)]
+Positive = Annotated[float, Range(0, open_low=True)]
+Probability = Annotated[float, Range(0, 1)]
+Decay = Annotated[float, Range(0, 1, open_high=True)]
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How a field's flag shows on the command line beyond its name, type, range and docstring:
+    the ``--help`` panel that lists it, its name where it is not the field's, and the unit its
+    default is shown in. A field without one is listed under ``HYPERPARAMETERS`` and named in
+    messages both by its flag and by ``--set name=...``."""
+
+    panel: str
+    name: str | None = None
+    unit: str = ""
+
+
+GENERAL, TRAIN, HYPERPARAMETERS = "General", "Train", "Hyperparameters (or --set name=value)"
+RUN = Flag(TRAIN)
 
 
 @dataclass(frozen=True)
 class DQNConfig:
-    """Hyperparameters of one DQN run. Field docstrings give the unit and the source."""
+    """Hyperparameters of one DQN run. Field docstrings give the unit and the source; each
+    field's annotation its range (``Range``) and, for the run's own counts, its ``--help``
+    panel (``Flag``). Every field is a flag of ``--mode train`` (``flags.py``), so a new one
+    needs no other edit to be set from the command line."""
 
     preset: str = "nips2013"
     """Name of the preset these values started from (recorded in checkpoints)."""
@@ -41,13 +99,13 @@ class DQNConfig:
     ``nature2015`` = conv 32 8x8/4, conv 64 4x4/2, conv 64 3x3/1, fc 512 (2015 Methods)."""
 
     # --- environment and preprocessing ------------------------------------------------------
-    frame_skip: int = 4
+    frame_skip: AtLeast1 = 4
     """Emulator frames per agent step; the action repeats on the skipped frames (both papers)."""
     frame_skip_overrides: tuple[tuple[str, int], ...] = (("space_invaders", 3),)
     """Per-game frame skip, by ALE ROM name: 3 for Space Invaders in 2013 (lasers blink at 4)."""
-    history_length: int = 4
+    history_length: AtLeast1 = 4
     """Preprocessed 84x84 frames stacked into one network input (both papers)."""
-    noop_max: int = 30
+    noop_max: AtLeast0 = 30
     """No-op starts (2015 Methods: "up to 30 no-op actions"): every game starts after a number
     of no-op *emulator frames* drawn uniformly from 0..noop_max-1 by ale-py's vector env (not
     no-op agent steps of frame_skip frames each)."""
@@ -59,23 +117,23 @@ class DQNConfig:
     terminal_on_life_loss: bool = False
     """Whether a lost life ends the *training* episode for the TD target (2015 Methods).
     Evaluation always plays full games."""
-    max_episode_frames: int = 108_000
+    max_episode_frames: AtLeast1 = 108_000
     """Cap on one training episode, in emulator frames (30 minutes at 60 Hz, ALE's default)."""
-    reward_clip: float = 1.0
+    reward_clip: Positive = 1.0
     """Rewards used for learning are clipped to [-reward_clip, reward_clip] (both papers).
     Reported scores are always the raw game score."""
 
     # --- replay memory ------------------------------------------------------------------------
-    replay_size: int = 1_000_000
+    replay_size: Annotated[AtLeast1, Flag(TRAIN, unit="transitions")] = 1_000_000
     """Transitions (agent steps) kept in the replay memory (both papers: 1M)."""
-    learning_starts: int = 50_000
+    learning_starts: Annotated[AtLeast0, RUN] = 50_000
     """Agent steps of uniform-random play before the first update (2015: replay start 50k;
     the 2013 paper gives none, so the Nature value is used)."""
 
     # --- learner ------------------------------------------------------------------------------
-    batch_size: int = 32
+    batch_size: Annotated[AtLeast1, RUN] = 32
     """Transitions per minibatch update (both papers)."""
-    gamma: float = 0.99
+    gamma: Probability = 0.99
     """Discount factor in the TD target y = r + gamma * max_a' Q(s', a') (2015 Table 1)."""
     loss: LossKind = "squared"
     """``squared``: 1/2 (y - Q)^2, whose gradient is the TD error itself, as in DeepMind's
@@ -88,19 +146,19 @@ class DQNConfig:
     optimizer: OptimizerKind = "centered_rmsprop"
     """``centered_rmsprop``: DeepMind's RMSProp (2015 Table 1); ``adam``: Adam (Kingma & Ba),
     the optimizer of CleanRL's dqn_atari and Dopamine's JAX DQN."""
-    learning_rate: float = 2.5e-4
+    learning_rate: Annotated[Positive, RUN] = 2.5e-4
     """Optimizer step size (2015 Table 1; the 2013 paper gives no constants)."""
-    rms_grad_decay: float = 0.95
+    rms_grad_decay: Decay = 0.95
     """Centered RMSProp's gradient momentum (2015 Table 1)."""
-    rms_sq_decay: float = 0.95
+    rms_sq_decay: Decay = 0.95
     """Centered RMSProp's squared-gradient momentum (2015 Table 1)."""
-    rms_min_sq: float = 0.01
+    rms_min_sq: Positive = 0.01
     """Centered RMSProp's min squared gradient, added under the square root (2015 Table 1)."""
-    adam_eps: float = 1e-8
+    adam_eps: Positive = 1e-8
     """Adam's epsilon (PyTorch's default, which CleanRL's dqn_atari uses)."""
-    update_period: int = 1
+    update_period: Annotated[AtLeast1, RUN] = 1
     """Agent steps per update: 1 in 2013 (Algorithm 1), 4 in 2015 ("update frequency")."""
-    target_update_agent_steps: int = 0
+    target_update_agent_steps: Annotated[AtLeast0, RUN] = 0
     """Agent steps between target-network syncs theta^- <- theta. 0 = no separate target
     network: the target uses the parameters of the previous iteration, theta_{i-1}, as in
     2013. Counted in agent steps as DeepMind's code does (``target_q = 10000``, synced when
@@ -108,28 +166,28 @@ class DQNConfig:
     a sync every 2,500 updates; Extended Data Table 1's wording says "parameter updates", but
     the published scores come from the code."""
     # --- exploration --------------------------------------------------------------------------
-    epsilon_start: float = 1.0
+    epsilon_start: Probability = 1.0
     """Exploration rate at agent step 0 (both papers)."""
-    epsilon_end: float = 0.1
+    epsilon_end: Probability = 0.1
     """Exploration rate after the anneal (both papers)."""
-    epsilon_decay_steps: int = 1_000_000
+    epsilon_decay_steps: Annotated[AtLeast0, RUN] = 1_000_000
     """Agent steps over which epsilon falls linearly from start to end (both papers: 1M)."""
 
     # --- schedule and evaluation -----------------------------------------------------------
-    total_steps: int = 10_000_000
+    total_steps: Annotated[AtLeast1, Flag(TRAIN, name="steps")] = 10_000_000
     """Agent steps of training (2013: 10M; 2015: 50M)."""
-    epoch_updates: int = 50_000
+    epoch_updates: Annotated[AtLeast1, RUN] = 50_000
     """Updates per epoch; one checkpoint, evaluation and plot point per epoch (2013 Sec. 5.1)."""
-    eval_steps: int = 10_000
+    eval_steps: Annotated[AtLeast1, RUN] = 10_000
     """Agent steps of epsilon=eval_epsilon play per epoch evaluation (2013 Sec. 5.1)."""
-    eval_epsilon: float = 0.05
+    eval_epsilon: Probability = 0.05
     """Exploration rate during evaluation (both papers)."""
-    held_out_states: int = 1_000
+    held_out_states: Annotated[AtLeast1, RUN] = 1_000
     """States collected by a random policy before training, on which the average max-Q is
     tracked each epoch (2013 Sec. 5.1; the paper does not give the count)."""
-    seed: int = 0
+    seed: Annotated[int, Range(0, 2**32 - 1), Flag(GENERAL)] = 0  # numpy's, MLX's: unsigned
     """Seeds numpy, MLX and the emulators: the same seed reproduces a CPU run."""
-    num_envs: int = 1
+    num_envs: Annotated[AtLeast1, RUN] = 1
     """Games played at once (``--num-envs``); 1 in both papers. Each agent step of each game
     counts as one agent step everywhere (epsilon, updates, target syncs, ``total_steps``),
     and each game stores its transitions in its own replay stream of ``replay_size //
@@ -175,7 +233,7 @@ class DQNConfig:
                 f"--learning-starts ({self.learning_starts}) must be below --steps "
                 f"({self.total_steps}) or the agent never learns"
             )
-        planned = (self.total_steps - self.learning_starts) // self.update_period
+        planned = Schedule.of(self).updates_by(self.total_steps)
         if self.epoch_updates > planned:
             raise UserError(
                 f"--epoch-updates ({self.epoch_updates:,}) is longer than the whole run "
@@ -205,7 +263,7 @@ class DQNConfig:
                 f"{self.num_envs}: the first update would come before any stored transition "
                 f"can be sampled; use --learning-starts {self.num_envs} or more"
             )
-        updates_per_pass = -(-self.num_envs // self.update_period)
+        updates_per_pass = Schedule.of(self).most_updates_per_pass()
         if self.epoch_updates < updates_per_pass:
             raise UserError(
                 f"--epoch-updates {self.epoch_updates:,} is shorter than one pass of the loop "
@@ -214,66 +272,66 @@ class DQNConfig:
             )
 
 
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric field may take: ``low`` to ``high``, each bound included unless
-    ``open_low`` / ``open_high``; always finite."""
-
-    low: float
-    high: float = math.inf
-    open_low: bool = False
-    open_high: bool = False
-
-    def holds(self, value: float) -> bool:
-        above = value > self.low if self.open_low else value >= self.low
-        below = value < self.high if self.open_high else value <= self.high
-        return math.isfinite(value) and above and below
-
-    def __str__(self) -> str:
-        def number(x: float) -> str:
-            return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
-
-        if self.high == math.inf:
-            return f"{'>' if self.open_low else '>='} {number(self.low)} (and finite)"
-        left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
-        return f"in {left}{number(self.low)}, {number(self.high)}{right}"
+def _metadata(kind: type[T]) -> dict[str, T]:
+    """The fields' annotations of class ``kind`` (``Range``, ``Flag``), by field name."""
+    hints = typing.get_type_hints(DQNConfig, include_extras=True)
+    return {
+        name: extra
+        for name, hint in hints.items()
+        for extra in getattr(hint, "__metadata__", ())
+        if isinstance(extra, kind)
+    }
 
 
-AT_LEAST_1, AT_LEAST_0 = Range(1), Range(0)
-POSITIVE = Range(0, open_low=True)
-PROBABILITY, DECAY = Range(0, 1), Range(0, 1, open_high=True)
-RANGES: dict[str, Range] = {
-    **dict.fromkeys(
-        ("frame_skip", "history_length", "replay_size", "batch_size", "update_period",
-         "total_steps", "epoch_updates", "eval_steps", "held_out_states",
-         "max_episode_frames", "num_envs"),
-        AT_LEAST_1,
-    ),
-    **dict.fromkeys(
-        ("noop_max", "learning_starts", "target_update_agent_steps", "epsilon_decay_steps"),
-        AT_LEAST_0,
-    ),
-    "seed": Range(0, 2**32 - 1),  # numpy's and MLX's generators take an unsigned seed
-    **dict.fromkeys(("gamma", "epsilon_start", "epsilon_end", "eval_epsilon"), PROBABILITY),
-    **dict.fromkeys(("rms_grad_decay", "rms_sq_decay"), DECAY),
-    **dict.fromkeys(("learning_rate", "adam_eps", "rms_min_sq", "reward_clip"), POSITIVE),
-}  # fmt: skip
-"""Every numeric field of ``DQNConfig`` and the values it may take."""
+RANGES: dict[str, Range] = _metadata(Range)
+"""Every numeric field of ``DQNConfig`` and the values it may take (from its annotation)."""
+FLAGS: dict[str, Flag] = _metadata(Flag)
 
-CLI_FLAGS = frozenset({
-    "total_steps", "epoch_updates", "replay_size", "learning_starts", "seed", "eval_steps",
-    "held_out_states", "batch_size", "learning_rate", "update_period",
-    "target_update_agent_steps", "epsilon_decay_steps", "num_envs",
-})  # fmt: skip
-"""The fields with a flag of their own; every other one is set with ``--set name=value``."""
+
+def flag_fields() -> list[str]:
+    """The fields that are flags of ``--mode train``: every one but ``preset`` (``--preset``
+    chooses the preset, which sets them all) and those of a type no single value given on the
+    command line sets (``frame_skip_overrides``, a table only a preset sets)."""
+    hints = typing.get_type_hints(DQNConfig)
+    return [
+        name
+        for name, hint in hints.items()
+        if name != "preset" and (hint in (int, float, bool) or typing.get_origin(hint) is Literal)
+    ]
+
+
+def flag_name(name: str) -> str:
+    """The flag of the field ``name``: ``--learning-rate``, ``--steps`` (``total_steps``)."""
+    flag = FLAGS.get(name)
+    return "--" + ((flag and flag.name) or name).replace("_", "-")
 
 
 def flag_of(name: str) -> str:
-    """What a user types to set the field ``name``: ``--steps``, ``--learning-rate``, or
-    ``--set gamma=...``."""
-    if name in CLI_FLAGS:
-        return "--" + {"total_steps": "steps"}.get(name, name).replace("_", "-")
-    return f"--set {name}=..."
+    """What a user types to set the field ``name``, as messages name it: ``--steps``,
+    ``--learning-rate``; a field of the hyperparameters' panel, ``--gamma or --set
+    gamma=...``."""
+    if name in FLAGS:
+        return flag_name(name)
+    return f"{flag_name(name)} or --set {name}=..."
+
+
+@functools.cache
+def field_help() -> dict[str, str]:
+    """Each field's docstring, on one line: the help text of its flag. Python keeps no
+    attribute docstrings, so they are read from this module's source."""
+    body = ast.parse(inspect.getsource(DQNConfig)).body[0]
+    assert isinstance(body, ast.ClassDef)
+    docs: dict[str, str] = {}
+    for node, following in itertools.pairwise(body.body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
 
 
 NIPS2013 = DQNConfig()

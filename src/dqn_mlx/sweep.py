@@ -599,8 +599,6 @@ def sweep_mode(
     for env_id in env_ids:
         resolve_game(env_id)  # an unknown game is refused here, before anything starts
     seeds = parse_seeds(seeds_text if seeds_text is not None else "0")
-    if "seed" in flags:
-        raise UserError("--mode sweep takes its seeds from --seeds, not --seed")
     name = preset_name or DEFAULT_PRESET
     config = with_overrides(preset(name), {**parse_assignments(assignments), **flags}).validate()
     # Ray would start its workers through `uv run` when the command came from `uv run`, with
@@ -620,9 +618,14 @@ def sweep_mode(
 
 
 def _flag_args(flags: dict[str, object]) -> list[str]:
-    """Training flags given to the sweep, passed on to every run."""
-    names = {"total_steps": "steps"}
+    """Training flags given to the sweep (config fields), passed on to every run."""
+    from dqn_mlx.config import flag_name
+
     args: list[str] = []
     for field, value in flags.items():
-        args += ["--" + names.get(field, field).replace("_", "-"), str(value)]
+        flag = flag_name(field)
+        if isinstance(value, bool):
+            args.append(flag if value else flag.replace("--", "--no-", 1))
+        else:
+            args += [flag, str(value)]
     return args

@@ -142,11 +142,13 @@ def comparability_note(game: GameSpec) -> str | None:
 
 
 class AtariEnv:
-    """One ALE game with the papers' preprocessing; see the module docstring."""
+    """One ALE game with the papers' preprocessing; see the module docstring. ``game``: its
+    ``GameSpec`` or env id; ``colour_frames``: also keep the screen of every step as
+    ``colour_frame`` (for videos)."""
 
     def __init__(
         self,
-        game: GameSpec,
+        game: GameSpec | str,
         frame_skip: int,
         noop_max: int,
         max_episode_frames: int,
@@ -156,6 +158,7 @@ class AtariEnv:
     ):
         from ale_py.vector_env import AtariVectorEnv
 
+        game = resolve_game(game) if isinstance(game, str) else game
         self.game = game
         self.frame_skip = game.fixed_frame_skip or frame_skip
         emulator = partial(
@@ -293,21 +296,8 @@ class AtariEnv:
         self._env.close()
 
 
-def make_atari_env(
-    env_id: str,
-    frame_skip: int,
-    noop_max: int,
-    max_episode_frames: int,
-    seed: int,
-    fire_after_life_loss: bool = True,
-    colour_frames: bool = False,
-) -> AtariEnv:
-    """The game ``env_id`` with the papers' preprocessing; ``colour_frames``: also keep the
-    screen of every step as ``colour_frame`` (for videos)."""
-    game = resolve_game(env_id)
-    return AtariEnv(
-        game, frame_skip, noop_max, max_episode_frames, seed, fire_after_life_loss, colour_frames
-    )
+make_atari_env = AtariEnv
+"""The game of an env id with the papers' preprocessing, by the name the callers read."""
 
 
 class StackedFrames:

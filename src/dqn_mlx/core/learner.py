@@ -13,9 +13,9 @@ Each equation lives in one function:
 - ``Learner``: theta, theta^- and the optimizer, and the compiled update.
 
 theta^- is the target network's parameters (2015), synced every ``target_update_agent_steps``
-agent steps (``Learner.target_sync_due``), or, with that period 0, the online parameters
-before this update, theta_{i-1} (2013): the target is then computed from the online network
-under ``stop_gradient``.
+agent steps (when: ``core.schedule.Schedule.syncs_target_at``), or, with that period 0, the
+online parameters before this update, theta_{i-1} (2013): the target is then computed from the
+online network under ``stop_gradient``.
 
 The papers' presets sum the loss over the minibatch, as DeepMind's implementation accumulates
 each sample's gradient; centered RMSProp divides out the gradient's scale, except for the
@@ -221,15 +221,6 @@ class Learner:
         mx.eval(loss, max_q, self._state)
         self.updates += 1
         return UpdateStats(float(loss.item()), float(max_q.item()), self.updates)
-
-    def target_sync_due(self, agent_step: int) -> bool:
-        """Whether theta^- <- theta is due after ``agent_step`` agent steps: every
-        ``target_update_agent_steps`` agent steps, whatever the update period, as DeepMind's
-        code counts it (``numSteps % target_q == 1``: after agent steps 1, target_q + 1, ...;
-        here after target_q, 2 target_q, ..., the copy made at construction standing for the
-        first)."""
-        period = self.config.target_update_agent_steps
-        return self.target is not None and agent_step % period == 0
 
     def sync_target(self) -> None:
         """theta^- <- theta (arrays are immutable, so sharing them is a copy in effect)."""

@@ -10,13 +10,16 @@
         every target_update_agent_steps agent steps: theta^- <- theta           (2015)
         every epoch_updates updates: evaluate, save, plot                    (the run's hooks)
 
+When each "every" falls, and how updates are counted, is ``core.schedule.Schedule``'s to say;
+the loop asks it at every agent step.
+
 With ``num_envs`` N > 1 the agent plays N games at once: one pass of the loop is one agent
 step in each game (N agent steps), the N actions chosen in one batched greedy pass with the
 epsilon of the pass's first agent step, the N emulators stepping together, each game's
-transitions stored in its own replay stream. Every
-count stays in agent steps summed over the games, so the updates (one per ``update_period``
-agent steps) and target syncs are those of N single steps, made in order after the N steps;
-an epoch ends after the pass in which its last update falls. N = 1 is the papers' loop.
+transitions stored in its own replay stream. Every count stays in agent steps summed over the
+games, so the updates (one per ``update_period`` agent steps) and target syncs are those of N
+single steps, made in order after the N steps; an epoch ends after the pass in which its last
+update falls. N = 1 is the papers' loop.
 
 The order is strict: the updates finish before the next actions are chosen, so every action
 comes from the newest weights. What a run leaves behind (evaluation, checkpoints, metrics,
@@ -40,6 +43,7 @@ from dqn_mlx.core.game import FinishedGame, GameRecord, TrainingGame
 from dqn_mlx.core.learner import Learner, UpdateStats
 from dqn_mlx.core.policy import epsilon_greedy_actions, exploration_rate, greedy_actions
 from dqn_mlx.core.replay import ReplayMemory, ReplayStreams
+from dqn_mlx.core.schedule import Schedule
 
 RECENT_GAMES = 10  # games in the progress line's running score
 
@@ -59,15 +63,8 @@ class RunState:
 
     @classmethod
     def from_json(cls, fields: dict[str, Any]) -> RunState:
-        """Read a saved state; states written before ``--num-envs`` kept one ``game``, those
-        before ``GameRecord`` kept its fields flat, and older ones an unused
-        ``epoch_start_step``."""
-        fields.pop("epoch_start_step", None)
-        game_fields = set(GameRecord.__dataclass_fields__)
-        games = fields.pop("games", None) or [
-            fields.pop("game", None) or {k: fields.pop(k) for k in game_fields & set(fields)}
-        ]
-        return cls(**fields, games=[GameRecord(**game) for game in games])
+        """Read a state saved in today's format (older ones: ``run/formats.py``)."""
+        return cls(**{**fields, "games": [GameRecord(**game) for game in fields["games"]]})
 
     def game_finished(self, score: float) -> None:
         self.epoch_scores.append(score)
@@ -130,6 +127,7 @@ def run_loop(training: Training, hooks: LoopHooks) -> None:
     """Algorithm 1 from ``training.run.step`` to ``config.total_steps`` agent steps."""
     config, run, games = training.config, training.run, training.games
     learner, rng, replay = training.learner, training.rng, training.replay
+    schedule = Schedule.of(config)
     act_greedily = greedy_actions(learner.online)
     while run.step < config.total_steps:
         epsilon = exploration_rate(config, run.step)
@@ -147,26 +145,20 @@ def run_loop(training: Training, hooks: LoopHooks) -> None:
                 run.game_finished(ended.score)
                 finished.append(ended)
 
-        epochs_before, updates = learner.updates // config.epoch_updates, []
+        updates = []
         for step in range(run.step + 1, run.step + len(games) + 1):
-            if learning_due(config, step):
+            if schedule.updates_at(step):
                 update = learner.update(*replay.sample(config.batch_size, rng))
                 run.add_loss(update.loss)
                 updates.append(update)
-            if learner.target_sync_due(step):
+            if schedule.syncs_target_at(step):
                 learner.sync_target()
         run.step += len(games)
-        if learner.updates // config.epoch_updates > epochs_before:
+        if any(schedule.ends_epoch(update.updates) for update in updates):
             hooks.end_epoch()  # after this pass's syncs, so that the state it saves has them
         hooks.after_step(epsilon, finished, updates)
         if hooks.stop_requested():
             raise StopRequested
-
-
-def learning_due(config: DQNConfig, step: int) -> bool:
-    """Whether an update follows agent step ``step``: one every ``update_period`` agent steps
-    once the ``learning_starts`` steps of random play are done."""
-    return step > config.learning_starts and (step - 1) % config.update_period == 0
 
 
 def learned_transition(

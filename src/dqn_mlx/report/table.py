@@ -161,7 +161,7 @@ def _epoch_results(runs: RunRecords) -> list[dict[str, Any]]:
             "scores": last["eval_scores"], "mean": last["eval_score_mean"],
             "std": float(scores.std()), "max": max(last["eval_scores"], default=None),
             "agent_steps_trained": last["agent_steps"], "sticky_actions": game.sticky_actions > 0,
-            "date": last.get("date"),  # the epoch's own record (older records have none)
+            "date": last["date"],  # the epoch's own record (None in older ones)
             "file": str(folder / METRICS_FILE), "no_game": last.get("eval_games_completed") == 0,
         })  # fmt: skip
     return results
@@ -203,7 +203,7 @@ def _training_results(runs: RunRecords) -> list[dict[str, Any]]:
             "env_id": env_id, "rom": game.rom, "protocol": "training", "run": folder.name,
             "scores": scores, "mean": float(np.mean(scores)), "std": float(np.std(scores)),
             "max": max(scores), "agent_steps_trained": trained,
-            "sticky_actions": game.sticky_actions > 0, "date": records[-1].get("date"),
+            "sticky_actions": game.sticky_actions > 0, "date": records[-1]["date"],
             "file": str(folder / GAMES_FILE),
         })  # fmt: skip
     return results

@@ -27,6 +27,7 @@ from dqn_mlx.config import DQNConfig, with_overrides
 from dqn_mlx.core.network import ARCHITECTURES, PLAIN, Layers, QNetwork, parameter_shapes
 from dqn_mlx.errors import UserError
 from dqn_mlx.files import atomic_write
+from dqn_mlx.run.formats import config_fields
 
 FORMAT_VERSION = "1"
 
@@ -91,11 +92,9 @@ def save_weights(
 
 
 def config_from_json(text: str) -> DQNConfig:
-    """The config saved in a checkpoint (fields unknown to this version are ignored)."""
-    fields = json.loads(text)
-    if "target_update_period" in fields:  # before the sync was counted in agent steps
-        updates = int(fields.pop("target_update_period"))
-        fields["target_update_agent_steps"] = updates * int(fields.get("update_period", 1))
+    """The config saved in a checkpoint, of any version (``run/formats.py``); fields unknown
+    to this version are ignored."""
+    fields = config_fields(json.loads(text))
     known = {f.name for f in dataclasses.fields(DQNConfig)}
     overrides = tuple(tuple(x) for x in fields.pop("frame_skip_overrides", ()))
     config = with_overrides(DQNConfig(), {k: v for k, v in fields.items() if k in known})

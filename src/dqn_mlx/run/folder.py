@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from dqn_mlx.errors import UserError
 from dqn_mlx.files import TEMPORARY_PREFIX
+from dqn_mlx.run.formats import is_temporary_v1
 
 LOCK_FILE = ".lock"
 RUN_FILES = ("train_state.safetensors", "metrics.jsonl", "games.csv", "epoch_1.safetensors")
 """Any of these in a folder means a run trained there."""
-# What atomic_write left before it named its temporary files TEMPORARY_PREFIX...
-_OLD_TEMPORARY = re.compile(r"^\.(train_state|replay|epoch_\d+|metrics|games|updates)\.\w{8}\.\w+$")
 
 
 def check_run_name(name: str) -> str:
@@ -94,7 +92,7 @@ def remove_leftovers(folder: Path, keep_replay: str | None, log: Callable[[str],
     for path in folder.iterdir():
         name = path.name
         stale_replay = _is_replay(name) and name != keep_replay
-        temporary = name.startswith(TEMPORARY_PREFIX) or _OLD_TEMPORARY.match(name)
+        temporary = name.startswith(TEMPORARY_PREFIX) or is_temporary_v1(name)
         if path.is_file() and (stale_replay or temporary):
             with suppress(OSError):
                 size = path.stat().st_size

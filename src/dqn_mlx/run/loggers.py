@@ -17,34 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from dqn_mlx.config import DQNConfig
 from dqn_mlx.core.loop import RunState
+from dqn_mlx.core.schedule import Schedule
 from dqn_mlx.run.clock import PAUSED_S
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """The counts that fix a run's phases (``DQNConfig``'s, in agent steps and updates)."""
-
-    total_steps: int
-    learning_starts: int
-    update_period: int
-    epoch_updates: int
-    eval_steps: int
-
-    @classmethod
-    def of(cls, config: DQNConfig) -> Schedule:
-        return cls(config.total_steps, config.learning_starts, config.update_period,
-                   config.epoch_updates, config.eval_steps)  # fmt: skip
-
-    def updates_by(self, step: int) -> int:
-        """Updates made once ``step`` agent steps are done (``core.loop.learning_due``)."""
-        return -(-max(0, step - self.learning_starts) // self.update_period)
-
-    def evaluations_after(self, step: int) -> int:
-        """Epoch ends still to come after agent step ``step``, the last, shorter one included."""
-        total, done = self.updates_by(self.total_steps), self.updates_by(step)
-        return -(-total // self.epoch_updates) - done // self.epoch_updates
 
 
 @dataclass(frozen=True)

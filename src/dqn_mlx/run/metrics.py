@@ -8,8 +8,8 @@ completed games, 0 when none completed, as DeepMind's run_gpu reports it), ``eva
 ``loss_mean`` (the TD loss per sample), ``epsilon`` (at the epoch's end),
 ``agent_steps_per_s`` (this epoch's training rate over running time, ``run/clock.py``;
 after a resume, of the steps since it),
-``wall_time_s`` (since the run started), ``date`` (the epoch's end, UTC, ISO; records written
-before the key existed lack it, and the report shows "—" for them).
+``wall_time_s`` (since the run started), ``date`` (the epoch's end, UTC, ISO; None in records
+written before the key existed, ``run/formats.py``, and the report shows "—" for them).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 from dqn_mlx.errors import UserError
 from dqn_mlx.files import atomic_write_text
+from dqn_mlx.run.formats import metrics_record
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -39,7 +40,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
             record = json.loads(line)
             if not isinstance(record, dict) or "epoch" not in record:
                 raise ValueError("not an epoch's record")
-            records.append(record)
+            records.append(metrics_record(record))
         except ValueError:
             if number < len(lines):
                 raise UserError(

@@ -14,7 +14,8 @@ state names it (metadata ``replay``). So a state and its replay stay paired when
 is cut short: the previous replay is deleted only once the new state is on disk
 (``run/folder.py``), and a replay no state names is a leftover. Without one a resumed run
 first refills the replay by playing the current policy, and says so (``refill_replay``).
-Runs saved before this scheme have ``replay.npz`` and no ``replay`` metadata.
+Older formats (a state without ``replay`` metadata, a replay of one stream) are read by
+``run/formats.py``.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ from dqn_mlx.core.replay import ReplayStreams
 from dqn_mlx.errors import UserError
 from dqn_mlx.files import atomic_write
 from dqn_mlx.run.checkpoint import check_finite, read_safetensors
+from dqn_mlx.run.formats import replay_file_of_state, replay_layout, run_state_from_json
 
 STATE_FILE = "train_state.safetensors"
-LEGACY_REPLAY_FILE = "replay.npz"
 
 
 def replay_file(agent_step: int) -> str:
@@ -147,18 +148,16 @@ def load_training_state(path: Path) -> LoadedState:
     state_path = find_state(path)
     try:
         arrays, metadata = read_safetensors(state_path)
-        run = RunState.from_json(json.loads(metadata["run"]))
-        replay = metadata.get("replay", LEGACY_REPLAY_FILE)  # absent: saved before the scheme
         loaded = LoadedState(
             config=config_from_json(metadata["config"]),
             env_id=metadata["env_id"],
             frame_skip=int(metadata["frame_skip"]),
-            run=run,
+            run=run_state_from_json(json.loads(metadata["run"])),
             updates=int(metadata["updates"]),
             rng_state=json.loads(metadata["numpy_rng"]),
             arrays=arrays,
             path=state_path,
-            replay_file=replay or None,
+            replay_file=replay_file_of_state(metadata),
         )
     except UserError:
         raise
@@ -272,8 +271,7 @@ def load_replay(
     """Fill ``replay`` from the file ``name`` in ``run_dir`` (the one its training state names);
     returns None when it did, else why not (no file, another capacity or number of games, saved
     at another agent step than the training state, or damaged: then ``replay`` is left empty).
-    Files written before the step was recorded are taken as they are; files written before
-    ``--num-envs`` hold one stream (``cursor``, no ``sizes``)."""
+    Older files are read as ``run/formats.py`` says."""
     path = Path(run_dir) / (name or "")
     if name is None or not path.is_file():
         return "no saved replay memory (train with --save-replay to keep it)"
@@ -297,14 +295,12 @@ def _fill_replay(path: Path, replay: ReplayStreams, agent_step: int) -> str | No
     with np.load(path) as data:
         if int(data["capacity"]) != replay.capacity:
             return f"{path.name} holds another capacity than --replay-size"
-        saved_at = int(data["agent_step"]) if "agent_step" in data.files else agent_step
+        saved_at, sizes, cursors = replay_layout(data, agent_step)
         if saved_at != agent_step:
             return (
                 f"{path.name} is from agent step {saved_at:,}, the training state from "
                 f"{agent_step:,}"
             )
-        sizes = data["sizes"] if "sizes" in data.files else np.array([len(data["actions"])])
-        cursors = data["cursors"] if "cursors" in data.files else np.array([data["cursor"]])
         if len(sizes) != len(replay.streams):
             return f"{path.name} holds {len(sizes)} games' streams, this run {len(replay.streams)}"
         ends = np.cumsum(sizes)

@@ -25,6 +25,7 @@ from dqn_mlx.core.loop import NonFiniteLoss, RunState, StopRequested, Training, 
 from dqn_mlx.core.network import parameter_shapes
 from dqn_mlx.core.policy import exploration_rate
 from dqn_mlx.core.replay import ReplayStreams, check_replay_fits, replay_bytes
+from dqn_mlx.core.schedule import Schedule
 from dqn_mlx.errors import UserError
 from dqn_mlx.evaluate import collect_held_out_states
 from dqn_mlx.report.plots import draw_plots
@@ -32,7 +33,7 @@ from dqn_mlx.run.clock import RunningClock
 from dqn_mlx.run.epoch import EpochEnd, RunOutput
 from dqn_mlx.run.folder import RUN_FILES, clear_unfinished_run, hold_run_folder, remove_leftovers
 from dqn_mlx.run.live import LiveMetrics
-from dqn_mlx.run.loggers import ConsoleProgress, Schedule, StepCosts, TerminalProgress
+from dqn_mlx.run.loggers import ConsoleProgress, StepCosts, TerminalProgress
 from dqn_mlx.run.metrics import append_metrics
 from dqn_mlx.run.resume import (
     STATE_FILE,
@@ -401,8 +402,7 @@ def check_disk_space(out_dir: Path, config: DQNConfig, learner: Learner, replay:
     """Refuse to start when the planned checkpoints clearly cannot fit on the disk; returns
     what one epoch end writes at most, in bytes (checkpoint, training state, replay)."""
     weights = 4 * sum(int(np.prod(shape)) for shape in parameter_shapes(learner.online).values())
-    updates = max(0, config.total_steps - config.learning_starts) // config.update_period
-    epochs = -(-updates // config.epoch_updates) + 1
+    epochs = Schedule.of(config).epoch_ends() + 1
     state = 4 * weights + config.held_out_states * config.history_length * 84 * 84
     needed = epochs * weights + 2 * state + (replay_bytes(config.replay_size) if replay else 0)
     free = shutil.disk_usage(out_dir).free
