@@ -5,6 +5,7 @@ values and gradients, and whole updates of both optimizers."""
 from __future__ import annotations
 
 import ast
+import os
 import platform
 import subprocess
 import sys
@@ -162,3 +163,39 @@ def test_compiled_updates_with_the_platform_compute_follow_the_plain_ones(config
     start = dict(tree_flatten(Learner(config, 4).online.parameters()))  # the same initial weights
     moved = max(float(mx.abs(start[k] - w).max()) for k, w in weights_fast.items())
     assert moved > 3 * config.learning_rate, moved  # the updates did change the weights
+
+
+_THREADS_OF = """
+import os, sys
+from dqn_mlx.accel import platform_compute
+compute = platform_compute(None, int(sys.argv[1]) if len(sys.argv) > 1 else None)
+print(compute.name.rsplit(", ", 1)[-1], os.environ.get("OMP_WAIT_POLICY"), sep="|")
+"""
+
+
+def _threads_of(env: dict[str, str], *mode_default: str) -> list[str]:
+    """What ``platform_compute`` chooses in a fresh process with ``env``: its thread count and
+    the OpenMP wait policy then in the process's environment."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", _THREADS_OF, *mode_default], env={**clean, **env},
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return out.stdout.strip().split("|")
+
+
+@pytest.mark.skipif(not ON_X86_LINUX, reason="the oneDNN layers' threads are Linux x86-64's")
+def test_each_mode_uses_the_threads_the_docs_give_and_openmp_waits_passively() -> None:
+    """Training (no mode default): every core of the process's affinity; evaluation: 1; either
+    way OMP_NUM_THREADS or --threads wins. The layers' OpenMP threads sleep when idle
+    (OMP_WAIT_POLICY=PASSIVE, set before libgomp loads) unless the user chose a policy. The
+    README's --threads row says the same."""
+    from dqn_mlx.cli import EVAL_THREADS
+
+    cores = len(os.sched_getaffinity(0))
+    word = "thread" if cores == 1 else "threads"
+    assert _threads_of({}) == [f"{cores} {word}", "PASSIVE"]
+    assert EVAL_THREADS == 1 and _threads_of({}, str(EVAL_THREADS)) == ["1 thread", "PASSIVE"]
+    assert _threads_of({"OMP_NUM_THREADS": "3"}, "1") == ["3 threads", "PASSIVE"]
+    assert _threads_of({"OMP_WAIT_POLICY": "ACTIVE"}) == [f"{cores} {word}", "ACTIVE"]
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    threads_row = next(line for line in readme.splitlines() if line.startswith("| | `--threads"))
+    assert "train: every core" in threads_row and "eval: 1" in threads_row, threads_row

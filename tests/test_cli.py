@@ -234,8 +234,21 @@ def test_bench_prints_every_figure_as_name_value_unit() -> None:
         "end_to_end_nature2015",
         "end_to_end_nature2015_envs4",
         "peak_memory",
+        "share_alone",
+        "share_beside_eval",
+        "share_pair_slower",
+        "share_pair_together",
     }
     assert expected <= figures.keys()
+    # stderr: what it measures first, a line as each part starts, a summary in words last
+    said = result.stderr.strip().splitlines()
+    assert said[0].startswith("bench: measuring 5 parts: ") and "minutes" in said[0]
+    parts = [line for line in said if line.startswith("bench: part ")]
+    assert [line.split(":")[1] for line in parts] == [f" part {n} of 5" for n in range(1, 6)]
+    assert "bench: share round 1 of 1" in result.stderr
+    assert said[-2].startswith("bench: summary: a Nature update (batch 32) takes ")
+    assert said[-1].startswith("bench: summary: beside an evaluation a training keeps ")
+    assert 0 < float(figures["share_pair_slower"][0]) <= float(figures["share_pair_together"][0])
     assert figures["device"][0] == "cpu"
     on_x86_linux = sys.platform == "linux" and platform.machine() == "x86_64"
     assert figures["compute"][0].startswith("oneDNN" if on_x86_linux else "MLX")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +24,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_map
 
-from dqn_mlx.config import PRESETS, with_overrides
+from dqn_mlx.config import PRESETS, DQNConfig, with_overrides
 from dqn_mlx.core.env import AtariEnv, make_atari_env
 from dqn_mlx.core.learner import PLAIN, Compute, Learner, minibatch_objective, td_loss, td_target
 from dqn_mlx.core.network import Layers, QNetwork
@@ -34,6 +35,7 @@ from dqn_mlx.run.metrics import read_metrics
 from dqn_mlx.run.train import train
 
 BENCH_ENV = "BreakoutNoFrameskip-v4"
+Emit = Callable[[str, float | str, str], None]
 
 
 def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
@@ -208,9 +210,9 @@ def replay_figures(emit: Callable[[str, float | str, str], None], capacity: int 
     emit("replay_bytes_1m_transitions", BYTES_PER_TRANSITION * 1_000_000 / 1e9, "GB")
 
 
-def end_to_end_steps_per_s(steps: int, compute: Compute = PLAIN, num_envs: int = 1) -> float:
-    """Agent steps/s of ``train`` (Nature preset, ``num_envs`` games at once) once learning has
-    started: epoch 1 is the random replay start plus ``steps`` steps of warm-up, epoch 2 is the
+def loop_config(steps: int, num_envs: int = 1) -> DQNConfig:
+    """The end-to-end loop's run: the Nature preset (``num_envs`` games at once) on a small
+    replay, epoch 1 the random replay start plus ``steps`` agent steps of warm-up, epoch 2 the
     ``steps`` measured. Epsilon is its final 0.1 from the start, so 90% of the actions are
     greedy, as in all but the first million agent steps of a run."""
     base = PRESETS["nature2015"]
@@ -218,7 +220,7 @@ def end_to_end_steps_per_s(steps: int, compute: Compute = PLAIN, num_envs: int =
     sized: dict[str, object] = {"replay_size": 20_000, "learning_starts": 500,
                                 "total_steps": 500 + 2 * steps}  # fmt: skip
     first_epoch = Schedule.of(with_overrides(base, sized)).updates_by(500 + steps)
-    config = with_overrides(
+    return with_overrides(
         base,
         {
             **sized,
@@ -229,6 +231,11 @@ def end_to_end_steps_per_s(steps: int, compute: Compute = PLAIN, num_envs: int =
             "num_envs": num_envs,
         },
     )
+
+
+def end_to_end_steps_per_s(steps: int, compute: Compute = PLAIN, num_envs: int = 1) -> float:
+    """Agent steps/s of ``train`` on ``loop_config`` once learning has started (its epoch 2)."""
+    config = loop_config(steps, num_envs)
     with tempfile.TemporaryDirectory() as tmp:
 
         def make_env(seed: int) -> AtariEnv:
@@ -265,10 +272,98 @@ def measure_gflops(layers: Layers, size: int = 512, repeats: int = 5) -> float:
     return 2.0 * size**3 / statistics.median(times) / 1e9
 
 
-def run_benchmark(end_to_end_steps: int = 2_000, compute: Compute = PLAIN) -> None:
-    """Every figure, one per line, computed with ``compute`` (the CLI passes the platform's)."""
+COMMAND = [sys.executable, "-c", "from dqn_mlx.cli import run; run()"]
+"""``main.py``, installed or not: the share benchmark's processes are the user's commands."""
+
+
+def _training_process(steps: int, folder: Path) -> subprocess.Popen[bytes]:
+    """``--mode train`` of ``loop_config`` in ``folder``, with the defaults a user gets
+    (its threads among them): a training-shaped process."""
+    config, base = loop_config(steps), PRESETS["nature2015"]
+    changed = [f"--set={name}={getattr(config, name)}" for name in config.__dataclass_fields__
+               if getattr(config, name) != getattr(base, name)]  # fmt: skip
+    command = [*COMMAND, "--mode", "train", "--env", BENCH_ENV, "--preset", "nature2015",
+               *changed, "--weights-dir", str(folder), "--run-name", "loop"]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _rate_of(process: subprocess.Popen[bytes], folder: Path) -> float:
+    """The training process's agent steps/s in its measured epoch (its metrics' epoch 2)."""
+    _, errors = process.communicate()
+    if process.returncode != 0:
+        last = errors.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+        raise RuntimeError(f"the share benchmark's training failed: {last[0]}")
+    return float(read_metrics(folder / BENCH_ENV / "loop")[1]["agent_steps_per_s"])
+
+
+def _trainings(steps: int, count: int, root: Path, beside: list[str] | None = None) -> list[float]:
+    """Start ``count`` training processes at once (beside the command ``beside``, started
+    first and stopped once they end); their rates."""
+    other = subprocess.Popen(beside, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL) if beside else None  # fmt: skip
+    try:
+        folders = [Path(tempfile.mkdtemp(dir=root)) for _ in range(count)]
+        processes = [_training_process(steps, folder) for folder in folders]
+        return [_rate_of(p, f) for p, f in zip(processes, folders, strict=True)]
+    finally:
+        if other is not None:
+            other.kill()
+            other.wait()
+
+
+def share_figures(steps: int, rounds: int, emit: Emit) -> None:
+    """How a training shares the machine (issue: two processes on the same cores must not
+    collapse): a training-shaped process (``loop_config``, ``--mode train`` with its default
+    threads) alone, beside a ``--mode eval`` with its default threads, and beside a second
+    training, in ``rounds`` alternating rounds. Figures: the lone rate, and medians over rounds
+    of the rate beside an evaluation, of the slower of the pair and of the pair together, each
+    as a fraction of the lone rate."""
+    alone, beside_eval, slower, together = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        first = Path(tempfile.mkdtemp(dir=root))
+        _rate_of(_training_process(steps, first), first)  # a checkpoint to evaluate; warm-up
+        checkpoint = first / BENCH_ENV / "loop" / "epoch_1.safetensors"
+        evaluation = [*COMMAND, "--mode", "eval", "--load-path", str(checkpoint),
+                      "--episodes", "100000"]  # fmt: skip
+        for round_ in range(rounds):
+            progress(f"share round {round_ + 1} of {rounds}: a training alone, beside an "
+                     "evaluation, beside a second training")  # fmt: skip
+            (lone,) = _trainings(steps, 1, root)
+            (near_eval,) = _trainings(steps, 1, root, evaluation)
+            pair = _trainings(steps, 2, root)
+            alone.append(lone)
+            beside_eval.append(near_eval / lone)
+            slower.append(min(pair) / lone)
+            together.append(sum(pair) / lone)
+    emit("share_alone", statistics.median(alone), "agent_steps/s")
+    emit("share_beside_eval", statistics.median(beside_eval), "of_alone")
+    emit("share_pair_slower", statistics.median(slower), "of_alone")
+    emit("share_pair_together", statistics.median(together), "of_alone")
+
+
+def progress(text: str) -> None:
+    """A progress line, on stderr: stdout holds only the figures."""
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+PARTS = (
+    "the layers' matrix product",
+    "each preset's update and acting times",
+    "the emulator and the replay memory",
+    "the end-to-end training loop, one game and four",
+    "sharing the cores: a training alone, beside an evaluation, beside a second training",
+)
+
+
+def run_benchmark(end_to_end_steps: int = 2_000, compute: Compute = PLAIN, rounds: int = 1) -> None:
+    """Every figure, one per line on stdout, computed with ``compute`` (the CLI passes the
+    platform's); on stderr, what it measures, a line as each part starts, and a summary in
+    words at the end. ``rounds``: of the share benchmark."""
+    figures: dict[str, float | str] = {}
 
     def emit(name: str, value: float | str, unit: str) -> None:
+        figures[name] = value
         text = (
             f"{value:.3g}"
             if isinstance(value, float) and value < 10
@@ -276,14 +371,46 @@ def run_benchmark(end_to_end_steps: int = 2_000, compute: Compute = PLAIN) -> No
         )
         print(f"{name} {text} {unit}", flush=True)
 
+    progress(f"measuring {len(PARTS)} parts: " + "; ".join(PARTS) + f" ({rounds} round"
+             f"{'s' if rounds > 1 else ''}). A few minutes on 2 quiet cores, several times that "
+             "beside another busy process; a line as each part starts.")  # fmt: skip
+    parts = iter(enumerate(PARTS, 1))
+
+    def next_part() -> None:
+        number, name = next(parts)
+        progress(f"part {number} of {len(PARTS)}: {name}")
+
     emit("device", "gpu" if mx.default_device() == mx.gpu else "cpu", "-")
     emit("compute", compute.name.replace(" ", "_"), "-")
+    next_part()
     emit("blas_gflops", measure_gflops(compute.layers), "GFLOP/s")
+    next_part()
     for preset in PRESETS:
         network_figures(preset, compute, emit)
+    next_part()
     emit("env_agent_steps_per_s", env_steps_per_s(), "agent_steps/s")
     replay_figures(emit)
+    next_part()
     for num_envs, suffix in ((1, ""), (4, "_envs4")):
         rate = end_to_end_steps_per_s(end_to_end_steps, compute, num_envs)
         emit(f"end_to_end_nature2015{suffix}", rate, "agent_steps/s")
     emit("peak_memory", peak_memory_mib(), "MiB")
+    next_part()
+    share_figures(end_to_end_steps, rounds, emit)
+    for line in summary(figures):
+        progress(line)
+
+
+def summary(figures: dict[str, float | str]) -> list[str]:
+    """The few figures that matter, in words."""
+    return [
+        f"summary: a Nature update (batch 32) takes {figures['update_ms_nature2015']:.1f} ms "
+        f"with {figures['compute']}; the training loop runs "
+        f"{figures['end_to_end_nature2015']:.0f} agent steps/s with one game and "
+        f"{figures['end_to_end_nature2015_envs4']:.0f} with four; the process peaked at "
+        f"{figures['peak_memory']:.0f} MiB.",
+        f"summary: beside an evaluation a training keeps {figures['share_beside_eval']:.0%} of "
+        f"its lone {figures['share_alone']:.0f} agent steps/s; two trainings keep "
+        f"{figures['share_pair_slower']:.0%} each at least, together "
+        f"{figures['share_pair_together']:.0%} of one alone.",
+    ]

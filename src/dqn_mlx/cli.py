@@ -71,6 +71,8 @@ Device = Annotated[Literal["auto", "cpu", "gpu"], _flag(SPEED, "Where MLX comput
 Threads = Annotated[int | None, _flag(SPEED, "Threads of the oneDNN layers (Linux x86-64 CPU), "
     "per run in a sweep (default 1 there). Default: OMP_NUM_THREADS if set, else the cores "
     "this process may use (taskset counts); give 1 to each of two runs side by side.")]
+Rounds = Annotated[int, _flag(SPEED, "Bench: alternating rounds of its share benchmark (a "
+    "training alone, beside an evaluation, beside a second training).")]
 Accel = Annotated[bool, _flag(SPEED, "The platform's layers and optimizer (Linux x86-64 CPU: "
     "oneDNN's, built at install); --no-accel computes with MLX's own, the definitions.")]
 # fmt: on
@@ -122,8 +124,11 @@ def evaluate(
     """Play a checkpoint and save its scores beside it. --seed: the checkpoint's + 1000 if not
     given; --eval-steps: the length of --protocol nips2013."""
     from dqn_mlx.evaluate import evaluate_checkpoint
+    from dqn_mlx.run.start import backend_line
 
-    layers = select_device(device, accel, threads).layers
+    compute = select_device(device, accel, threads, EVAL_THREADS)
+    print(backend_line(compute))
+    layers = compute.layers
     seed, steps = given.get("seed"), given.get("eval_steps")
     evaluate_checkpoint(load_path, _one(env), episodes, epsilon, seed, protocol, steps, video,
                         value_trace, layers, video_view)  # fmt: skip
@@ -141,7 +146,12 @@ def report(weights_dir: WeightsDir = WEIGHTS, *, given: dict[str, Any]) -> None:
 
 @mode("bench", ["total_steps"], defaults_shown=False)
 def bench(
-    device: Device = "auto", threads: Threads = None, accel: Accel = True, *, given: dict[str, Any]
+    device: Device = "auto",
+    threads: Threads = None,
+    accel: Accel = True,
+    rounds: Rounds = 1,
+    *,
+    given: dict[str, Any],
 ) -> None:
     """Measure the speed of every stage on this machine, one figure per line. --steps: the
     agent steps of its end-to-end training loop (2,000 if not given)."""
@@ -151,7 +161,9 @@ def bench(
     steps = given.get("total_steps", 2_000)
     if steps <= 0:
         raise UserError(f"--steps must be positive, got {steps}")
-    run_benchmark(steps, compute)
+    if rounds <= 0:
+        raise UserError(f"--rounds must be positive, got {rounds}")
+    run_benchmark(steps, compute, rounds)
 
 
 @mode("sweep", [field for field in flag_fields() if field != "seed"])
@@ -188,8 +200,16 @@ def _check_threads(threads: int | None) -> None:
         raise UserError(f"--threads must be positive, got {threads}")
 
 
-def select_device(device: str, accel: bool, threads: int | None) -> Compute:
-    """Pick MLX's device, then how to compute on it: the platform's layers, or with
+EVAL_THREADS = 1
+"""An evaluation's default layer threads: its batch-1 forward passes gain nothing from more,
+and a training it watches keeps the other cores (docs/performance.md)."""
+
+
+def select_device(
+    device: str, accel: bool, threads: int | None, mode_default: int | None = None
+) -> Compute:
+    """Pick MLX's device, then how to compute on it: the platform's layers (``threads``, else
+    ``OMP_NUM_THREADS``, else ``mode_default``, else every core of the process), or with
     ``--no-accel`` MLX's own."""
     _check_threads(threads)
     try:
@@ -211,7 +231,7 @@ def select_device(device: str, accel: bool, threads: int | None) -> Compute:
         return dataclasses.replace(PLAIN, name=f"{PLAIN.name} (--no-accel)")
     from dqn_mlx.accel import platform_compute
 
-    return platform_compute(threads)
+    return platform_compute(threads, mode_default)
 
 
 def run() -> None:

@@ -27,18 +27,40 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def platform_compute(threads: int | None = None) -> Compute:
+def thread_count(threads: int | None, mode_default: int | None = None) -> int:
+    """The CPU layers' thread count: ``threads`` (``--threads``), else ``OMP_NUM_THREADS``
+    where set, else the mode's own default (``mode_default``: an evaluation's batch-1
+    forward passes gain nothing from more than one), else the cores of this process's
+    affinity (a training's updates use them all)."""
+    if threads is not None and threads > 0:
+        return threads
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]):
+        return int(os.environ["OMP_NUM_THREADS"])
+    return mode_default or default_threads()
+
+
+OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
+"""OpenMP's settings for the layers' threads, where the user set none: a thread that waits
+for work sleeps instead of spinning, so that a second process on the same cores (an
+evaluation beside a training, two trainings) gets them; with the default spin two processes
+of two threads on two cores each ran at a fifth of their lone speed (docs/performance.md).
+libgomp reads them once, when it loads, which is why ``platform_compute`` sets them before it
+loads the layers (and a process that never asks for them keeps its environment)."""
+
+
+def platform_compute(threads: int | None = None, mode_default: int | None = None) -> Compute:
     """The ``Compute`` for MLX's default device; its name says which path, and why where it
     is MLX's own.
 
-    ``threads``: the CPU layers' OpenMP threads; default ``OMP_NUM_THREADS`` where set, else
-    the cores of this process's affinity."""
+    ``threads``, ``mode_default``: the CPU layers' OpenMP threads (``thread_count``)."""
     import mlx.core as mx
 
     if mx.default_device() != mx.cpu:
         return PLAIN
     if not (sys.platform == "linux" and platform.machine() == "x86_64"):
         return _plain("no oneDNN layers for this platform")
+    for name, value in OPENMP_DEFAULTS.items():
+        os.environ.setdefault(name, value)  # before libgomp loads with the layers
     try:
         from dqn_mlx.accel.onednn import ONEDNN, use_threads
     except ImportError as exc:
@@ -48,7 +70,7 @@ def platform_compute(threads: int | None = None) -> Compute:
             raise UserError(str(exc)) from None
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return _plain(f"the oneDNN layers did not load: {why}")
-    count = use_threads(threads)
+    count = use_threads(thread_count(threads, mode_default))
     threads_word = "thread" if count == 1 else "threads"
     return dataclasses.replace(ONEDNN, name=f"{ONEDNN.name}, {count} {threads_word}")
 

@@ -11,8 +11,6 @@ state are the plain classes' own, and a checkpoint is the same file whichever co
 
 from __future__ import annotations
 
-import os
-
 import dqn_mlx_onednn as ext
 import mlx.core as mx
 import mlx.optimizers as optim
@@ -69,13 +67,7 @@ ONEDNN_LAYERS = Layers(
 ONEDNN = Compute(ONEDNN_LAYERS.name, ONEDNN_LAYERS, OnednnAdam, OnednnCenteredRMSProp)
 
 
-def use_threads(threads: int | None) -> int:
-    """Size the layers' OpenMP teams: ``threads``, else ``OMP_NUM_THREADS``, else the cores
-    of this process's affinity. Returns the count."""
-    from dqn_mlx.accel import default_threads
-
-    if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        threads = int(os.environ["OMP_NUM_THREADS"])
-    count = threads if threads is not None and threads > 0 else default_threads()
+def use_threads(count: int) -> int:
+    """Size the layers' OpenMP teams (``accel.thread_count`` chose ``count``). Returns it."""
     ext.set_num_threads(count)
     return count
