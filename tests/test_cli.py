@@ -593,3 +593,26 @@ def test_the_installed_command_is_main_py() -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.startswith("error: --replay-size is a flag of --mode train, sweep")
+
+
+def test_a_run_reports_every_agent_step_it_was_asked_for_and_ends_on_its_epochs_rate(
+    tmp_path: Path,
+) -> None:
+    """125 updates in one epoch: the last (agent step 1,997: one every 4 agent steps from
+    1,501) ends the epoch, and the run goes on to 2,000. The epoch's record and checkpoint
+    count the 2,000 agent steps asked for, and the last progress line shows the rate that
+    record gives, not one timed over the last 3 agent steps and the epoch end's saves."""
+    args = ["--mode", "train", "--weights-dir", str(tmp_path), "--run-name", "whole"]
+    at = TINY.index("--epoch-updates")
+    tiny = [*TINY[:at], "--epoch-updates", "125", *TINY[at + 2 :]]
+    result = run_main(*args, *tiny)
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "BreakoutNoFrameskip-v4" / "whole"
+    (record,) = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert (record["agent_steps"], record["updates"]) == (2000, 125)
+    _, meta = mx.load(str(folder / "epoch_1.safetensors"), return_metadata=True)
+    assert meta["agent_steps"] == "2000"
+    progress = [line for line in result.stdout.splitlines() if " agent steps/s " in line]
+    assert progress[-1].startswith("learning | agent step 2,000/2,000"), progress
+    shown = float(re.findall(r"\| ([\d,]+) agent steps/s \|", progress[-1])[0].replace(",", ""))
+    assert shown == pytest.approx(record["agent_steps_per_s"], rel=0.02, abs=1), progress[-1]

@@ -412,3 +412,22 @@ def test_a_resumed_epoch_reports_the_rate_of_the_steps_made_after_the_resume(
     # the epoch ends inside a pass, before that pass's poll: one tick fewer than steps made
     made = records[cut]["agent_steps"] - 257
     assert records[cut]["agent_steps_per_s"] == pytest.approx(made / (made - 1))
+
+
+def test_an_epoch_waiting_for_the_runs_end_ends_when_a_resume_extends_the_run(
+    tmp_path: Path,
+) -> None:
+    """An update every 4 agent steps: the 100th and last of a 500-step run follows agent step
+    497 and completes epoch 2, which waits for the run's end. Stopped at 498 and resumed with
+    --steps 700, the run ends that epoch first: its epochs keep 50 updates each."""
+    config = with_overrides(CONFIG, {"update_period": 4, "epoch_updates": 50})
+    with pytest.raises(TrainingInterrupted):
+        train(config, "Catch", CatchEnv, tmp_path, log=_quiet, should_stop=_stop_after(498),
+              compute=COMPUTE)  # fmt: skip
+    loaded = load_training_state(tmp_path)
+    assert (loaded.run.step, loaded.run.epoch, loaded.updates) == (498, 1, 100)
+    longer = dataclasses.replace(loaded.config, total_steps=700)
+    train(longer, "Catch", CatchEnv, tmp_path, log=_quiet, resume=loaded, compute=COMPUTE)
+    records = read_metrics(tmp_path)
+    assert [(r["epoch"], r["updates"]) for r in records] == [(1, 50), (2, 100), (3, 150)]
+    assert [r["agent_steps"] for r in records] == [297, 498, 700]

@@ -172,6 +172,17 @@ class ConsoleProgress:
         self.show(run, epsilon, rate)
         self.last_time, self.last_step = now, run.step
 
+    def finish(self, run: RunState, epsilon: float, rate: float) -> None:
+        """The run's last line, at its last agent step, showing ``rate`` (agent steps/s): the
+        span since the line before can be a few agent steps long, too short to time. Nothing
+        when a line or the epoch end already showed that step."""
+        if run.step == self.last_step:
+            return
+        now = self.clock()
+        self.phases.observe(run.step, now)
+        self.show(run, epsilon, rate)
+        self.last_time, self.last_step = now, run.step
+
     def evaluating(self, epoch: int, games: int, steps: int, total: int) -> None:
         """Called at every agent step of an epoch's evaluation (shown every interval)."""
         now = self.clock()

@@ -21,7 +21,14 @@ from dqn_mlx.config import DQNConfig
 from dqn_mlx.core.env import PixelEnv
 from dqn_mlx.core.game import FinishedGame, GameRecord, TrainingGame
 from dqn_mlx.core.learner import PLAIN, Compute, Learner, UpdateStats
-from dqn_mlx.core.loop import NonFiniteLoss, RunState, StopRequested, Training, run_loop
+from dqn_mlx.core.loop import (
+    NonFiniteLoss,
+    RunState,
+    StopRequested,
+    Training,
+    learning_due,
+    run_loop,
+)
 from dqn_mlx.core.network import parameter_shapes
 from dqn_mlx.core.policy import exploration_rate
 from dqn_mlx.core.replay import ReplayStreams, check_replay_fits, replay_bytes
@@ -75,14 +82,26 @@ class RunHooks:
 
     def end_epoch(self) -> None:
         """Evaluate and save the weights, hand the record to every output, then save the
-        training state (the record is on disk first: ``run/epoch.py``)."""
+        training state (the record is on disk first: ``run/epoch.py``). The progress display
+        hears of the epoch end last: its evaluation, plots and saves are none of them training,
+        so the next rate it shows starts after them.
+
+        An epoch whose last update is the run's last ends with the run instead
+        (``_run_to_the_end``), so that its record and checkpoint count every agent step the
+        run was asked for: with an update every 4 agent steps, ``--steps 3000`` makes its last
+        update at agent step 2,997, and the 3 steps after it would otherwise be trained but
+        never reported."""
+        if self.run.step < self.epoch_end.training.config.total_steps and not updates_remain(
+            self.epoch_end.training.config, self.run.step
+        ):
+            return
         with _stop_cleanly_on_write_errors(self.output.out_dir, self.epoch_bytes):
             ended = self.epoch_end.close_epoch(self.progress.evaluating)
-            self.progress.end_epoch(ended.record)
             out_dir = self.output.out_dir
             draw_plots(out_dir, append_metrics(out_dir, ended.record), self.output.env_id)
             self.live.end_epoch(ended.record)
             self.epoch_end.open_next(ended)
+            self.progress.end_epoch(ended.record)
 
     def after_step(
         self, epsilon: float, finished: Sequence[FinishedGame], updates: Sequence[UpdateStats]
@@ -298,8 +317,12 @@ def measure_step_costs(
 
 
 def _run_to_the_end(training: Training, hooks: RunHooks) -> None:
-    """The loop, then a last, shorter epoch so that no update is left unsaved."""
+    """The loop, then a last, shorter epoch so that no update is left unsaved. A run resumed
+    with more --steps from a state saved after its last update first ends the epoch that
+    update completed, which was waiting for the run's end (``RunHooks.end_epoch``)."""
     run = training.run
+    if training.learner.updates // training.config.epoch_updates > run.epoch:
+        hooks.end_epoch()
     try:
         run_loop(training, hooks)
     except StopRequested:
@@ -311,11 +334,23 @@ def _run_to_the_end(training: Training, hooks: RunHooks) -> None:
             f"agent step {run.step:,} without saving it. The last good checkpoint is in "
             f"{hooks.output.out_dir}; try a lower --learning-rate"
         ) from None
-    hooks.progress.after_step(run, exploration_rate(training.config, run.step), force=True)
+    # The last line's rate is the last epoch's, as its metrics.jsonl record gives it: the span
+    # since the line before can be a few agent steps long.
+    epsilon = exploration_rate(training.config, run.step)
+    hooks.progress.finish(run, epsilon, hooks.epoch_end.agent_steps_per_s())
     if run.epoch_loss_count > 0:
         hooks.end_epoch()
     else:  # the last epoch ended before the last steps: the state still records the end
         hooks.save_state()
+
+
+def updates_remain(config: DQNConfig, step: int) -> bool:
+    """Whether the run makes another update after agent step ``step`` (``learning_due`` is
+    periodic in ``update_period``: one period after the later of ``step`` and the end of
+    random play tells)."""
+    first = max(step, config.learning_starts) + 1
+    last = min(config.total_steps, first + config.update_period - 1)
+    return any(learning_due(config, later) for later in range(first, last + 1))
 
 
 def _start(training: Training, eval_env: PixelEnv) -> np.ndarray:
