@@ -132,7 +132,7 @@ BAD_INPUTS = [
     (["--bogus"], "No such option: --bogus"),
     (["--env", "Breakot-v5"], "unknown environment id"),
     (["--env", "CartPole-v1"], "not an Atari game"),
-    (["--steps", "0"], "--steps must be >= 1"),
+    (["--steps", "0"], "--steps must be in [1, 100,000,000,000], got 0"),
     (["--replay-size", "-3"], "--replay-size must be >= 1"),
     (["--replay-size", "2000000000"], "--replay-size 2,000,000,000 needs"),
     (["--batch-size", "0"], "--batch-size must be >= 1"),

@@ -239,16 +239,20 @@ class Range:
         return f"in {left}{number(self.low)}, {number(self.high)}{right}"
 
 
+MAX_TOTAL_STEPS = 100_000_000_000
+"""The most agent steps a run may be given: about 16 years at 200 agent steps/s, and beyond the
+longest Atari trainings published (tens of billions of emulator frames). A larger ``--steps``
+is a slip, refused as such rather than for the disk its checkpoints would fill."""
 AT_LEAST_1, AT_LEAST_0 = Range(1), Range(0)
 POSITIVE = Range(0, open_low=True)
 PROBABILITY, DECAY = Range(0, 1), Range(0, 1, open_high=True)
 RANGES: dict[str, Range] = {
     **dict.fromkeys(
         ("frame_skip", "history_length", "replay_size", "batch_size", "update_period",
-         "total_steps", "epoch_updates", "eval_steps", "held_out_states",
-         "max_episode_frames", "num_envs"),
+         "epoch_updates", "eval_steps", "held_out_states", "max_episode_frames", "num_envs"),
         AT_LEAST_1,
     ),
+    "total_steps": Range(1, MAX_TOTAL_STEPS),
     **dict.fromkeys(
         ("noop_max", "learning_starts", "target_update_agent_steps", "epsilon_decay_steps"),
         AT_LEAST_0,

@@ -38,7 +38,7 @@ from dqn_mlx.report.plots import draw_plots
 from dqn_mlx.run.clock import RunningClock
 from dqn_mlx.run.epoch import EpochEnd, RunOutput
 from dqn_mlx.run.folder import RUN_FILES, clear_unfinished_run, hold_run_folder, remove_leftovers
-from dqn_mlx.run.live import LiveMetrics
+from dqn_mlx.run.live import LiveMetrics, live_files
 from dqn_mlx.run.loggers import ConsoleProgress, Schedule, StepCosts, TerminalProgress
 from dqn_mlx.run.metrics import append_metrics
 from dqn_mlx.run.resume import (
@@ -59,6 +59,14 @@ class TrainingInterrupted(Exception):
     def __init__(self, out_dir: Path, step: int):
         super().__init__(f"interrupted at agent step {step:,}")
         self.out_dir, self.step = out_dir, step
+
+
+class LossDiverged(Exception):
+    """The TD loss became inf or NaN: the run stopped without saving anything after it."""
+
+    def __init__(self, loss: float, update: int, step: int):
+        super().__init__(loss, update, step)
+        self.loss, self.update, self.step = loss, update, step
 
 
 class RunHooks:
@@ -162,10 +170,43 @@ def train(
         elif resume is None:
             check_no_other_run(out_dir)
         remove_leftovers(out_dir, resume.replay_file if resume else None, log)
-        return _train_in_folder(
-            config, env_id, make_env, out_dir, log, frame_skip, resume, save_replay_memory,
-            should_stop, progress_bar, compute, memory_warning,
-        )  # fmt: skip
+        try:
+            return _train_in_folder(
+                config, env_id, make_env, out_dir, log, frame_skip, resume, save_replay_memory,
+                should_stop, progress_bar, compute, memory_warning,
+            )  # fmt: skip
+        except LossDiverged as diverged:
+            raise UserError(_diverged_message(diverged, out_dir, config)) from None
+
+
+def _diverged_message(diverged: LossDiverged, out_dir: Path, config: DQNConfig) -> str:
+    """What a run whose loss diverged leaves, and what to do: the newest checkpoint it wrote,
+    or, when it saved nothing at all (no checkpoint, no training state), nothing: the files
+    it wrote while playing go, so that the command line removes the emptied folder."""
+    where = f"at update {diverged.update:,} (by agent step {diverged.step:,})"
+    head = f"the loss became {diverged.loss} {where}"
+    retry = f"train again with a --learning-rate below {config.learning_rate:g}"
+    checkpoints = sorted(out_dir.glob("epoch_*.safetensors"), key=_epoch_number)
+    if checkpoints:
+        return (
+            f"{head}; the run stopped without saving it, and its last good checkpoint is "
+            f"{checkpoints[-1]} (evaluate it with --mode eval --load-path "
+            f"{quoted(checkpoints[-1])}); {retry}"
+        )
+    if (out_dir / STATE_FILE).exists():
+        return (
+            f"{head}; the run stopped without saving it, and its last good training state "
+            f"stays in {out_dir}; {retry}"
+        )
+    for path in live_files(out_dir):
+        path.unlink(missing_ok=True)
+    return f"{head}, before the run had saved anything, so nothing of it is kept; {retry}"
+
+
+def _epoch_number(path: Path) -> int:
+    """N of ``epoch_<N>.safetensors``; -1 for a name of another shape."""
+    number = path.stem.removeprefix("epoch_")
+    return int(number) if number.isdigit() else -1
 
 
 def _train_in_folder(
@@ -329,11 +370,9 @@ def _run_to_the_end(training: Training, hooks: RunHooks) -> None:
         hooks.save_state()
         raise TrainingInterrupted(hooks.output.out_dir, run.step) from None
     except NonFiniteLoss as exc:
-        raise UserError(
-            f"the loss became {exc.args[0]} at update {training.learner.updates:,}; stopped at "
-            f"agent step {run.step:,} without saving it. The last good checkpoint is in "
-            f"{hooks.output.out_dir}; try a lower --learning-rate"
-        ) from None
+        # the pass's agent steps are played: the update followed one of them
+        played = run.step + len(training.games)
+        raise LossDiverged(exc.args[0], training.learner.updates, played) from None
     # The last line's rate is the last epoch's, as its metrics.jsonl record gives it: the span
     # since the line before can be a few agent steps long.
     epsilon = exploration_rate(training.config, run.step)
