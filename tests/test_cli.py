@@ -595,6 +595,28 @@ def test_the_installed_command_is_main_py() -> None:
     assert result.stderr.startswith("error: --replay-size is a flag of --mode train, sweep")
 
 
+def test_eval_prints_each_game_as_it_ends_with_the_scores_so_far_and_an_eta(
+    trained: Path,
+) -> None:
+    """Where stdout is no terminal (here a pipe), a plain line per game: k of N, its score and
+    agent steps, the scores so far and an ETA; the same scores as the final summary's."""
+    weights = trained / "epoch_2.safetensors"
+    result = run_main("--mode", "eval", "--load-path", str(weights), "--episodes", "3",
+                      "--seed", "11")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if re.match(r"game \d/3: ", line)]
+    summary = [float(x) for x in re.findall(r"^episode \d: raw score (\S+)$", result.stdout, re.M)]
+    assert len(lines) == 3 and len(summary) == 3, result.stdout
+    for k, line in enumerate(lines, 1):
+        assert line.startswith(f"game {k}/3: score {summary[k - 1]:g} in "), line
+        shown = ", ".join(f"{score:g}" for score in summary[:k])
+        assert f"| scores so far {shown} (mean {np.mean(summary[:k]):.1f}) |" in line, line
+        assert re.search(r"\| [\d,]+ agent steps in [\dhm]+s, ETA [\dhm]+s$", line), line
+    assert lines[-1].endswith("ETA 0s")
+    # a game that ends before the summary: the lines come before it, as the games end
+    assert result.stdout.index(lines[-1]) < result.stdout.index("episode 1: raw score")
+
+
 def test_a_run_reports_every_agent_step_it_was_asked_for_and_ends_on_its_epochs_rate(
     tmp_path: Path,
 ) -> None:
