@@ -1,5 +1,5 @@
 """Evaluation: the greedy policy follows the weights as they change, a step budget that ends
-no game scores 0, and ``--mode eval``'s progress."""
+no game scores 0, the games of one evaluation start apart, and ``--mode eval``'s progress."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from compute import COMPUTE
 from dqn_mlx.core.env import Step
 from dqn_mlx.core.network import PLAIN, QNetwork
 from dqn_mlx.core.policy import greedy_policy
-from dqn_mlx.evaluate import PROGRESS_LINE_S, EvalProgress, play_steps
+from dqn_mlx.evaluate import PROGRESS_LINE_S, EvalProgress, play_episodes, play_steps
 
 
 @pytest.mark.parametrize("layers", [PLAIN, COMPUTE.layers], ids=["mlx", "platform"])
@@ -43,6 +43,29 @@ def test_a_step_budget_with_no_finished_game_scores_zero_as_deepmind_does() -> N
     full = play_steps(CatchEnv(0), always_right, 4, agent_steps=25, seed=1)
     assert len(full.scores) == 2 and full.completed  # the third game, cut at 5 steps, is out
     assert full.mean == np.mean(full.scores)
+
+
+def test_the_games_of_one_evaluation_start_differently() -> None:
+    """Each game of an evaluation starts after its own draw of no-op frames (ale-py's, at
+    each automatic reset), so that its games are independent draws: played with one fixed
+    action, so that nothing else differs, five games of real Breakout open on five different
+    sequences of frames. (Beam Rider's two games that both scored 1092 were two different
+    games, of 4,070 and 5,412 agent steps: its scores come in steps of 48.)"""
+    from dqn_mlx.core.env import make_atari_env
+
+    env = make_atari_env("BreakoutNoFrameskip-v4", 4, 30, 108_000, seed=7)
+    openings: list[bytes] = []
+    frames: list[np.ndarray] = []
+
+    def observe(episode: int, step: Step) -> None:
+        frames.append(step.frame.copy())
+        if step.game_over or step.truncated:
+            openings.append(np.stack(frames[:20]).tobytes())
+            frames.clear()
+
+    result = play_episodes(env, lambda state: 0, 4, episodes=5, seed=7, observer=observe)
+    assert len(result.scores) == len(openings) == 5
+    assert len(set(openings)) == 5
 
 
 class Clock:
