@@ -301,3 +301,42 @@ def test_a_node_checks_it_sees_the_drivers_weights_dir_and_can_lock_a_run_folder
         f"does not see the driver's --weights-dir {other} (no .sweep-check-abc there: "
     )
     assert not any(other.iterdir())
+
+
+@end_to_end
+def test_a_second_sweep_on_the_same_weights_dir_is_refused_naming_the_first(
+    tmp_path: Path,
+) -> None:
+    """The second driver would start the first's runs again, each refused by the run folder
+    the first's training holds, and report them failed after its retries although the first
+    finishes them. It is refused at the start, in one line naming the first driver, and
+    starts nothing; once the first has finished, the same command finds nothing to train."""
+    command = [sys.executable, str(ROOT / "main.py"), "--mode", "sweep", "--env"]
+    command += ["PongNoFrameskip-v4", "--seeds", "0", "--steps", "2000"]
+    command += ["--weights-dir", str(tmp_path), *TINY]
+    first = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        deadline = time.time() + 120
+        while not _training_children(tmp_path) and time.time() < deadline:
+            time.sleep(0.2)
+        assert _training_children(tmp_path), "the first sweep started no training"
+        second = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        _, err = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.send_signal(signal.SIGINT)
+            first.communicate(timeout=60)
+    lines = second.stderr.strip().splitlines()
+    assert second.returncode == 2 and len(lines) == 1, (second.stdout, second.stderr)
+    assert lines[0].startswith(
+        f"error: --weights-dir {tmp_path} is in use by another sweep (pid {first.pid} on "
+    ), lines
+    assert "queued" not in second.stdout and "RuntimeError" not in second.stdout + second.stderr
+    assert first.returncode == 0, err
+    folder = tmp_path / "PongNoFrameskip-v4" / "laptop-seed0"
+    assert load_training_state(folder).run.step == 2000
+    assert not (tmp_path / ".sweep.lock").exists()  # released with the first sweep
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert again.returncode == 0 and "finished already" in again.stdout, again.stderr

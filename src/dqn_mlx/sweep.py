@@ -14,7 +14,8 @@ driver's node (``Board``) where it started; the driver reads it and Ray's list o
 
 Faults: a run whose process dies, or whose node is lost, is retried by Ray (on any node), and
 a retry, like a sweep started again with the same command, continues each unfinished run from
-its folder (``--resume``) and skips the finished ones. Ctrl-C cancels every run, and the runs
+its folder (``--resume``) and skips the finished ones. One sweep driver holds a ``--weights-dir``
+at a time (``hold_weights_dir``). Ctrl-C cancels every run, and the runs
 on this machine stop cleanly, each with a resumable state (on other nodes of a cluster, a
 cancelled run resumes from its last epoch end).
 """
@@ -27,13 +28,14 @@ import math
 import os
 import secrets
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
-from contextlib import suppress
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,7 @@ from dqn_mlx.config import DQNConfig
 from dqn_mlx.core.replay import replay_bytes
 from dqn_mlx.errors import UserError
 from dqn_mlx.run.checkpoint import run_folder
-from dqn_mlx.run.folder import hold_run_folder
+from dqn_mlx.run.folder import hold_folder, hold_run_folder
 from dqn_mlx.sweep_view import RunView, SweepView
 
 MAIN = Path(__file__).resolve().parents[2] / "main.py"
@@ -58,6 +60,7 @@ GPU_STEP = 0.0001  # the finest fraction of a resource Ray schedules
 CHECK_PREFIX = ".sweep-check-"
 CHECK_TIMEOUT_S = 120.0  # a node's --weights-dir check: a worker start and a few small files
 REFRESH_S = 2.0  # the live view
+SWEEP_LOCK = ".sweep.lock"  # in --weights-dir, while a sweep holds it: who does
 
 
 @dataclass(frozen=True)
@@ -327,21 +330,53 @@ def sweep(
     every run, then the ``--mode report`` command; a UserError when some failed even after
     their retries. Which runs are left is read from their folders first: a sweep with none
     left (run again after it finished) shows its table without starting Ray."""
-    views = {run: RunView(run.env_id, run.seed, run.folder, config.total_steps) for run in runs}
-    to_train, untrained = triage(runs, config.total_steps)
     weights_dir = runs[0].folder.parent.parent
-    failed = [run for run, state, _ in untrained if state == "failed"]
-    if to_train:
-        failed += _sweep_on_ray(to_train, untrained, views, config, train_args, threads, address)
-    else:
-        view = SweepView(list(views.values()), weights_dir)
-        _show_untrained(view, views, untrained)
-        view.close()
+    with hold_weights_dir(weights_dir):
+        views = {r: RunView(r.env_id, r.seed, r.folder, config.total_steps) for r in runs}
+        to_train, untrained = triage(runs, config.total_steps)
+        failed = [run for run, state, _ in untrained if state == "failed"]
+        if to_train:
+            failed += _sweep_on_ray(to_train, untrained, views, config, train_args, threads,
+                                    address)  # fmt: skip
+        else:
+            view = SweepView(list(views.values()), weights_dir)
+            _show_untrained(view, views, untrained)
+            view.close()
     if failed:
         raise UserError(
             f"{len(failed)} of {len(runs)} runs failed after {RETRIES} retries (above); start "
             "the same command again to resume them"
         )
+
+
+@contextmanager
+def hold_weights_dir(weights_dir: Path) -> Iterator[None]:
+    """One sweep driver per ``--weights-dir`` for the whole sweep (``run/folder.py``'s lock on
+    the folder itself, ``.sweep.lock`` naming the holder's pid and host): a second driver
+    would start every run again, each refused by the first's run folder, and report them all
+    failed after their retries, although the first finishes them. It is refused at once,
+    naming the holder. A ``--weights-dir`` made for the sweep goes again if left empty."""
+    created = not weights_dir.exists()
+    try:
+        weights_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--weights-dir {weights_dir}: {exc.strerror or exc}") from None
+
+    def refused(holder: str) -> UserError:
+        return UserError(
+            f"--weights-dir {weights_dir} is in use by another sweep ({holder or 'pid unknown'})"
+            "; wait for it to finish or stop it (Ctrl-C; the same command then resumes its "
+            "runs), or sweep into another --weights-dir"
+        )
+
+    try:
+        with hold_folder(weights_dir, SWEEP_LOCK, f"pid {os.getpid()} on {socket.gethostname()}",
+                         refused):  # fmt: skip
+            yield
+    finally:
+        if created:
+            with suppress(OSError):
+                weights_dir.rmdir()  # only when still empty
 
 
 def triage(
