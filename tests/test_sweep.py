@@ -340,3 +340,53 @@ def test_a_second_sweep_on_the_same_weights_dir_is_refused_naming_the_first(
     assert not (tmp_path / ".sweep.lock").exists()  # released with the first sweep
     again = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert again.returncode == 0 and "finished already" in again.stdout, again.stderr
+
+
+@end_to_end
+def test_a_ray_worker_killed_alone_takes_its_training_down_cleanly_and_the_retry_resumes(
+    tmp_path: Path,
+) -> None:
+    """Only the Ray worker that runs the task is killed (SIGKILL): its training process gets
+    SIGTERM as its parent dies, writes its state at the agent step it reached and exits,
+    releasing the run folder; Ray's retry resumes from that state and finishes the run.
+
+    Ray's own clean-up of a dead worker's process group (Ray 2.60's default) is turned off:
+    it depends on Ray's version and settings, and without it a killed worker's training ran
+    on to its end, holding its folder and refusing every retry meanwhile."""
+    folder = tmp_path / "PongNoFrameskip-v4" / "laptop-seed4"
+    command = [sys.executable, str(ROOT / "main.py"), "--mode", "sweep", "--env"]
+    command += ["PongNoFrameskip-v4", "--seeds", "4", "--steps", "2400", "--weights-dir"]
+    command += [str(tmp_path), *TINY]
+    without_ray_cleanup = {**os.environ, "RAY_process_group_cleanup_enabled": "0"}
+    driver = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env=without_ray_cleanup,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 300
+        while not (folder / "train_state.safetensors").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert (folder / "train_state.safetensors").exists(), "no epoch end before the deadline"
+        (child,) = _training_children(tmp_path)
+        worker = child.parent()
+        assert worker is not None and "ray::" in " ".join(worker.cmdline()), worker
+        epoch_end = state_step(folder)
+        worker.send_signal(signal.SIGKILL)
+        _, alive = psutil.wait_procs([child], timeout=30)
+        assert not alive, "the training process outlived its Ray worker"
+        assert not (folder / ".lock").exists()  # it let the run folder go
+        stopped_at = state_step(folder)  # stopped mid-run (it did not train on to the end)
+        assert stopped_at is not None and epoch_end is not None
+        assert epoch_end < stopped_at < 2400, (epoch_end, stopped_at)
+        out, err = driver.communicate(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.send_signal(signal.SIGINT)
+            driver.communicate(timeout=60)
+        for process in _training_children(tmp_path):
+            process.kill()
+    assert driver.returncode == 0, err
+    assert f"(attempt 2, resuming from agent step {stopped_at:,})" in out, out
+    assert load_training_state(folder).run.step == 2400
+    steps = [r["agent_steps"] for r in _records(folder)]
+    assert steps == sorted(set(steps)) and steps[-1] == 2400, steps

@@ -86,6 +86,18 @@ def hold_folder(
         os.close(fd)  # releases the lock
 
 
+def is_held(folder: Path) -> bool:
+    """Whether a process holds ``folder``'s lock now (a probe: taken and let go at once)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def _read_holder(path: Path) -> str:
     try:
         return path.read_text().strip()
