@@ -132,7 +132,7 @@ BAD_INPUTS = [
     (["--bogus"], "No such option: --bogus"),
     (["--env", "Breakot-v5"], "unknown environment id"),
     (["--env", "CartPole-v1"], "not an Atari game"),
-    (["--steps", "0"], "--steps must be >= 1"),
+    (["--steps", "0"], "--steps must be in [1, 100,000,000,000], got 0"),
     (["--replay-size", "-3"], "--replay-size must be >= 1"),
     (["--replay-size", "2000000000"], "--replay-size 2,000,000,000 needs"),
     (["--batch-size", "0"], "--batch-size must be >= 1"),
@@ -610,3 +610,48 @@ def test_the_installed_command_is_main_py() -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.startswith("error: --replay-size is a flag of --mode train, sweep")
+
+
+def test_eval_prints_each_game_as_it_ends_with_the_scores_so_far_and_an_eta(
+    trained: Path,
+) -> None:
+    """Where stdout is no terminal (here a pipe), a plain line per game: k of N, its score and
+    agent steps, the scores so far and an ETA; the same scores as the final summary's."""
+    weights = trained / "epoch_2.safetensors"
+    result = run_main("--mode", "eval", "--load-path", str(weights), "--episodes", "3",
+                      "--seed", "11")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if re.match(r"game \d/3: ", line)]
+    summary = [float(x) for x in re.findall(r"^episode \d: raw score (\S+)$", result.stdout, re.M)]
+    assert len(lines) == 3 and len(summary) == 3, result.stdout
+    for k, line in enumerate(lines, 1):
+        assert line.startswith(f"game {k}/3: score {summary[k - 1]:g} in "), line
+        shown = ", ".join(f"{score:g}" for score in summary[:k])
+        assert f"| scores so far {shown} (mean {np.mean(summary[:k]):.1f}) |" in line, line
+        assert re.search(r"\| [\d,]+ agent steps in [\dhm]+s, ETA [\dhm]+s$", line), line
+    assert lines[-1].endswith("ETA 0s")
+    # a game that ends before the summary: the lines come before it, as the games end
+    assert result.stdout.index(lines[-1]) < result.stdout.index("episode 1: raw score")
+
+
+def test_a_run_reports_every_agent_step_it_was_asked_for_and_ends_on_its_epochs_rate(
+    tmp_path: Path,
+) -> None:
+    """125 updates in one epoch: the last (agent step 1,997: one every 4 agent steps from
+    1,501) ends the epoch, and the run goes on to 2,000. The epoch's record and checkpoint
+    count the 2,000 agent steps asked for, and the last progress line shows the rate that
+    record gives, not one timed over the last 3 agent steps and the epoch end's saves."""
+    args = ["--mode", "train", "--weights-dir", str(tmp_path), "--run-name", "whole"]
+    at = TINY.index("--epoch-updates")
+    tiny = [*TINY[:at], "--epoch-updates", "125", *TINY[at + 2 :]]
+    result = run_main(*args, *tiny)
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "BreakoutNoFrameskip-v4" / "whole"
+    (record,) = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert (record["agent_steps"], record["updates"]) == (2000, 125)
+    _, meta = mx.load(str(folder / "epoch_1.safetensors"), return_metadata=True)
+    assert meta["agent_steps"] == "2000"
+    progress = [line for line in result.stdout.splitlines() if " agent steps/s " in line]
+    assert progress[-1].startswith("learning | agent step 2,000/2,000"), progress
+    shown = float(re.findall(r"\| ([\d,]+) agent steps/s \|", progress[-1])[0].replace(",", ""))
+    assert shown == pytest.approx(record["agent_steps_per_s"], rel=0.02, abs=1), progress[-1]

@@ -96,7 +96,8 @@ def test_overrides_convert_types_and_reject_bad_values() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("total_steps", 0, "--steps must be >= 1"),
+        ("total_steps", 0, r"--steps must be in \[1, 100,000,000,000\], got 0"),
+        ("total_steps", 10**13, r"--steps must be in \[1, 100,000,000,000\], got 10000000000000"),
         ("replay_size", -5, "--replay-size must be >= 1"),
         ("replay_size", 10, "must exceed --batch-size"),
         ("learning_starts", 10**9, "must be below --steps"),

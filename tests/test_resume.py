@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import pty
+import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -412,3 +416,103 @@ def test_a_resumed_epoch_reports_the_rate_of_the_steps_made_after_the_resume(
     # the epoch ends inside a pass, before that pass's poll: one tick fewer than steps made
     made = records[cut]["agent_steps"] - 257
     assert records[cut]["agent_steps_per_s"] == pytest.approx(made / (made - 1))
+
+
+def test_an_epoch_waiting_for_the_runs_end_ends_when_a_resume_extends_the_run(
+    tmp_path: Path,
+) -> None:
+    """An update every 4 agent steps: the 100th and last of a 500-step run follows agent step
+    497 and completes epoch 2, which waits for the run's end. Stopped at 498 and resumed with
+    --steps 700, the run ends that epoch first: its epochs keep 50 updates each."""
+    config = with_overrides(CONFIG, {"update_period": 4, "epoch_updates": 50})
+    with pytest.raises(TrainingInterrupted):
+        train(config, "Catch", CatchEnv, tmp_path, log=_quiet, should_stop=_stop_after(498),
+              compute=COMPUTE)  # fmt: skip
+    loaded = load_training_state(tmp_path)
+    assert (loaded.run.step, loaded.run.epoch, loaded.updates) == (498, 1, 100)
+    longer = dataclasses.replace(loaded.config, total_steps=700)
+    train(longer, "Catch", CatchEnv, tmp_path, log=_quiet, resume=loaded, compute=COMPUTE)
+    records = read_metrics(tmp_path)
+    assert [(r["epoch"], r["updates"]) for r in records] == [(1, 50), (2, 100), (3, 150)]
+    assert [r["agent_steps"] for r in records] == [297, 498, 700]
+
+
+def _show(fd: int, into: list[bytes], closing: threading.Event) -> None:
+    """Drain a pty's master end, as a terminal shows what is written to it, until ``closing``
+    is set (then the caller closes it: a read in progress would hold it open)."""
+    while not closing.is_set():
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                into.append(os.read(fd, 65536))
+            except OSError:  # the child closed its end
+                return
+
+
+def _wait_for_exit(pid: int, timeout: float) -> int:
+    """The exit code of the child ``pid`` (128 + N for a signal N), waiting up to ``timeout``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) % 256
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"the run did not exit within {timeout} s of the hangup")
+
+
+def test_closing_the_terminal_saves_the_run_and_logs_the_resume_command(tmp_path: Path) -> None:
+    """The run trains on a terminal of its own (a pty, its controlling terminal, as a shell's
+    window gives it); closing the terminal sends it SIGHUP, and writes to the terminal fail
+    from then on. The run stops as for SIGTERM: a state saved at the agent step it reached
+    with its replay memory (an epoch end is far away: nothing else saved one), the lock
+    released, the resume command in the run folder's log; and it resumes from exactly there."""
+    run_dir = tmp_path / "BreakoutNoFrameskip-v4" / "hup"
+    command = [sys.executable, str(ROOT / "main.py"), "--mode", "train", "--weights-dir"]
+    command += [str(tmp_path), "--run-name", "hup", "--steps", "1200", "--learning-starts"]
+    command += ["100", "--replay-size", "2000", "--epoch-updates", "250", "--eval-steps", "100"]
+    command += ["--held-out-states", "16", "--batch-size", "8", "--save-replay"]
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the run, on the pty's other end
+        os.chdir(ROOT)
+        os.execv(sys.executable, command)
+    screen: list[bytes] = []
+    closing = threading.Event()
+    shown = threading.Thread(target=_show, args=(terminal, screen, closing), daemon=True)
+    shown.start()
+    try:
+        deadline = time.time() + 120
+        while not _learning(run_dir) and time.time() < deadline:
+            time.sleep(0.1)
+        assert _learning(run_dir), b"".join(screen)[-2000:]
+    finally:
+        closing.set()
+        shown.join()
+        os.close(terminal)  # the terminal closes: the kernel hangs up its session
+    code = _wait_for_exit(pid, 120)
+    log = (run_dir / "hangup.log").read_text()
+    assert code == 130, log
+    assert not (run_dir / ".lock").exists()
+    saved = load_training_state(run_dir)
+    stopped_at = saved.run.step
+    assert 100 < stopped_at < 1200 and saved.run.epoch == 0  # mid-epoch: no epoch end saved it
+    assert not list(run_dir.glob("epoch_*.safetensors"))
+    assert saved.replay_file == replay_file(stopped_at) and (run_dir / saved.replay_file).exists()
+    assert f"interrupted at agent step {stopped_at:,}; resume with: uv run main.py --mode " in log
+    resume_command = log.split("resume with: uv run main.py ")[1].splitlines()[0].split()
+    assert resume_command == ["--mode", "train", "--resume", str(run_dir)], resume_command
+    resumed = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *resume_command],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"agent step {stopped_at:,}, " in resumed.stdout.split("resumed from ")[1]
+    assert "replay memory restored" in resumed.stdout and "refilling" not in resumed.stdout
+    assert load_training_state(run_dir).run.step == 1200
+
+
+def _learning(run_dir: Path) -> bool:
+    """Whether the run has made updates: a training game ended after random play's 100 agent
+    steps (Breakout's random games last longer)."""
+    games = run_dir / "games.csv"
+    return games.exists() and len(games.read_text().splitlines()) > 1

@@ -275,6 +275,7 @@ def test_eval_refusals_are_one_line_and_write_nothing(tmp_path: Path) -> None:
         (["--set", "preset=nature2015"], "the preset is chosen with --preset"),
         (["--run-name", "../../escaped"], "one folder name"),
         (["--restart"], "--restart starts the run named by --run-name"),
+        (["--steps", "10000000000000"], "--steps must be in [1, 100,000,000,000], got"),
     ],
 )
 def test_bad_training_input_is_refused_before_anything_is_written(
@@ -285,3 +286,54 @@ def test_bad_training_input_is_refused_before_anything_is_written(
                             text=True, timeout=120, check=False)  # fmt: skip
     _refused(result, words)
     assert not (tmp_path / "w").exists() and not (tmp_path / "escaped").exists()
+
+
+@pytest.mark.slow
+def test_a_run_whose_loss_diverges_before_it_saved_anything_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """--learning-rate 1e308: the second update's loss is NaN, long before the first epoch
+    end. One line that says nothing was kept (there is no checkpoint to point to) and what
+    to change, and no folder left of the run."""
+    command = [sys.executable, str(ROOT / "main.py"), *TINY[: TINY.index("--save-replay")]]
+    command += ["--learning-rate", "1e308", "--weights-dir", str(tmp_path / "w")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    _refused(result, "the loss became nan at update 2 (by agent step 1,505), before the run had "
+             "saved anything, so nothing of it is kept; train again with a --learning-rate "
+             "below 1e+308")  # fmt: skip
+    assert "checkpoint" not in result.stderr
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_a_replay_memory_deleted_by_hand_is_named_as_missing(tmp_path: Path) -> None:
+    """The run was started with --save-replay: its state names the replay memory, and the
+    refill says that file is missing, not that the run never saved one."""
+    _cut(tmp_path)
+    (tmp_path / replay_file(220)).unlink()
+    logs: list[str] = []
+    _resume(tmp_path, logs)
+    refill = [line for line in logs if "refilling" in line]
+    assert len(refill) == 1 and refill[0].startswith(
+        "replay-220.npz, the replay memory saved with this training state, is missing: "
+    ), logs
+    assert "--save-replay" not in refill[0]
+
+
+@pytest.mark.slow
+def test_a_training_state_with_nan_says_the_run_cannot_go_on_from_it(tmp_path: Path) -> None:
+    """A training state has no earlier versions to take: the advice names what is left."""
+    _cut(tmp_path)
+    arrays, metadata = read_safetensors(tmp_path / STATE_FILE)
+    name = next(key for key in arrays if key.startswith("online."))
+    arrays[name] = mx.full(arrays[name].shape, float("nan"))
+    mx.save_safetensors(str(tmp_path / STATE_FILE), arrays, metadata=metadata)
+    with pytest.raises(UserError) as refused:
+        load_training_state(tmp_path)
+    message = str(refused.value)
+    assert f"{name} holds NaN or infinite numbers" in message
+    assert "earlier checkpoint" not in message
+    assert message.endswith(
+        "the run cannot go on from it; evaluate one of its epoch_<N>.safetensors "
+        "checkpoints, or train the run again"
+    )

@@ -301,3 +301,92 @@ def test_a_node_checks_it_sees_the_drivers_weights_dir_and_can_lock_a_run_folder
         f"does not see the driver's --weights-dir {other} (no .sweep-check-abc there: "
     )
     assert not any(other.iterdir())
+
+
+@end_to_end
+def test_a_second_sweep_on_the_same_weights_dir_is_refused_naming_the_first(
+    tmp_path: Path,
+) -> None:
+    """The second driver would start the first's runs again, each refused by the run folder
+    the first's training holds, and report them failed after its retries although the first
+    finishes them. It is refused at the start, in one line naming the first driver, and
+    starts nothing; once the first has finished, the same command finds nothing to train."""
+    command = [sys.executable, str(ROOT / "main.py"), "--mode", "sweep", "--env"]
+    command += ["PongNoFrameskip-v4", "--seeds", "0", "--steps", "2000"]
+    command += ["--weights-dir", str(tmp_path), *TINY]
+    first = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        deadline = time.time() + 120
+        while not _training_children(tmp_path) and time.time() < deadline:
+            time.sleep(0.2)
+        assert _training_children(tmp_path), "the first sweep started no training"
+        second = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        _, err = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.send_signal(signal.SIGINT)
+            first.communicate(timeout=60)
+    lines = second.stderr.strip().splitlines()
+    assert second.returncode == 2 and len(lines) == 1, (second.stdout, second.stderr)
+    assert lines[0].startswith(
+        f"error: --weights-dir {tmp_path} is in use by another sweep (pid {first.pid} on "
+    ), lines
+    assert "queued" not in second.stdout and "RuntimeError" not in second.stdout + second.stderr
+    assert first.returncode == 0, err
+    folder = tmp_path / "PongNoFrameskip-v4" / "laptop-seed0"
+    assert load_training_state(folder).run.step == 2000
+    assert not (tmp_path / ".sweep.lock").exists()  # released with the first sweep
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert again.returncode == 0 and "finished already" in again.stdout, again.stderr
+
+
+@end_to_end
+def test_a_ray_worker_killed_alone_takes_its_training_down_cleanly_and_the_retry_resumes(
+    tmp_path: Path,
+) -> None:
+    """Only the Ray worker that runs the task is killed (SIGKILL): its training process gets
+    SIGTERM as its parent dies, writes its state at the agent step it reached and exits,
+    releasing the run folder; Ray's retry resumes from that state and finishes the run.
+
+    Ray's own clean-up of a dead worker's process group (Ray 2.60's default) is turned off:
+    it depends on Ray's version and settings, and without it a killed worker's training ran
+    on to its end, holding its folder and refusing every retry meanwhile."""
+    folder = tmp_path / "PongNoFrameskip-v4" / "laptop-seed4"
+    command = [sys.executable, str(ROOT / "main.py"), "--mode", "sweep", "--env"]
+    command += ["PongNoFrameskip-v4", "--seeds", "4", "--steps", "2400", "--weights-dir"]
+    command += [str(tmp_path), *TINY]
+    without_ray_cleanup = {**os.environ, "RAY_process_group_cleanup_enabled": "0"}
+    driver = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env=without_ray_cleanup,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 300
+        while not (folder / "train_state.safetensors").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert (folder / "train_state.safetensors").exists(), "no epoch end before the deadline"
+        (child,) = _training_children(tmp_path)
+        worker = child.parent()
+        assert worker is not None and "ray::" in " ".join(worker.cmdline()), worker
+        epoch_end = state_step(folder)
+        worker.send_signal(signal.SIGKILL)
+        _, alive = psutil.wait_procs([child], timeout=30)
+        assert not alive, "the training process outlived its Ray worker"
+        assert not (folder / ".lock").exists()  # it let the run folder go
+        stopped_at = state_step(folder)  # stopped mid-run (it did not train on to the end)
+        assert stopped_at is not None and epoch_end is not None
+        assert epoch_end < stopped_at < 2400, (epoch_end, stopped_at)
+        out, err = driver.communicate(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.send_signal(signal.SIGINT)
+            driver.communicate(timeout=60)
+        for process in _training_children(tmp_path):
+            process.kill()
+    assert driver.returncode == 0, err
+    assert f"(attempt 2, resuming from agent step {stopped_at:,})" in out, out
+    assert load_training_state(folder).run.step == 2400
+    steps = [r["agent_steps"] for r in _records(folder)]
+    assert steps == sorted(set(steps)) and steps[-1] == 2400, steps

@@ -60,6 +60,10 @@ class Range:
 
 
 # The ranges of the fields' types (``DQNConfig.validate`` checks them, ``RANGES`` lists them).
+MAX_TOTAL_STEPS = 100_000_000_000
+"""The most agent steps a run may be given: about 16 years at 200 agent steps/s, and beyond the
+longest Atari trainings published (tens of billions of emulator frames). A larger ``--steps``
+is a slip, refused as such rather than for the disk its checkpoints would fill."""
 AtLeast1 = Annotated[int, Range(1)]
 AtLeast0 = Annotated[int, Range(0)]
 Positive = Annotated[float, Range(0, open_low=True)]
@@ -174,7 +178,7 @@ class DQNConfig:
     """Agent steps over which epsilon falls linearly from start to end (both papers: 1M)."""
 
     # --- schedule and evaluation -----------------------------------------------------------
-    total_steps: Annotated[AtLeast1, Flag(TRAIN, name="steps")] = 10_000_000
+    total_steps: Annotated[int, Range(1, MAX_TOTAL_STEPS), Flag(TRAIN, name="steps")] = 10_000_000
     """Agent steps of training (2013: 10M; 2015: 50M)."""
     epoch_updates: Annotated[AtLeast1, RUN] = 50_000
     """Updates per epoch; one checkpoint, evaluation and plot point per epoch (2013 Sec. 5.1)."""

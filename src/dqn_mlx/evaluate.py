@@ -11,9 +11,12 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
@@ -239,13 +242,139 @@ def evaluate_checkpoint(
         recording.film(video, _screen_of(env) if video_view == "game" else _agent_frame)
     recorder = ValueRecorder(ckpt.network, epsilon, env.num_actions, np.random.default_rng(seed))
     history = cfg.history_length
-    if steps_budget:
-        result = play_steps(env, recorder, history, steps_budget, seed, recording.observe)
-    else:
-        result = play_episodes(env, recorder, history, episodes, seed, recording.observe)
+    progress = EvalProgress(None if steps_budget else episodes, steps_budget or None,
+                            live=sys.stdout.isatty())  # fmt: skip
+
+    def observe(episode: int, step: Step) -> None:
+        recording.observe(episode, step)
+        progress(episode, step)
+
+    try:
+        if steps_budget:
+            result = play_steps(env, recorder, history, steps_budget, seed, observe)
+        else:
+            result = play_episodes(env, recorder, history, episodes, seed, observe)
+    finally:
+        progress.close()
     _report_scores(result)
     _write_results(Path(load_path), protocol, game, seed, epsilon, result, ckpt.metadata)
     recording.finish(recorder.max_q)
+
+
+PROGRESS_LINE_S = 30.0
+"""Where stdout is no terminal, a game that runs long gets a progress line this often."""
+SCORES_SHOWN = 10  # the last games' scores a progress line lists
+LIVE_REFRESH_S = 0.25  # the live line's redraws, on a terminal
+
+
+class EvalProgress:
+    """What ``--mode eval`` shows while it plays, from its first agent step (an ``Observer``):
+    the game, k of N, its agent steps and running score, the scores of the games so far and
+    an ETA. A plain line at the end of every game; on a terminal, a live line below them for
+    the game being played, elsewhere (a log, a pipe) a line every ``PROGRESS_LINE_S`` of a
+    game that runs long.
+
+    The ETA: with N games, the mean time of a game so far for each game left (the current
+    one less what it has played), known once a game has ended; with a step budget, the agent
+    steps left at the rate so far."""
+
+    def __init__(
+        self,
+        games: int | None,
+        step_budget: int | None,
+        live: bool,
+        log: Callable[[str], None] = print,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.games, self.budget, self.log, self.clock = games, step_budget, log, clock
+        self.start = self.game_start = self.last_line = clock()
+        self.scores: list[float] = []
+        self.lengths: list[int] = []  # agent steps of each game ended
+        self.score, self.steps, self.game_steps = 0.0, 0, 0
+        self.live: Any = None
+        if live:
+            from rich.live import Live
+            from rich.text import Text
+
+            self.text = Text(self.line())
+            self.live = Live(self.text, refresh_per_second=4, transient=True)
+            self.live.start()
+
+    def __call__(self, episode: int, step: Step) -> None:
+        """After every agent step: count it, and show what is due."""
+        self.steps, self.game_steps = self.steps + 1, self.game_steps + 1
+        self.score += step.reward
+        now = self.clock()
+        ended = step.game_over or step.truncated
+        if ended:
+            self.scores.append(self.score)
+            self.lengths.append(self.game_steps)
+            self.score, self.game_steps, self.game_start = 0.0, 0, now
+            self.log(self.ended_line(step.truncated))  # on a terminal, above the live line
+        if ended or now - self.last_line >= (LIVE_REFRESH_S if self.live else PROGRESS_LINE_S):
+            if self.live is not None:
+                self.text.plain = self.line()
+            elif not ended:
+                self.log(self.line())
+            self.last_line = now
+
+    def game_name(self, number: int) -> str:
+        return f"game {number}" + (f"/{self.games}" if self.games else "")
+
+    def line(self) -> str:
+        """The game being played: its agent steps and score so far, the games before it."""
+        if self.games and len(self.scores) >= self.games:
+            return f"all {self.games} games ended | {self.so_far()} | {self.eta_text()}"
+        return (
+            f"{self.game_name(len(self.scores) + 1)}: {self.game_steps:,} agent steps, score "
+            f"{self.score:g} so far | {self.so_far()} | {self.eta_text()}"
+        )
+
+    def ended_line(self, truncated: bool) -> str:
+        """The game just ended: its score and length, the games so far."""
+        cut = " (cut at its frame limit)" if truncated else ""
+        return (
+            f"{self.game_name(len(self.scores))}: score {self.scores[-1]:g} in "
+            f"{self.lengths[-1]:,} agent steps{cut} | {self.so_far()} | {self.eta_text()}"
+        )
+
+    def so_far(self) -> str:
+        if not self.scores:
+            return "no game ended yet"
+        shown = ", ".join(f"{score:g}" for score in self.scores[-SCORES_SHOWN:])
+        more = "..., " if len(self.scores) > SCORES_SHOWN else ""
+        return f"scores so far {more}{shown} (mean {np.mean(self.scores):.1f})"
+
+    def eta_text(self) -> str:
+        seconds = self.eta()
+        played = f"{self.steps:,} agent steps" + (f"/{self.budget:,}" if self.budget else "")
+        return f"{played} in {_minutes(self.clock() - self.start)}, ETA " + (
+            "?" if seconds is None else _minutes(seconds)
+        )
+
+    def eta(self) -> float | None:
+        now = self.clock()
+        if self.budget:
+            rate = self.steps / max(now - self.start, 1e-9)
+            return (self.budget - self.steps) / rate if self.steps else None
+        if not self.scores or not self.games:
+            return None
+        per_game = (self.game_start - self.start) / len(self.scores)
+        left = self.games - len(self.scores)
+        return max(0.0, per_game * left - (now - self.game_start)) if left else 0.0
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+def _minutes(seconds: float) -> str:
+    """``1h02m03s``, ``2m05s``, ``41s``."""
+    seconds = int(seconds)
+    hours, minutes = seconds // 3600, seconds % 3600 // 60
+    if hours:
+        return f"{hours}h{minutes:02d}m{seconds % 60:02d}s"
+    return f"{minutes}m{seconds % 60:02d}s" if minutes else f"{seconds}s"
 
 
 def _print_plan(

@@ -14,7 +14,9 @@ driver's node (``Board``) where it started; the driver reads it and Ray's list o
 
 Faults: a run whose process dies, or whose node is lost, is retried by Ray (on any node), and
 a retry, like a sweep started again with the same command, continues each unfinished run from
-its folder (``--resume``) and skips the finished ones. Ctrl-C cancels every run, and the runs
+its folder (``--resume``) and skips the finished ones. A run's training process stops, saving
+its state, when its Ray worker dies (``stopped_with_this_process``). One sweep driver holds a
+``--weights-dir`` at a time (``hold_weights_dir``). Ctrl-C cancels every run, and the runs
 on this machine stop cleanly, each with a resumable state (on other nodes of a cluster, a
 cancelled run resumes from its last epoch end).
 """
@@ -27,13 +29,14 @@ import math
 import os
 import secrets
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +47,7 @@ from dqn_mlx.config import DQNConfig
 from dqn_mlx.core.replay import replay_bytes
 from dqn_mlx.errors import UserError
 from dqn_mlx.run.checkpoint import run_folder
-from dqn_mlx.run.folder import hold_run_folder
+from dqn_mlx.run.folder import hold_folder, hold_run_folder, is_held
 from dqn_mlx.sweep_view import RunView, SweepView
 
 MAIN = Path(__file__).resolve().parents[2] / "main.py"
@@ -58,6 +61,8 @@ GPU_STEP = 0.0001  # the finest fraction of a resource Ray schedules
 CHECK_PREFIX = ".sweep-check-"
 CHECK_TIMEOUT_S = 120.0  # a node's --weights-dir check: a worker start and a few small files
 REFRESH_S = 2.0  # the live view
+HELD_WAIT_S = 120.0  # a retry's wait for the training of the attempt before to save and exit
+SWEEP_LOCK = ".sweep.lock"  # in --weights-dir, while a sweep holds it: who does
 
 
 @dataclass(frozen=True)
@@ -147,13 +152,17 @@ def run_training(run: SweepRun, train_args: list[str], threads: int, board: Any 
     that Ray retries the task, which then resumes. Ctrl-C (Ray's cancel) stops the child
     cleanly: it writes a resumable state. Each attempt tells ``board`` (a ``Board`` actor)
     where it runs, and prints it to its Ray worker's log on that node."""
+    wait_while_held(run.folder)
     if run.folder.exists() and not (run.folder / "train_state.safetensors").exists():
         for leftover in run.folder.iterdir():  # died before its first state: start again
             leftover.unlink()
     _attempt_started(run, board)
     with tempfile.TemporaryFile("w+") as errors:
         child = subprocess.Popen(
-            train_command(run, train_args, threads), stdout=subprocess.DEVNULL, stderr=errors
+            train_command(run, train_args, threads),
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            preexec_fn=stopped_with_this_process(),
         )
         try:
             while child.poll() is None:  # Python-level waits, so that Ray's cancel gets in
@@ -169,6 +178,45 @@ def run_training(run: SweepRun, train_args: list[str], threads: int, board: Any 
         _tell(board, "failed", str(run.folder), last[0])
         raise RuntimeError(f"{run.env_id} seed {run.seed}: {last[0]}")
     return child.returncode
+
+
+def wait_while_held(folder: Path, timeout_s: float = HELD_WAIT_S) -> None:
+    """Wait, up to ``timeout_s``, until no process holds the run folder: the training of an
+    earlier attempt, whose worker died, writes its state before it exits
+    (``stopped_with_this_process``), and the retry must resume from that state, not be
+    refused or clear the folder meanwhile. After that the attempt goes on regardless, and
+    its training names any holder left."""
+    deadline = time.monotonic() + timeout_s
+    while folder.is_dir() and is_held(folder) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2) on Linux: the signal a process gets when its parent dies
+
+
+def stopped_with_this_process() -> Callable[[], None] | None:
+    """For a training child (on Linux; elsewhere None): SIGTERM when this process, its Ray
+    worker, dies (``PR_SET_PDEATHSIG``, kept across exec), so that a worker killed alone (a
+    SIGKILL, the OOM killer) does not leave its training running, holding the run folder's
+    lock and refusing the retry. SIGTERM, not SIGKILL: the training finishes its step and
+    writes a resumable state, and the retry resumes from it. Ray runs a task on its worker's
+    main thread, whose end is the worker's (the signal follows the thread that forked).
+
+    The function runs in the child between fork and exec: it only makes the call, looked up
+    beforehand, and checks that the parent did not die before it took effect."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent, stop = os.getpid(), int(signal.SIGTERM)
+
+    def stop_with_parent() -> None:
+        prctl(PR_SET_PDEATHSIG, stop)
+        if os.getppid() != parent:  # the worker died before the call: no signal will come
+            os._exit(1)
+
+    return stop_with_parent
 
 
 def _attempt_started(run: SweepRun, board: Any) -> None:
@@ -327,21 +375,53 @@ def sweep(
     every run, then the ``--mode report`` command; a UserError when some failed even after
     their retries. Which runs are left is read from their folders first: a sweep with none
     left (run again after it finished) shows its table without starting Ray."""
-    views = {run: RunView(run.env_id, run.seed, run.folder, config.total_steps) for run in runs}
-    to_train, untrained = triage(runs, config.total_steps)
     weights_dir = runs[0].folder.parent.parent
-    failed = [run for run, state, _ in untrained if state == "failed"]
-    if to_train:
-        failed += _sweep_on_ray(to_train, untrained, views, config, train_args, threads, address)
-    else:
-        view = SweepView(list(views.values()), weights_dir)
-        _show_untrained(view, views, untrained)
-        view.close()
+    with hold_weights_dir(weights_dir):
+        views = {r: RunView(r.env_id, r.seed, r.folder, config.total_steps) for r in runs}
+        to_train, untrained = triage(runs, config.total_steps)
+        failed = [run for run, state, _ in untrained if state == "failed"]
+        if to_train:
+            failed += _sweep_on_ray(to_train, untrained, views, config, train_args, threads,
+                                    address)  # fmt: skip
+        else:
+            view = SweepView(list(views.values()), weights_dir)
+            _show_untrained(view, views, untrained)
+            view.close()
     if failed:
         raise UserError(
             f"{len(failed)} of {len(runs)} runs failed after {RETRIES} retries (above); start "
             "the same command again to resume them"
         )
+
+
+@contextmanager
+def hold_weights_dir(weights_dir: Path) -> Iterator[None]:
+    """One sweep driver per ``--weights-dir`` for the whole sweep (``run/folder.py``'s lock on
+    the folder itself, ``.sweep.lock`` naming the holder's pid and host): a second driver
+    would start every run again, each refused by the first's run folder, and report them all
+    failed after their retries, although the first finishes them. It is refused at once,
+    naming the holder. A ``--weights-dir`` made for the sweep goes again if left empty."""
+    created = not weights_dir.exists()
+    try:
+        weights_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--weights-dir {weights_dir}: {exc.strerror or exc}") from None
+
+    def refused(holder: str) -> UserError:
+        return UserError(
+            f"--weights-dir {weights_dir} is in use by another sweep ({holder or 'pid unknown'})"
+            "; wait for it to finish or stop it (Ctrl-C; the same command then resumes its "
+            "runs), or sweep into another --weights-dir"
+        )
+
+    try:
+        with hold_folder(weights_dir, SWEEP_LOCK, f"pid {os.getpid()} on {socket.gethostname()}",
+                         refused):  # fmt: skip
+            yield
+    finally:
+        if created:
+            with suppress(OSError):
+                weights_dir.rmdir()  # only when still empty
 
 
 def triage(

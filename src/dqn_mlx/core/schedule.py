@@ -72,6 +72,10 @@ class Schedule:
         period = self.update_period
         return max(0, (step - 1) // period - (self.learning_starts - 1) // period)
 
+    def updates_after(self, step: int) -> bool:
+        """Whether the run makes another update after agent step ``step``."""
+        return self.updates_by(self.total_steps) > self.updates_by(step)
+
     def step_of_update(self, update: int) -> int:
         """The agent step that update number ``update`` (from 1) follows (rule 2)."""
         first = -(-self.learning_starts // self.update_period) * self.update_period + 1

@@ -107,14 +107,16 @@ def read_safetensors(path: Path) -> tuple[dict[str, mx.array], dict[str, str]]:
     return loaded[0], loaded[1]
 
 
-def check_finite(arrays: dict[str, mx.array], what: str) -> None:
-    """A UserError naming the first array that holds a NaN or an infinity: such weights
-    would only stop a run at its first update, or play nonsense."""
+def check_finite(
+    arrays: dict[str, mx.array], what: str, advice: str = "take an earlier checkpoint of the run"
+) -> None:
+    """A UserError naming the first array that holds a NaN or an infinity, with ``advice``:
+    such weights would only stop a run at its first update, or play nonsense."""
     for name, value in arrays.items():
         if mx.issubdtype(value.dtype, mx.floating) and not mx.all(mx.isfinite(value)).item():
             raise UserError(
                 f"{what}: {name} holds NaN or infinite numbers, so the file cannot be used; "
-                "take an earlier checkpoint of the run"
+                f"{advice}"
             )
 
 

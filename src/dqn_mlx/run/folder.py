@@ -48,30 +48,59 @@ def check_run_name(name: str) -> str:
 def hold_run_folder(folder: Path) -> Iterator[None]:
     """Hold ``folder``'s lock (invariant 1) while the body runs; a UserError naming the
     holder's pid when another process has it."""
+
+    def refused(holder: str) -> UserError:
+        pid = f"pid {int(holder)}" if holder.isdigit() else "pid unknown"
+        return UserError(
+            f"{folder} is in use by another training process ({pid}); wait for it to finish "
+            "or stop it (Ctrl-C), or train under another --run-name"
+        )
+
+    with hold_folder(folder, LOCK_FILE, str(os.getpid()), refused):
+        yield
+
+
+@contextmanager
+def hold_folder(
+    folder: Path, lock_file: str, holder: str, refused: Callable[[str], UserError]
+) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder`` while the body runs, taken without waiting
+    and held by an open descriptor, so that the kernel releases it however the process ends.
+    ``lock_file`` in the folder holds ``holder`` (who holds it) meanwhile, for the message
+    only: another process gets ``refused(what it reads there)``, "" where it reads nothing."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(
-                f"{folder} is in use by another training process ({_holder(folder)}); wait for "
-                "it to finish or stop it (Ctrl-C), or train under another --run-name"
-            ) from None
-        (folder / LOCK_FILE).write_text(f"{os.getpid()}\n")
+            raise refused(_read_holder(folder / lock_file)) from None
+        (folder / lock_file).write_text(f"{holder}\n")
         try:
             yield
         finally:
             with suppress(OSError):
-                (folder / LOCK_FILE).unlink()
+                (folder / lock_file).unlink()
     finally:
         os.close(fd)  # releases the lock
 
 
-def _holder(folder: Path) -> str:
+def is_held(folder: Path) -> bool:
+    """Whether a process holds ``folder``'s lock now (a probe: taken and let go at once)."""
+    fd = os.open(folder, os.O_RDONLY)
     try:
-        return f"pid {int((folder / LOCK_FILE).read_text().strip())}"
-    except (OSError, ValueError):
-        return "pid unknown"
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _read_holder(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def _is_replay(name: str) -> bool:

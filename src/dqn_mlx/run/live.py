@@ -33,6 +33,18 @@ GAMES_COLUMNS = ("agent_step", "score", "length_agent_steps")
 UPDATES_COLUMNS = ("agent_step", "updates", "loss", "mean_max_q", "epsilon", "agent_steps_per_s")
 
 
+EVENTS_SUFFIX = ".dqn"
+"""The end of a run's TensorBoard event files' names (``events.out.tfevents.<time>.<host>.dqn``)."""
+
+
+def live_files(out_dir: Path) -> list[Path]:
+    """The files ``LiveMetrics`` writes in ``out_dir`` that exist: a run that saved nothing
+    else leaves only these."""
+    named = [out_dir / GAMES_FILE, out_dir / UPDATES_FILE]
+    events = out_dir.glob(f"events.out.tfevents.*{EVENTS_SUFFIX}")
+    return [path for path in [*named, *events] if path.is_file()]
+
+
 class LiveMetrics:
     """``games.csv``, ``updates.csv`` and TensorBoard events, fed by ``run.train.RunHooks``."""
 
@@ -49,7 +61,7 @@ class LiveMetrics:
             str(out_dir),
             purge_step=start_step + 1 if start_step else None,
             flush_secs=10,
-            filename_suffix=".dqn",
+            filename_suffix=EVENTS_SUFFIX,
         )
         self.window_loss = self.window_max_q = 0.0
         self.window_count = 0

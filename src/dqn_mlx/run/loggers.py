@@ -147,6 +147,17 @@ class ConsoleProgress:
         self.show(run, epsilon, rate)
         self.last_time, self.last_step = now, run.step
 
+    def finish(self, run: RunState, epsilon: float, rate: float) -> None:
+        """The run's last line, at its last agent step, showing ``rate`` (agent steps/s): the
+        span since the line before can be a few agent steps long, too short to time. Nothing
+        when a line or the epoch end already showed that step."""
+        if run.step == self.last_step:
+            return
+        now = self.clock()
+        self.phases.observe(run.step, now)
+        self.show(run, epsilon, rate)
+        self.last_time, self.last_step = now, run.step
+
     def evaluating(self, epoch: int, games: int, steps: int, total: int) -> None:
         """Called at every agent step of an epoch's evaluation (shown every interval)."""
         now = self.clock()
@@ -238,6 +249,19 @@ class TerminalProgress(ConsoleProgress):
 
     def close(self) -> None:
         self.live.stop()
+        if not self.live.console.is_terminal:  # left it (``leave_terminal``): end the line
+            self.live.console.line()
+
+
+def leave_terminal() -> None:
+    """The terminal is gone and the output goes to a file from now on
+    (``run.train.print_to_log``): a live display (``TerminalProgress``, drawn by rich's
+    console) redraws no more, lines printed meanwhile come out plain, and its last state is
+    written once, without colours, when it closes."""
+    from rich import get_console
+
+    console = get_console()
+    console.is_interactive, console.no_color, console.soft_wrap = False, True, True
 
 
 def _recent_score(run: RunState) -> str:

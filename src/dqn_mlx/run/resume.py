@@ -166,7 +166,12 @@ def load_training_state(path: Path) -> LoadedState:
             f"--resume {state_path} is not a readable training state ({type(exc).__name__}); "
             "use the run folder written by --mode train"
         ) from None
-    check_finite(loaded.arrays, f"--resume {state_path}")
+    check_finite(
+        loaded.arrays,
+        f"--resume {state_path}",
+        "the run cannot go on from it; evaluate one of its epoch_<N>.safetensors checkpoints, "
+        "or train the run again",
+    )
     return loaded
 
 
@@ -273,8 +278,10 @@ def load_replay(
     at another agent step than the training state, or damaged: then ``replay`` is left empty).
     Older files are read as ``run/formats.py`` says."""
     path = Path(run_dir) / (name or "")
-    if name is None or not path.is_file():
+    if name is None:
         return "no saved replay memory (train with --save-replay to keep it)"
+    if not path.is_file():
+        return f"{name}, the replay memory saved with this training state, is missing"
     try:
         return _fill_replay(path, replay, agent_step)
     except (

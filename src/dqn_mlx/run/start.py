@@ -170,7 +170,7 @@ def _train(
         return make_atari_env(env_id, frame_skip, config.noop_max, config.max_episode_frames,
                               seed, config.fire_after_life_loss)  # fmt: skip
 
-    requested = _stop_on_signals()
+    requested = _stop_on_signals(folder)
     try:
         out = train(config, env_id, make_env, folder, frame_skip=frame_skip, resume=resume,
                     save_replay_memory=save_replay, should_stop=lambda: bool(requested),
@@ -186,13 +186,19 @@ def _train(
     print(f"evaluate it: uv run main.py --mode eval --load-path {quoted(newest)}")
 
 
-def _stop_on_signals() -> list[int]:
-    """Ctrl-C and SIGTERM ask the run to stop after the current step (the returned list
-    becomes non-empty); a second Ctrl-C quits at once (every file is written atomically). A
-    repeated SIGTERM does not: a sweep may send it twice while the state is being written."""
+def _stop_on_signals(folder: Path) -> list[int]:
+    """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) ask the run to stop after the current
+    step (the returned list becomes non-empty); a second Ctrl-C quits at once (every file is
+    written atomically). A repeated SIGTERM does not: a sweep may send it twice while the
+    state is being written. After SIGHUP the output goes to the run folder's log
+    (``run.train.print_to_log``), the terminal being gone."""
+    from dqn_mlx.run.train import print_to_log
+
     requested: list[int] = []
 
     def request_stop(signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:
+            print_to_log(folder)
         if requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         if requested:
@@ -204,8 +210,8 @@ def _stop_on_signals() -> list[int]:
             file=sys.stderr,
         )
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, request_stop)
     return requested
 
 

@@ -9,7 +9,9 @@ stay: every file is written to a temporary name and renamed.
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -21,7 +23,13 @@ from dqn_mlx.config import DQNConfig
 from dqn_mlx.core.env import PixelEnv
 from dqn_mlx.core.game import FinishedGame, GameRecord, TrainingGame
 from dqn_mlx.core.learner import PLAIN, Compute, Learner, UpdateStats
-from dqn_mlx.core.loop import NonFiniteLoss, RunState, StopRequested, Training, run_loop
+from dqn_mlx.core.loop import (
+    NonFiniteLoss,
+    RunState,
+    StopRequested,
+    Training,
+    run_loop,
+)
 from dqn_mlx.core.network import parameter_shapes
 from dqn_mlx.core.policy import exploration_rate
 from dqn_mlx.core.replay import ReplayStreams, check_replay_fits, replay_bytes
@@ -32,8 +40,8 @@ from dqn_mlx.report.plots import draw_plots
 from dqn_mlx.run.clock import RunningClock
 from dqn_mlx.run.epoch import EpochEnd, RunOutput
 from dqn_mlx.run.folder import RUN_FILES, clear_unfinished_run, hold_run_folder, remove_leftovers
-from dqn_mlx.run.live import LiveMetrics
-from dqn_mlx.run.loggers import ConsoleProgress, StepCosts, TerminalProgress
+from dqn_mlx.run.live import LiveMetrics, live_files
+from dqn_mlx.run.loggers import ConsoleProgress, StepCosts, TerminalProgress, leave_terminal
 from dqn_mlx.run.metrics import append_metrics
 from dqn_mlx.run.resume import (
     STATE_FILE,
@@ -53,6 +61,14 @@ class TrainingInterrupted(Exception):
     def __init__(self, out_dir: Path, step: int):
         super().__init__(f"interrupted at agent step {step:,}")
         self.out_dir, self.step = out_dir, step
+
+
+class LossDiverged(Exception):
+    """The TD loss became inf or NaN: the run stopped without saving anything after it."""
+
+    def __init__(self, loss: float, update: int, step: int):
+        super().__init__(loss, update, step)
+        self.loss, self.update, self.step = loss, update, step
 
 
 class RunHooks:
@@ -76,14 +92,25 @@ class RunHooks:
 
     def end_epoch(self) -> None:
         """Evaluate and save the weights, hand the record to every output, then save the
-        training state (the record is on disk first: ``run/epoch.py``)."""
+        training state (the record is on disk first: ``run/epoch.py``). The progress display
+        hears of the epoch end last: its evaluation, plots and saves are none of them training,
+        so the next rate it shows starts after them.
+
+        An epoch whose last update is the run's last ends with the run instead
+        (``_run_to_the_end``), so that its record and checkpoint count every agent step the
+        run was asked for: with an update every 4 agent steps, ``--steps 3000`` makes its last
+        update at agent step 2,997, and the 3 steps after it would otherwise be trained but
+        never reported."""
+        schedule = Schedule.of(self.epoch_end.training.config)
+        if self.run.step < schedule.total_steps and not schedule.updates_after(self.run.step):
+            return
         with _stop_cleanly_on_write_errors(self.output.out_dir, self.epoch_bytes):
             ended = self.epoch_end.close_epoch(self.progress.evaluating)
-            self.progress.end_epoch(ended.record)
             out_dir = self.output.out_dir
             draw_plots(out_dir, append_metrics(out_dir, ended.record), self.output.env_id)
             self.live.end_epoch(ended.record)
             self.epoch_end.open_next(ended)
+            self.progress.end_epoch(ended.record)
 
     def after_step(
         self, epsilon: float, finished: Sequence[FinishedGame], updates: Sequence[UpdateStats]
@@ -144,10 +171,43 @@ def train(
         elif resume is None:
             check_no_other_run(out_dir)
         remove_leftovers(out_dir, resume.replay_file if resume else None, log)
-        return _train_in_folder(
-            config, env_id, make_env, out_dir, log, frame_skip, resume, save_replay_memory,
-            should_stop, progress_bar, compute, memory_warning,
-        )  # fmt: skip
+        try:
+            return _train_in_folder(
+                config, env_id, make_env, out_dir, log, frame_skip, resume, save_replay_memory,
+                should_stop, progress_bar, compute, memory_warning,
+            )  # fmt: skip
+        except LossDiverged as diverged:
+            raise UserError(_diverged_message(diverged, out_dir, config)) from None
+
+
+def _diverged_message(diverged: LossDiverged, out_dir: Path, config: DQNConfig) -> str:
+    """What a run whose loss diverged leaves, and what to do: the newest checkpoint it wrote,
+    or, when it saved nothing at all (no checkpoint, no training state), nothing: the files
+    it wrote while playing go, so that the command line removes the emptied folder."""
+    where = f"at update {diverged.update:,} (by agent step {diverged.step:,})"
+    head = f"the loss became {diverged.loss} {where}"
+    retry = f"train again with a --learning-rate below {config.learning_rate:g}"
+    checkpoints = sorted(out_dir.glob("epoch_*.safetensors"), key=_epoch_number)
+    if checkpoints:
+        return (
+            f"{head}; the run stopped without saving it, and its last good checkpoint is "
+            f"{checkpoints[-1]} (evaluate it with --mode eval --load-path "
+            f"{quoted(checkpoints[-1])}); {retry}"
+        )
+    if (out_dir / STATE_FILE).exists():
+        return (
+            f"{head}; the run stopped without saving it, and its last good training state "
+            f"stays in {out_dir}; {retry}"
+        )
+    for path in live_files(out_dir):
+        path.unlink(missing_ok=True)
+    return f"{head}, before the run had saved anything, so nothing of it is kept; {retry}"
+
+
+def _epoch_number(path: Path) -> int:
+    """N of ``epoch_<N>.safetensors``; -1 for a name of another shape."""
+    number = path.stem.removeprefix("epoch_")
+    return int(number) if number.isdigit() else -1
 
 
 def _train_in_folder(
@@ -299,24 +359,51 @@ def measure_step_costs(
 
 
 def _run_to_the_end(training: Training, hooks: RunHooks) -> None:
-    """The loop, then a last, shorter epoch so that no update is left unsaved."""
+    """The loop, then a last, shorter epoch so that no update is left unsaved. A run resumed
+    with more --steps from a state saved after its last update first ends the epoch that
+    update completed, which was waiting for the run's end (``RunHooks.end_epoch``)."""
     run = training.run
+    if training.learner.updates // training.config.epoch_updates > run.epoch:
+        hooks.end_epoch()
     try:
         run_loop(training, hooks)
     except StopRequested:
         hooks.save_state()
         raise TrainingInterrupted(hooks.output.out_dir, run.step) from None
     except NonFiniteLoss as exc:
-        raise UserError(
-            f"the loss became {exc.args[0]} at update {training.learner.updates:,}; stopped at "
-            f"agent step {run.step:,} without saving it. The last good checkpoint is in "
-            f"{hooks.output.out_dir}; try a lower --learning-rate"
-        ) from None
-    hooks.progress.after_step(run, exploration_rate(training.config, run.step), force=True)
+        # the pass's agent steps are played: the update followed one of them
+        played = run.step + len(training.games)
+        raise LossDiverged(exc.args[0], training.learner.updates, played) from None
+    # The last line's rate is the last epoch's, as its metrics.jsonl record gives it: the span
+    # since the line before can be a few agent steps long.
+    epsilon = exploration_rate(training.config, run.step)
+    hooks.progress.finish(run, epsilon, hooks.epoch_end.agent_steps_per_s())
     if run.epoch_loss_count > 0:
         hooks.end_epoch()
     else:  # the last epoch ended before the last steps: the state still records the end
         hooks.save_state()
+
+
+HANGUP_LOG = "hangup.log"
+"""What a run prints once its terminal is gone (SIGHUP), in its folder: the stop and the
+command that resumes it."""
+
+
+def print_to_log(out_dir: Path) -> None:
+    """From now on, this process's stdout and stderr go to ``out_dir/hangup.log`` (appended):
+    its terminal is gone (SIGHUP), a write to it would fail (EIO, or EPIPE for a pipe whose
+    reader went with it) and end the run as a failed write before its state is saved. At the
+    descriptor level, so that every writer follows (print, rich's live display); what was
+    buffered for the terminal lands in the log. Where the log cannot be opened, nowhere."""
+    try:
+        log = os.open(out_dir / HANGUP_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:
+        log = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):  # a stream already closed, or not a file
+            os.dup2(log, stream.fileno())
+    os.close(log)
+    leave_terminal()
 
 
 def _start(training: Training, eval_env: PixelEnv) -> np.ndarray:
