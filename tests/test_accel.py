@@ -169,33 +169,38 @@ _THREADS_OF = """
 import os, sys
 from dqn_mlx.accel import platform_compute
 compute = platform_compute(None, int(sys.argv[1]) if len(sys.argv) > 1 else None)
-print(compute.name.rsplit(", ", 1)[-1], os.environ.get("OMP_WAIT_POLICY"), sep="|")
+print(compute.name.rsplit(", ", 1)[-1], os.environ.get("GOMP_SPINCOUNT"), sep="|")
 """
 
 
 def _threads_of(env: dict[str, str], *mode_default: str) -> list[str]:
     """What ``platform_compute`` chooses in a fresh process with ``env``: its thread count and
-    the OpenMP wait policy then in the process's environment."""
-    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    libgomp's spin count then in the process's environment."""
+    openmp = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+    clean = {k: v for k, v in os.environ.items() if k not in openmp}
     out = subprocess.run([sys.executable, "-c", _THREADS_OF, *mode_default], env={**clean, **env},
                          capture_output=True, text=True, check=True)  # fmt: skip
     return out.stdout.strip().split("|")
 
 
 @pytest.mark.skipif(not ON_X86_LINUX, reason="the oneDNN layers' threads are Linux x86-64's")
-def test_each_mode_uses_the_threads_the_docs_give_and_openmp_waits_passively() -> None:
+def test_each_mode_uses_the_threads_the_docs_give_and_openmp_spins_briefly() -> None:
     """Training (no mode default): every core of the process's affinity; evaluation: 1; either
-    way OMP_NUM_THREADS or --threads wins. The layers' OpenMP threads sleep when idle
-    (OMP_WAIT_POLICY=PASSIVE, set before libgomp loads) unless the user chose a policy. The
-    README's --threads row says the same."""
+    way OMP_NUM_THREADS or --threads wins. The layers' idle OpenMP threads spin 1,000 times
+    before they sleep (GOMP_SPINCOUNT, set before libgomp loads) unless the user chose a wait
+    policy or a spin count. The README's --threads row says the same."""
+    from dqn_mlx.accel import SPIN_COUNT
     from dqn_mlx.cli import EVAL_THREADS
 
     cores = len(os.sched_getaffinity(0))
     word = "thread" if cores == 1 else "threads"
-    assert _threads_of({}) == [f"{cores} {word}", "PASSIVE"]
-    assert EVAL_THREADS == 1 and _threads_of({}, str(EVAL_THREADS)) == ["1 thread", "PASSIVE"]
-    assert _threads_of({"OMP_NUM_THREADS": "3"}, "1") == ["3 threads", "PASSIVE"]
-    assert _threads_of({"OMP_WAIT_POLICY": "ACTIVE"}) == [f"{cores} {word}", "ACTIVE"]
+    assert SPIN_COUNT == "1000"
+    assert _threads_of({}) == [f"{cores} {word}", "1000"]
+    assert EVAL_THREADS == 1 and _threads_of({}, str(EVAL_THREADS)) == ["1 thread", "1000"]
+    assert _threads_of({"OMP_NUM_THREADS": "3"}, "1") == ["3 threads", "1000"]
+    assert _threads_of({"OMP_WAIT_POLICY": "ACTIVE"}) == [f"{cores} {word}", "None"]
+    assert _threads_of({"GOMP_SPINCOUNT": "5"}) == [f"{cores} {word}", "5"]
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     threads_row = next(line for line in readme.splitlines() if line.startswith("| | `--threads"))
     assert "train: every core" in threads_row and "eval: 1" in threads_row, threads_row
+    assert "GOMP_SPINCOUNT=1000" in threads_row, threads_row

@@ -69,8 +69,9 @@ Address = Annotated[str | None, _flag(SWEEP, "A running Ray cluster to join (ray
 Device = Annotated[Literal["auto", "cpu", "gpu"], _flag(SPEED, "Where MLX computes: the best "
     "available, or one.")]
 Threads = Annotated[int | None, _flag(SPEED, "Threads of the oneDNN layers (Linux x86-64 CPU), "
-    "per run in a sweep (default 1 there). Default: OMP_NUM_THREADS if set, else the cores "
-    "this process may use (taskset counts); give 1 to each of two runs side by side.")]
+    "per run in a sweep (default 1 there). Default: OMP_NUM_THREADS if set, else train and "
+    "bench: the cores this process may use (taskset counts), eval: 1; give 1 to each of two "
+    "trainings side by side.")]
 Rounds = Annotated[int, _flag(SPEED, "Bench: alternating rounds of its share benchmark (a "
     "training alone, beside an evaluation, beside a second training).")]
 Accel = Annotated[bool, _flag(SPEED, "The platform's layers and optimizer (Linux x86-64 CPU: "
