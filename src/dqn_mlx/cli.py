@@ -19,6 +19,7 @@ from dqn_mlx.config import DEFAULT_PRESET, GENERAL, HYPERPARAMETERS, PRESETS, TR
 from dqn_mlx.errors import UserError
 from dqn_mlx.flags import BYTES_PER_TRANSITION as BYTES_PER_TRANSITION
 from dqn_mlx.flags import app, check_flags_of_mode, mode, mode_of
+from dqn_mlx.run.folder import RUNS
 
 if TYPE_CHECKING:  # only for the annotations: importing the CLI loads neither MLX nor ALE
     from dqn_mlx.core.learner import Compute
@@ -56,7 +57,7 @@ Protocol = Annotated[Literal["nips2013", "nature2015"] | None, _flag(EVAL, "nips
 RunName = Annotated[str | None, _flag(OUTPUT, "The run's folder name under <weights-dir>/<env-id>/"
     " (default: preset, seed and start time).")]
 WeightsDir = Annotated[Path, _flag(OUTPUT, "Output folder; a run goes to "
-    "<dir>/<env-id>/<run-name>/.")]
+    "<dir>/<env-id>/<run-name>/; report: the runs it reads (the shipped ones: weights/).")]
 SaveReplay = Annotated[bool, _flag(OUTPUT, "Also save the replay memory (compressed) for "
     "--resume.")]
 Video = Annotated[Path | None, _flag(OUTPUT, "Write one MP4 (or GIF) per game into this folder.")]
@@ -77,7 +78,6 @@ Rounds = Annotated[int, _flag(SPEED, "Bench: alternating rounds of its share ben
 Accel = Annotated[bool, _flag(SPEED, "The platform's layers and optimizer (Linux x86-64 CPU: "
     "oneDNN's, built at install); --no-accel computes with MLX's own, the definitions.")]
 # fmt: on
-WEIGHTS = Path("weights")
 
 
 @mode("train", flag_fields())
@@ -88,7 +88,7 @@ def train(
     resume: Resume = None,
     restart: Restart = False,
     run_name: RunName = None,
-    weights_dir: WeightsDir = WEIGHTS,
+    weights_dir: WeightsDir = RUNS,
     save_replay: SaveReplay = False,
     device: Device = "auto",
     threads: Threads = None,
@@ -136,7 +136,7 @@ def evaluate(
 
 
 @mode("report", [])
-def report(weights_dir: WeightsDir = WEIGHTS, *, given: dict[str, Any]) -> None:
+def report(weights_dir: WeightsDir = RUNS, *, given: dict[str, Any]) -> None:
     """Write the results table of every run under --weights-dir, beside the papers' scores."""
     from dqn_mlx.report.table import write_report
 
@@ -174,7 +174,7 @@ def sweep(
     address: Address = None,
     preset: Preset = None,
     set_: Set = None,
-    weights_dir: WeightsDir = WEIGHTS,
+    weights_dir: WeightsDir = RUNS,
     save_replay: SaveReplay = False,
     threads: Threads = None,
     *,

@@ -38,6 +38,7 @@ from dqn_mlx.files import atomic_write_text
 from dqn_mlx.report.plots import draw_value_trace
 from dqn_mlx.report.video import EpisodeVideos
 from dqn_mlx.run.checkpoint import Checkpoint, load_checkpoint
+from dqn_mlx.run.folder import is_shipped, results_folder
 
 Observer = Callable[[int, Step], None]  # (episode index, step) after every agent step
 
@@ -209,7 +210,8 @@ def evaluate_checkpoint(
     video_view: str = "game",
 ) -> None:
     """``--mode eval``: play a checkpoint, print its raw scores and save them as JSON beside
-    it; optionally record videos and the value trace of the first game."""
+    it (a shipped run's under ``runs/``: ``results_folder``); optionally record videos and the
+    value trace of the first game."""
     _check_eval_flags(load_path, protocol_name, episodes, epsilon, eval_steps, seed)
     assert load_path is not None
     _check_outputs(Path(load_path), video)
@@ -459,7 +461,9 @@ class _Recording:
             print(f"{len(self.videos.written)} videos in {self.video}")
         if self.value_trace:
             stem = self.load_path.stem
-            trace = self.load_path.with_name(f"{stem}_value_trace.png")
+            folder = results_folder(self.load_path, self.env_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            trace = folder / f"{stem}_value_trace.png"
             first_game = max_q[: len(self.first_game_rewards)]
             title = f"{self.env_id}, {stem}: value over one game"
             draw_value_trace(trace, first_game, self.first_game_rewards, title)
@@ -496,7 +500,8 @@ def _write_results(
     result: EvalResult,
     metadata: dict[str, str],
 ) -> None:
-    """The scores as JSON beside the weights: ``<stem>.eval_<protocol>.json``."""
+    """The scores as JSON in the checkpoint's ``results_folder`` (beside it, or for a shipped
+    run under ``runs/``): ``<stem>.eval_<protocol>.<env id>.<N>games.seed<S>.json``."""
     scores = np.array(result.scores if result.completed else [0.0])
     name = protocol.name if protocol else "episodes"
     summary = {
@@ -520,8 +525,10 @@ def _write_results(
         "agent_steps_trained": int(metadata.get("agent_steps", 0)),
         "date": datetime.date.today().isoformat(),
     }
-    out = load_path.with_name(results_file_name(load_path, name, game, len(result.scores), seed))
+    folder = results_folder(load_path, game.env_id)
+    out = folder / results_file_name(load_path, name, game, len(result.scores), seed)
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, json.dumps(summary, indent=1))
     except OSError as exc:
         raise UserError(
@@ -542,6 +549,8 @@ def _check_outputs(load_path: Path, video: Path | None) -> None:
     """Refuse before playing what could not be written at the end: the results beside the
     checkpoint, and videos into ``video``."""
     folder = load_path.parent
+    if is_shipped(load_path):
+        return  # its results go under runs/, made when they are written
     if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(
             f"cannot write the results beside {load_path}: {folder} is not writable; copy the "

@@ -46,8 +46,7 @@ import psutil
 from dqn_mlx.config import DQNConfig
 from dqn_mlx.core.replay import replay_bytes
 from dqn_mlx.errors import UserError
-from dqn_mlx.run.checkpoint import run_folder
-from dqn_mlx.run.folder import hold_folder, hold_run_folder, is_held
+from dqn_mlx.run.folder import hold_folder, hold_run_folder, is_held, run_folder
 from dqn_mlx.sweep_view import RunView, SweepView
 
 MAIN = Path(__file__).resolve().parents[2] / "main.py"

@@ -36,12 +36,6 @@ def mlx_version() -> str:
     return importlib.metadata.version("mlx")
 
 
-def run_folder(weights_dir: Path, env_id: str, run_name: str) -> Path:
-    """Folder of one run: ``<weights dir>/<env-id>/<run name>/`` (``/`` in v5 ids becomes
-    ``_``)."""
-    return Path(weights_dir) / env_id.replace("/", "_") / run_name
-
-
 def default_run_name(config: DQNConfig, now: datetime.datetime | None = None) -> str:
     """Short, readable and unique: the preset, the seed and the start time to the second,
     e.g. ``laptop-seed0-20261126-171500``."""

@@ -23,6 +23,33 @@ from dqn_mlx.errors import UserError
 from dqn_mlx.files import TEMPORARY_PREFIX
 from dqn_mlx.run.formats import is_temporary_v1
 
+RUNS = Path("runs")
+"""Where a user's runs, their evaluations and reports go by default (``--weights-dir``)."""
+SHIPPED = Path(__file__).resolve().parents[3] / "weights"
+"""The runs this repository ships (README "Results"): nothing but their shipping writes there."""
+
+
+def is_shipped(path: Path) -> bool:
+    """Whether ``path`` lies in a run this repository ships (under ``SHIPPED``)."""
+    return SHIPPED in Path(path).resolve().parents
+
+
+def results_folder(load_path: Path, env_id: str) -> Path:
+    """Where an evaluation of the checkpoint ``load_path`` writes: beside it, in its run's
+    folder; for a shipped run, the folder of the same name under ``RUNS``, so that the
+    shipped results stay as shipped whatever a user evaluates."""
+    load_path = Path(load_path)
+    if is_shipped(load_path):
+        return run_folder(RUNS, env_id, load_path.parent.name)
+    return load_path.parent
+
+
+def run_folder(weights_dir: Path, env_id: str, run_name: str) -> Path:
+    """Folder of one run: ``<weights dir>/<env-id>/<run name>/`` (``/`` in v5 ids becomes
+    ``_``)."""
+    return Path(weights_dir) / env_id.replace("/", "_") / run_name
+
+
 LOCK_FILE = ".lock"
 RUN_FILES = ("train_state.safetensors", "metrics.jsonl", "games.csv", "epoch_1.safetensors")
 """Any of these in a folder means a run trained there."""

@@ -19,8 +19,8 @@ from dqn_mlx.core.env import AtariEnv, comparability_note, make_atari_env, resol
 from dqn_mlx.core.learner import Compute
 from dqn_mlx.core.replay import check_replay_fits
 from dqn_mlx.errors import UserError
-from dqn_mlx.run.checkpoint import default_run_name, mlx_version, run_folder
-from dqn_mlx.run.folder import check_run_name
+from dqn_mlx.run.checkpoint import default_run_name, mlx_version
+from dqn_mlx.run.folder import check_run_name, run_folder
 from dqn_mlx.run.resume import LoadedState, differing_settings, load_training_state, quoted
 from dqn_mlx.run.train import TrainingInterrupted, check_no_other_run, train
 
