@@ -171,6 +171,7 @@ BAD_INPUTS = [
         "--replay-size is a flag of --mode train, sweep; --mode eval does not read it",
     ),
     (["--mode", "eval", "--load-path", "{good}", "--weights-dir", "{tmp}/w"], "--weights-dir is"),
+    (["--mode", "eval", "--load-path", "{shipped}", "--video", "{text}"], "is an existing file"),
     (["--mode", "report", "--seed", "1"], "--seed is a flag of --mode train, eval;"),
     (["--mode", "bench", "--resume", "{trained}"], "--resume is a flag of --mode train;"),
 ]
@@ -185,6 +186,11 @@ def test_bad_input_is_one_line_nonzero_and_touches_nothing(
         "trained": trained,
         "weights": trained.parent.parent,
         "good": trained / "epoch_1.safetensors",
+        "shipped": ROOT
+        / "weights"
+        / "PongNoFrameskip-v4"
+        / "laptop-seed0-1500k"
+        / "epoch_15.safetensors",
         "tmp": tmp_path,
     }
     args = [a.format(**{k: str(v) for k, v in paths.items()}) for a in args]

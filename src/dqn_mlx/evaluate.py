@@ -548,10 +548,8 @@ def results_file_name(load_path: Path, protocol: str, game: GameSpec, games: int
 def _check_outputs(load_path: Path, video: Path | None) -> None:
     """Refuse before playing what could not be written at the end: the results beside the
     checkpoint, and videos into ``video``."""
-    folder = load_path.parent
-    if is_shipped(load_path):
-        return  # its results go under runs/, made when they are written
-    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+    folder = load_path.parent  # a shipped run's results go under runs/, made when written
+    if not is_shipped(load_path) and folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(
             f"cannot write the results beside {load_path}: {folder} is not writable; copy the "
             "checkpoint into a writable folder and evaluate the copy"
