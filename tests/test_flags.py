@@ -120,3 +120,13 @@ def test_the_help_of_a_mode_lists_exactly_its_flags(mode: str) -> None:
     own = {flag for flag in declared_flags()[mode] if not flag.startswith("--no-")}
     assert listed == own
     assert "Usage: main.py --mode " + mode in result.stdout
+
+
+def test_help_names_what_a_flag_takes_not_its_python_type() -> None:
+    """--env takes a game id (repeated in a sweep), --set a name=value: the help says so, not
+    ``<list[str]>``."""
+    shown = subprocess.run([sys.executable, str(ROOT / "main.py"), "--mode", "sweep", "--help"],
+                           capture_output=True, text=True, check=True,
+                           env={"COLUMNS": "120", "PATH": ""}).stdout  # fmt: skip
+    assert "list[str]" not in shown
+    assert re.search(r"--env\s+<id>", shown) and re.search(r"--set\s+<name=value>", shown), shown

@@ -32,19 +32,19 @@ WHY_NOT = {("--load-path", "train"): "training starts from fresh weights; to con
 """A hint for refusals a user is likely to meet."""
 
 
-def _flag(panel: str, help: str, *names: str) -> Any:
-    return typer.Option(*names, help=help, rich_help_panel=panel)
+def _flag(panel: str, help: str, *names: str, metavar: str | None = None) -> Any:
+    return typer.Option(*names, help=help, rich_help_panel=panel, metavar=metavar)
 
 
 # The flags that set no config field, each declared once here; each mode lists those it reads.
 # fmt: off
 Env = Annotated[list[str] | None, _flag(GENERAL, "Gymnasium Atari id: <Game>NoFrameskip-v4 (the "
     "papers' setting) or ALE/<Game>-v5. Train default: BreakoutNoFrameskip-v4; eval default: "
-    "the checkpoint's. Sweep: repeat it for several games.")]
+    "the checkpoint's. Sweep: repeat it for several games.", metavar="<id>")]
 Preset = Annotated[PresetName | None, _flag(TRAIN, "laptop learns fastest at laptop budgets; "
     f"nips2013 and nature2015 are the papers' settings. Default: {DEFAULT_PRESET}.")]
 Set = Annotated[list[str] | None, _flag(HYPERPARAMETERS, "Any hyperparameter as name=value "
-    "(repeatable), as its flag sets it.", "--set")]
+    "(repeatable), as its flag sets it.", "--set", metavar="<name=value>")]
 Resume = Annotated[Path | None, _flag(TRAIN, "Continue the run in this folder (or state file).")]
 Restart = Annotated[bool, _flag(TRAIN, "Start the --run-name run over in its folder: for a run "
     "that stopped before its first training state, which --resume cannot continue.")]
