@@ -18,7 +18,7 @@ import typer
 from dqn_mlx.config import DEFAULT_PRESET, GENERAL, HYPERPARAMETERS, PRESETS, TRAIN, flag_fields
 from dqn_mlx.errors import UserError
 from dqn_mlx.flags import BYTES_PER_TRANSITION as BYTES_PER_TRANSITION
-from dqn_mlx.flags import app, check_flags_of_mode, mode, mode_of
+from dqn_mlx.flags import app, check_flags_of_mode, check_values_given, mode, mode_of
 from dqn_mlx.run.folder import RUNS
 
 if TYPE_CHECKING:  # only for the annotations: importing the CLI loads neither MLX nor ALE
@@ -242,6 +242,7 @@ def run() -> None:
     click's exception classes in a private module, so naming them would be fragile."""
     args = sys.argv[1:]
     try:
+        check_values_given(args)
         check_flags_of_mode(mode_of(args), args, WHY_NOT)
         code = typer.main.get_command(app).main(
             [mode_of(args), *args], prog_name=f"{Path(sys.argv[0]).name} --mode",

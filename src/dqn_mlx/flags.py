@@ -150,6 +150,16 @@ def check_flags_of_mode(mode: str, args: list[str], hints: dict[tuple[str, str],
     raise UserError(f"--mode {mode} does not read {listed}{why}")
 
 
+def check_values_given(args: list[str], flags: tuple[str, ...] = ("--set",)) -> None:
+    """Refuse a flag of ``flags`` whose value is missing, where the parser would take the next
+    flag as its value (``--set --weights-dir X`` would set ``--weights-dir`` and leave ``X``
+    over, an error that names neither)."""
+    for flag, value in itertools.zip_longest(args, args[1:]):
+        if flag in flags and (value is None or value.startswith("--")):
+            got = "nothing" if value is None else f"the flag {value}"
+            raise UserError(f"{flag} needs name=value (e.g. {flag} gamma=0.98), got {got}")
+
+
 def mode_of(args: list[str]) -> str:
     """The mode ``--mode`` names (the last one given), train if none does; a name that is no
     mode is left to the parser to refuse."""
