@@ -157,7 +157,7 @@ def check_values_given(args: list[str], flags: tuple[str, ...] = ("--set",)) -> 
     for flag, value in itertools.zip_longest(args, args[1:]):
         if flag in flags and (value is None or value.startswith("--")):
             got = "nothing" if value is None else f"the flag {value}"
-            raise UserError(f"{flag} needs name=value (e.g. {flag} gamma=0.98), got {got}")
+            raise UserError(f"{flag} expects name=value (e.g. {flag} gamma=0.98), got {got}")
 
 
 def mode_of(args: list[str]) -> str:
