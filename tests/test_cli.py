@@ -174,7 +174,7 @@ BAD_INPUTS = [
     (["--mode", "eval", "--load-path", "{shipped}", "--video", "{text}"], "is an existing file"),
     (
         ["--set", "--weights-dir", "{tmp}/w"],
-        "--set needs name=value (e.g. --set gamma=0.98), got the flag --weights-dir",
+        "--set expects name=value (e.g. --set gamma=0.98), got the flag --weights-dir",
     ),
     (["--mode", "report", "--seed", "1"], "--seed is a flag of --mode train, eval;"),
     (["--mode", "bench", "--resume", "{trained}"], "--resume is a flag of --mode train;"),
