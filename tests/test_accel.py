@@ -49,9 +49,9 @@ def test_the_import_check_resolves_relative_imports() -> None:
 
 
 def test_the_algorithm_never_imports_the_acceleration() -> None:
-    """Nothing outside accel/ imports it, except the command line, which chooses the
-    ``Compute`` and hands it to the rest."""
-    allowed = {PACKAGE / "cli.py"}
+    """Nothing outside accel/ imports it, except the choice of device (``run/device.py``,
+    which the command line asks), which makes the ``Compute`` the rest is handed."""
+    allowed = {PACKAGE / "run" / "device.py"}
     offenders = [
         str(path.relative_to(PACKAGE))
         for path in PACKAGE.rglob("*.py")
@@ -190,7 +190,7 @@ def test_each_mode_uses_the_threads_the_docs_give_and_openmp_spins_briefly() -> 
     before they sleep (GOMP_SPINCOUNT, set before libgomp loads) unless the user chose a wait
     policy or a spin count. The README's --threads row says the same."""
     from dqn_mlx.accel import SPIN_COUNT
-    from dqn_mlx.cli import EVAL_THREADS
+    from dqn_mlx.run.device import EVAL_THREADS
 
     cores = len(os.sched_getaffinity(0))
     word = "thread" if cores == 1 else "threads"

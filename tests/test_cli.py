@@ -606,10 +606,10 @@ def test_help_of_a_mode_lists_only_its_flags_and_the_defaults() -> None:
 
 
 def test_the_help_states_the_replays_bytes_per_transition_of_the_replay_memory() -> None:
-    from dqn_mlx import cli
+    from dqn_mlx import flags
     from dqn_mlx.core.replay import BYTES_PER_TRANSITION
 
-    assert cli.BYTES_PER_TRANSITION == BYTES_PER_TRANSITION
+    assert flags.BYTES_PER_TRANSITION == BYTES_PER_TRANSITION
 
 
 def test_the_installed_command_is_main_py() -> None:

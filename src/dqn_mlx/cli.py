@@ -11,18 +11,22 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
 from dqn_mlx.config import DEFAULT_PRESET, GENERAL, HYPERPARAMETERS, PRESETS, TRAIN, flag_fields
 from dqn_mlx.errors import UserError
-from dqn_mlx.flags import BYTES_PER_TRANSITION as BYTES_PER_TRANSITION
-from dqn_mlx.flags import app, check_flags_of_mode, check_values_given, mode, mode_of
+from dqn_mlx.flags import (
+    app,
+    check_flags_of_mode,
+    check_values_given,
+    errors_as_exit_codes,
+    mode,
+    mode_of,
+)
+from dqn_mlx.run.device import EVAL_THREADS, check_threads, select_device
 from dqn_mlx.run.folder import RUNS
-
-if TYPE_CHECKING:  # only for the annotations: importing the CLI loads neither MLX nor ALE
-    from dqn_mlx.core.learner import Compute
 
 EVAL, SWEEP, OUTPUT, SPEED = "Eval", "Sweep", "Output", "Speed"
 PresetName = Enum("PresetName", {name: name for name in PRESETS}, type=str)  # type: ignore[misc]
@@ -125,14 +129,11 @@ def evaluate(
     """Play a checkpoint and save its scores beside it. --seed: the checkpoint's + 1000 if not
     given; --eval-steps: the length of --protocol nips2013."""
     from dqn_mlx.evaluate import evaluate_checkpoint
-    from dqn_mlx.run.start import backend_line
 
     compute = select_device(device, accel, threads, EVAL_THREADS)
-    print(backend_line(compute))
-    layers = compute.layers
     seed, steps = given.get("seed"), given.get("eval_steps")
     evaluate_checkpoint(load_path, _one(env), episodes, epsilon, seed, protocol, steps, video,
-                        value_trace, layers, video_view)  # fmt: skip
+                        value_trace, compute, video_view)  # fmt: skip
 
 
 @mode("report", [])
@@ -184,7 +185,7 @@ def sweep(
     --seed); the same command again resumes the unfinished ones."""
     from dqn_mlx.sweep import sweep_mode
 
-    _check_threads(threads)
+    check_threads(threads)
     sweep_mode(env or [], seeds, preset and preset.value, given, set_ or [],
                (weights_dir, save_replay), address, threads)  # fmt: skip
 
@@ -196,67 +197,22 @@ def _one(env: list[str] | None) -> str | None:
     return env[0] if env else None
 
 
-def _check_threads(threads: int | None) -> None:
-    if threads is not None and threads <= 0:
-        raise UserError(f"--threads must be positive, got {threads}")
-
-
-EVAL_THREADS = 1
-"""An evaluation's default layer threads: its batch-1 forward passes gain nothing from more,
-and a training it watches keeps the other cores (docs/performance.md)."""
-
-
-def select_device(
-    device: str, accel: bool, threads: int | None, mode_default: int | None = None
-) -> Compute:
-    """Pick MLX's device, then how to compute on it: the platform's layers (``threads``, else
-    ``OMP_NUM_THREADS``, else ``mode_default``, else every core of the process), or with
-    ``--no-accel`` MLX's own."""
-    _check_threads(threads)
-    try:
-        import mlx.core as mx
-    except ImportError as exc:  # e.g. the cuda group on a machine without an NVIDIA driver
-        raise UserError(
-            f"MLX could not load its backend ({exc}); the cuda group needs an NVIDIA GPU and "
-            "driver: run without `--no-group cpu --group cuda` to use the CPU"
-        ) from None
-    if device == "gpu" and not mx.is_available(mx.gpu):
-        raise UserError("--device gpu: MLX sees no GPU on this machine; use --device cpu")
-    if device != "auto":
-        mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)
-    if not accel:
-        import dataclasses
-
-        from dqn_mlx.core.learner import PLAIN
-
-        return dataclasses.replace(PLAIN, name=f"{PLAIN.name} (--no-accel)")
-    from dqn_mlx.accel import platform_compute
-
-    return platform_compute(threads, mode_default)
-
-
 def run() -> None:
     """Entry point (``main.py``, the ``dqn-mlx`` command): ``--mode M`` runs the command M.
     The parser's own errors (a bad type, an unknown flag, a choice not in the list) become one
     line too. They are recognised by shape (``format_message``, ``exit_code``): typer vendors
     click's exception classes in a private module, so naming them would be fragile."""
     args = sys.argv[1:]
-    try:
+    with errors_as_exit_codes():
         check_values_given(args)
         check_flags_of_mode(mode_of(args), args, WHY_NOT)
-        code = typer.main.get_command(app).main(
-            [mode_of(args), *args], prog_name=f"{Path(sys.argv[0]).name} --mode",
-            standalone_mode=False,
-        )  # fmt: skip
-    except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except Exception as exc:
-        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
-            raise
-        typer.echo(f"error: {exc.format_message()} (see --help)", err=True)
-        sys.exit(2)
+        try:
+            code = typer.main.get_command(app).main(
+                [mode_of(args), *args], prog_name=f"{Path(sys.argv[0]).name} --mode",
+                standalone_mode=False,
+            )  # fmt: skip
+        except Exception as exc:
+            if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+                raise
+            raise UserError(f"{exc.format_message()} (see --help)") from None
     sys.exit(code if isinstance(code, int) else 0)

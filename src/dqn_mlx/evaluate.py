@@ -31,13 +31,15 @@ from dqn_mlx.core.env import (
     make_atari_env,
     resolve_game,
 )
-from dqn_mlx.core.network import PLAIN, Layers, QNetwork
+from dqn_mlx.core.learner import PLAIN, Compute
+from dqn_mlx.core.network import QNetwork
 from dqn_mlx.core.policy import Policy
 from dqn_mlx.errors import UserError
 from dqn_mlx.files import atomic_write_text
 from dqn_mlx.report.plots import draw_value_trace
 from dqn_mlx.report.video import EpisodeVideos
 from dqn_mlx.run.checkpoint import Checkpoint, load_checkpoint
+from dqn_mlx.run.device import backend_line
 from dqn_mlx.run.folder import is_shipped, results_folder
 
 Observer = Callable[[int, Step], None]  # (episode index, step) after every agent step
@@ -206,7 +208,7 @@ def evaluate_checkpoint(
     eval_steps: int | None,
     video: Path | None,
     value_trace: bool,
-    layers: Layers = PLAIN,
+    compute: Compute = PLAIN,
     video_view: str = "game",
 ) -> None:
     """``--mode eval``: play a checkpoint, print its raw scores and save them as JSON beside
@@ -215,7 +217,7 @@ def evaluate_checkpoint(
     _check_eval_flags(load_path, protocol_name, episodes, epsilon, eval_steps, seed)
     assert load_path is not None
     _check_outputs(Path(load_path), video)
-    ckpt = load_checkpoint(load_path, layers)
+    ckpt = load_checkpoint(load_path, compute.layers)
     env_id = env_override or ckpt.env_id
     game, cfg = resolve_game(env_id), ckpt.config
     _check_same_game(game, ckpt.env_id)
@@ -238,6 +240,7 @@ def evaluate_checkpoint(
             f"--env {env_id} has actions {env.action_meanings} but the checkpoint "
             f"was trained on {ckpt.env_id} with {ckpt.action_meanings}"
         )
+    print(backend_line(compute))
     _print_plan(load_path, ckpt, game, protocol, episodes, epsilon, steps_budget, seed)
     recording = _Recording(Path(load_path), env_id, game.rom, video, value_trace)
     if video is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import sys
 import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -109,15 +110,17 @@ def shown_default(name: str) -> str:
 
 @contextmanager
 def errors_as_exit_codes() -> Iterator[None]:
-    """A UserError is one line on stderr and exit code 2; Ctrl-C, exit code 130."""
+    """A UserError is one line on stderr and exit code 2; Ctrl-C, exit code 130. Around the
+    whole command line, and inside each command, where click would turn Ctrl-C into its own
+    ``Aborted!``."""
     try:
         yield
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        raise typer.Exit(130) from None
+        sys.exit(130)
 
 
 def declared_flags() -> dict[str, set[str]]:

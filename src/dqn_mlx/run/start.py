@@ -19,7 +19,8 @@ from dqn_mlx.core.env import AtariEnv, comparability_note, make_atari_env, resol
 from dqn_mlx.core.learner import Compute
 from dqn_mlx.core.replay import check_replay_fits
 from dqn_mlx.errors import UserError
-from dqn_mlx.run.checkpoint import default_run_name, mlx_version
+from dqn_mlx.run.checkpoint import default_run_name
+from dqn_mlx.run.device import backend_line
 from dqn_mlx.run.folder import check_run_name, run_folder
 from dqn_mlx.run.resume import LoadedState, differing_settings, load_training_state, quoted
 from dqn_mlx.run.train import TrainingInterrupted, check_no_other_run, train
@@ -213,18 +214,3 @@ def _stop_on_signals(folder: Path) -> list[int]:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, request_stop)
     return requested
-
-
-def backend_line(compute: Compute) -> str:
-    """One line on the backend: MLX, the device, and the layers and optimizer it computes
-    with (which path, and why where it is not the platform's own)."""
-    import mlx.core as mx
-
-    device = mx.default_device()
-    try:
-        info = mx.device_info()
-        name = str(info.get("device_name") or info.get("architecture") or "")
-    except (AttributeError, RuntimeError):
-        name = ""
-    head = f"MLX {mlx_version()} on {device}" + (f" ({name})" if name else "")
-    return f"{head}; {compute.name}"
