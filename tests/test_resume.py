@@ -303,6 +303,7 @@ def test_ctrl_c_writes_a_resumable_checkpoint_and_resume_finishes(tmp_path: Path
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "resume with: uv run main.py --mode train --resume" in err
+    assert "the resume first refills 300 transitions" in err and "add --save-replay" in err
     assert "Traceback" not in err
     stopped_at = load_training_state(run_dir).run.step
     assert 400 <= stopped_at < 4000
@@ -310,6 +311,56 @@ def test_ctrl_c_writes_a_resumable_checkpoint_and_resume_finishes(tmp_path: Path
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout and "refilling" in resumed.stdout
     assert load_training_state(run_dir).run.step == stopped_at + 300
+
+
+def _wait_for(path: Path, text: str, proc: subprocess.Popen[str], seconds: float) -> None:
+    deadline = time.time() + seconds
+    while text not in path.read_text() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert text in path.read_text(), path.read_text()
+
+
+def test_ctrl_c_during_the_refill_stops_at_once_and_leaves_the_run_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """Without --save-replay a resume refills the replay memory (learning_starts
+    transitions) before it learns: it shows progress, and one Ctrl-C stops it within a
+    transition, with the run's files as they were, so that the same command continues it.
+    (Issue 45: the refill used to ignore Ctrl-C for 45 s and more, with nothing on screen.)"""
+    run_dir = tmp_path / "BreakoutNoFrameskip-v4" / "run"
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    environ = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        command = [sys.executable, str(ROOT / "main.py"), "--mode", "train", *args]
+        with out.open("w") as stdout, err.open("w") as stderr:
+            return subprocess.Popen(command, cwd=ROOT, stdout=stdout, stderr=stderr, env=environ)
+
+    first = start("--weights-dir", str(tmp_path), "--run-name", "run", "--steps", "100000",
+                  "--learning-starts", "20000", "--replay-size", "25000", "--eval-steps",
+                  "100", "--held-out-states", "16")  # fmt: skip
+    _wait_for(out, "random play", first, 120)
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=60) == 130, err.read_text()
+    assert "the resume first refills 20,000 transitions" in err.read_text()
+    assert "add --save-replay" in err.read_text()
+    state = (run_dir / STATE_FILE).read_bytes()
+    files = sorted(p.name for p in run_dir.iterdir())
+    stopped_at = load_training_state(run_dir).run.step
+
+    resumed = start("--resume", str(run_dir))
+    _wait_for(out, "refilling: ", resumed, 120)  # a line of progress
+    asked = time.monotonic()
+    resumed.send_signal(signal.SIGINT)
+    assert resumed.wait(timeout=60) == 130, err.read_text()
+    assert time.monotonic() - asked < 10
+    message = err.read_text()
+    assert "stopped refilling the replay memory" in message and "Traceback" not in message
+    assert "the resume first refills 20,000 transitions" in message
+    assert f"resume with: uv run main.py --mode train --resume {run_dir}" in message
+    assert (run_dir / STATE_FILE).read_bytes() == state
+    assert sorted(p.name for p in run_dir.iterdir()) == files
+    assert load_training_state(run_dir).run.step == stopped_at
 
 
 def test_kill_9_at_random_moments_always_leaves_a_loadable_resumable_run(tmp_path: Path) -> None:

@@ -95,6 +95,13 @@ class PhaseClock:
             evaluation, estimated = s.eval_steps * per_eval_step, True
         return seconds + s.evaluations_after(step) * evaluation, estimated
 
+    def acting_step_s(self) -> float | None:
+        """Seconds per agent step of epsilon-greedy play without learning (a refill of the
+        replay memory plays so): the last evaluation's, else estimated."""
+        if self.evaluation_s is not None:
+            return self.evaluation_s / self.schedule.eval_steps
+        return self._estimated_acting_step()
+
     def _estimated_learning_step(self) -> float | None:
         acting = self._estimated_acting_step()
         if acting is None or self.costs is None:
@@ -181,7 +188,7 @@ class ConsoleProgress:
         seconds, estimated = self.phases.eta(step)
         if seconds is None:
             return "ETA ?"
-        return f"ETA {_duration(seconds)}" + (" (estimated)" if estimated else "")
+        return f"ETA {duration(seconds)}" + (" (estimated)" if estimated else "")
 
     def show(self, run: RunState, epsilon: float, rate: float) -> None:
         self.log(
@@ -273,7 +280,8 @@ def _loss(run: RunState) -> str:
     return f"{run.epoch_loss_sum / count:.4f}" if count else "n/a"
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """``1h02m03s``; ``?`` for a time not known."""
     if not np.isfinite(seconds):
         return "?"
     seconds = int(seconds)

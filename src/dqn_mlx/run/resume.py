@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+import time
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from dqn_mlx.errors import UserError
 from dqn_mlx.files import atomic_write
 from dqn_mlx.run.checkpoint import check_finite, read_safetensors
 from dqn_mlx.run.formats import replay_file_of_state, replay_layout, run_state_from_json
+from dqn_mlx.run.loggers import duration
 
 STATE_FILE = "train_state.safetensors"
 
@@ -344,6 +346,24 @@ def _read_frames_into(path: Path, destinations: list[np.ndarray], rows: int = 65
                 )
 
 
+def refill_count(config: DQNConfig) -> int:
+    """Transitions a resume without its replay memory plays before learning goes on: as many
+    as the run played before its first update (``learning_starts``), at most the memory."""
+    return min(
+        max(config.learning_starts, config.batch_size + config.history_length), config.replay_size
+    )
+
+
+class RefillStopped(Exception):
+    """A stop was asked for during the refill: the run's files are as they were before the
+    resume, so the same resume command continues it (and refills again)."""
+
+    def __init__(self, done: int, count: int, seconds_per_transition: float | None):
+        super().__init__(done, count)
+        self.done, self.count = done, count
+        self.seconds_per_transition = seconds_per_transition
+
+
 def refill_replay(
     config: DQNConfig,
     replay: ReplayStreams,
@@ -353,25 +373,40 @@ def refill_replay(
     step: int,
     log: Callable[[str], None],
     why: str,
+    should_stop: Callable[[], bool] = lambda: False,
+    interval_s: float = 5.0,
 ) -> None:
     """Without a saved replay memory that fits the state (``why`` says why not), refill it by
     playing the current policy (on the evaluation env, so the training games stay as they
-    were) before learning goes on: each game's stream gets its share, played in one piece."""
-    count = min(
-        max(config.learning_starts, config.batch_size + config.history_length), config.replay_size
-    )
+    were) before learning goes on: each game's stream gets its share, played in one piece.
+    A line of progress every ``interval_s`` seconds; ``should_stop`` is asked after every
+    transition, and a stop raises ``RefillStopped``."""
+    count = refill_count(config)
     log(f"{why}: refilling {count:,} transitions with the current policy before learning resumes")
     act = epsilon_greedy(
         greedy_policy(learner.online), exploration_rate(config, step), env.num_actions, rng
     )
     stack = StackedFrames(config.history_length)
     share = -(-count // len(replay.streams))
+    total = sum(min(share, stream.capacity) for stream in replay.streams)
+    done, started = 0, time.perf_counter()
+    shown = started
     for stream in replay.streams:
         state, start = stack.reset(env.reset(new_game_seed(rng))), True
         for _ in range(min(share, stream.capacity)):
             action = act(state)
             result = env.step(action)
             store_transition(config, stream, state, action, result, start)
+            done += 1
+            now = time.perf_counter()
+            per_transition = (now - started) / done
+            if should_stop():
+                raise RefillStopped(done, total, per_transition)
+            if now - shown >= interval_s:
+                left = duration((total - done) * per_transition)
+                log(f"refilling: {done:,}/{total:,} transitions, {1 / per_transition:,.0f}/s, "
+                    f"{left} left")  # fmt: skip
+                shown = now
             if result.game_over or result.truncated:
                 state, start = stack.reset(env.reset(new_game_seed(rng))), True
             else:

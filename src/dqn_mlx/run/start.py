@@ -177,10 +177,11 @@ def _train(
                     save_replay_memory=save_replay, should_stop=lambda: bool(requested),
                     compute=compute, progress_bar=sys.stdout.isatty(), restart=restart)  # fmt: skip
     except TrainingInterrupted as stop:
-        print(
-            f"{stop}; resume with: uv run main.py --mode train --resume {quoted(stop.out_dir)}",
-            file=sys.stderr,
-        )
+        keep = " --save-replay" if save_replay else ""
+        resume_command = f"uv run main.py --mode train --resume {quoted(stop.out_dir)}{keep}"
+        print(f"{stop}; resume with: {resume_command}", file=sys.stderr)
+        if stop.refill is not None:
+            print(stop.refill.advice(), file=sys.stderr)
         raise SystemExit(130) from None
     print(f"done: checkpoints, metrics and plots in {out}")
     newest = max(out.glob("epoch_*.safetensors"), key=lambda p: int(p.stem.split("_")[1]))

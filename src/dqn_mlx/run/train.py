@@ -14,6 +14,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
@@ -46,8 +47,10 @@ from dqn_mlx.run.metrics import append_metrics
 from dqn_mlx.run.resume import (
     STATE_FILE,
     LoadedState,
+    RefillStopped,
     load_replay,
     quoted,
+    refill_count,
     refill_replay,
     restore_learner,
 )
@@ -55,12 +58,33 @@ from dqn_mlx.run.resume import (
 EnvFactory = Callable[[int], PixelEnv]  # seed -> environment
 
 
-class TrainingInterrupted(Exception):
-    """Raised after a resumable training state was written on request (Ctrl-C, SIGTERM)."""
+@dataclass(frozen=True)
+class RefillCost:
+    """What the resume of a run stopped without its replay memory plays before it learns
+    again: ``transitions`` with the current policy, taking about ``seconds`` (None: not yet
+    timed)."""
 
-    def __init__(self, out_dir: Path, step: int):
-        super().__init__(f"interrupted at agent step {step:,}")
-        self.out_dir, self.step = out_dir, step
+    transitions: int
+    seconds: float | None
+
+    def advice(self) -> str:
+        about = f", about {max(1, round(self.seconds / 60))} min" if self.seconds else ""
+        return (
+            f"the replay memory was not saved (no --save-replay): the resume first refills "
+            f"{self.transitions:,} transitions with the current policy{about}; add "
+            "--save-replay to keep the replay memory at the next stop"
+        )
+
+
+class TrainingInterrupted(Exception):
+    """Raised on request (Ctrl-C, SIGTERM, SIGHUP) once the run's files can continue it: a
+    resumable training state written, or, during a resume's refill, nothing changed.
+    ``refill``: what the resume will refill, when the replay memory is not on disk."""
+
+    def __init__(self, out_dir: Path, step: int, refill: RefillCost | None = None,
+                 what: str = "interrupted"):  # fmt: skip
+        super().__init__(f"{what} at agent step {step:,}")
+        self.out_dir, self.step, self.refill = out_dir, step, refill
 
 
 class LossDiverged(Exception):
@@ -237,12 +261,12 @@ def _train_in_folder(
     log(_run_line(config, env_id, env, frame_skip))
     if memory_warning:
         log(memory_warning)
+    stop = should_stop or (lambda: False)
     if resume is None:
         held_out = _start(training, eval_env)
     else:
-        held_out = _restore(training, eval_env, out_dir, resume, log)
+        held_out = _restore(training, eval_env, out_dir, resume, log, stop)
     output = RunOutput(out_dir, env_id, frame_skip, env.action_meanings, save_replay_memory, log)
-    stop = should_stop or (lambda: False)
     hooks = _run_hooks(training, eval_env, held_out, output, progress_bar, compute, stop,
                        epoch_bytes)  # fmt: skip
     try:
@@ -369,7 +393,11 @@ def _run_to_the_end(training: Training, hooks: RunHooks) -> None:
         run_loop(training, hooks)
     except StopRequested:
         hooks.save_state()
-        raise TrainingInterrupted(hooks.output.out_dir, run.step) from None
+        refill = None
+        if not hooks.output.save_replay_memory:
+            count, per_step = refill_count(training.config), hooks.progress.phases.acting_step_s()
+            refill = RefillCost(count, per_step and count * per_step)
+        raise TrainingInterrupted(hooks.output.out_dir, run.step, refill) from None
     except NonFiniteLoss as exc:
         # the pass's agent steps are played: the update followed one of them
         played = run.step + len(training.games)
@@ -424,10 +452,12 @@ def _restore(
     out_dir: Path,
     resume: LoadedState,
     log: Callable[[str], None],
+    should_stop: Callable[[], bool],
 ) -> np.ndarray:
     """Put back a saved run: the learner, the generator, the games in progress (rebuilt
     exactly: ``core/game.py`` states how) and the replay memory; returns the held-out
-    states."""
+    states. A stop asked for while the replay memory is refilled leaves the run's files as
+    they were (``TrainingInterrupted``)."""
     restore_learner(training.learner, resume)
     training.rng.bit_generator.state = resume.rng_state
     for game in training.games:
@@ -437,8 +467,14 @@ def _restore(
     if why is None:
         log(f"replay memory restored: {training.replay.size:,} transitions")
     else:
-        refill_replay(training.config, training.replay, eval_env, training.learner,
-                      training.rng, training.run.step, log, why)  # fmt: skip
+        try:
+            refill_replay(training.config, training.replay, eval_env, training.learner,
+                          training.rng, training.run.step, log, why, should_stop)  # fmt: skip
+        except RefillStopped as stopped:
+            per_step = stopped.seconds_per_transition
+            cost = RefillCost(stopped.count, per_step and stopped.count * per_step)
+            what = f"stopped refilling the replay memory ({stopped.done:,} of {stopped.count:,})"
+            raise TrainingInterrupted(out_dir, training.run.step, cost, what) from None
         # The refill's frames come from other games: the next stored frame starts a new stack
         # (zero-padded before it), so no stored stack reaches back into the refill, and the
         # refill's last transition is never sampled (replay invariant 4).
