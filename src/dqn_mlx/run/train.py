@@ -68,7 +68,10 @@ class RefillCost:
     seconds: float | None
 
     def advice(self) -> str:
-        about = f", about {max(1, round(self.seconds / 60))} min" if self.seconds else ""
+        about = ""
+        if self.seconds:
+            minutes = round(self.seconds / 60)
+            about = f", about {minutes} min" if minutes > 1 else f", about {self.seconds:.0f} s"
         return (
             f"the replay memory was not saved (no --save-replay): the resume first refills "
             f"{self.transitions:,} transitions with the current policy{about}; add "
