@@ -16,12 +16,11 @@ from typing import Annotated, Any, Literal
 import typer
 
 from dqn_mlx.config import DEFAULT_PRESET, GENERAL, HYPERPARAMETERS, PRESETS, TRAIN, flag_fields
-from dqn_mlx.errors import UserError
+from dqn_mlx.errors import UserError, errors_as_exit_codes
 from dqn_mlx.flags import (
     app,
     check_flags_of_mode,
     check_values_given,
-    errors_as_exit_codes,
     mode,
     mode_of,
 )

@@ -13,17 +13,15 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
-import sys
 import typing
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import typer
 from rich.markup import escape
 
 from dqn_mlx import config
-from dqn_mlx.errors import UserError
+from dqn_mlx.errors import UserError, errors_as_exit_codes
 
 ModeName = Literal["train", "eval", "report", "bench", "sweep"]
 MODES: tuple[str, ...] = typing.get_args(ModeName)
@@ -106,21 +104,6 @@ def shown_default(name: str) -> str:
     if flag and flag.unit == "transitions":
         shown += f" = {value * BYTES_PER_TRANSITION / 1e9:.2f} GB"
     return f"{shown}, {config.DEFAULT_PRESET} preset"
-
-
-@contextmanager
-def errors_as_exit_codes() -> Iterator[None]:
-    """A UserError is one line on stderr and exit code 2; Ctrl-C, exit code 130. Around the
-    whole command line, and inside each command, where click would turn Ctrl-C into its own
-    ``Aborted!``."""
-    try:
-        yield
-    except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
 
 
 def declared_flags() -> dict[str, set[str]]:
