@@ -101,3 +101,13 @@ def test_eval_progress_shows_each_game_and_a_line_while_a_long_one_plays() -> No
         progress(0, _step(reward=1.0))
     assert len(lines) == 3 and lines[-1].startswith("game 3/4: 240 agent steps, score 240 so far")
     assert lines[-1].endswith("400 agent steps in 50s, ETA 0s")  # it outlasted its estimate
+
+
+def test_eval_progress_counts_one_agent_step_in_the_singular_and_a_budget_after_the_count() -> None:
+    lines: list[str] = []
+    clock = Clock()
+    progress = EvalProgress(None, 1_000, live=False, log=lines.append, clock=clock)
+    clock.now += 1.0
+    progress(0, _step(over=True, reward=2.0))
+    assert lines[0].startswith("game 1: score 2 in 1 agent step | ")
+    assert "| 1/1,000 agent steps in " in lines[0]

@@ -331,7 +331,7 @@ class EvalProgress:
         if self.games and len(self.scores) >= self.games:
             return f"all {self.games} games ended | {self.so_far()} | {self.eta_text()}"
         return (
-            f"{self.game_name(len(self.scores) + 1)}: {self.game_steps:,} agent steps, score "
+            f"{self.game_name(len(self.scores) + 1)}: {_agent_steps(self.game_steps)}, score "
             f"{self.score:g} so far | {self.so_far()} | {self.eta_text()}"
         )
 
@@ -340,7 +340,7 @@ class EvalProgress:
         cut = " (cut at its frame limit)" if truncated else ""
         return (
             f"{self.game_name(len(self.scores))}: score {self.scores[-1]:g} in "
-            f"{self.lengths[-1]:,} agent steps{cut} | {self.so_far()} | {self.eta_text()}"
+            f"{_agent_steps(self.lengths[-1])}{cut} | {self.so_far()} | {self.eta_text()}"
         )
 
     def so_far(self) -> str:
@@ -352,7 +352,7 @@ class EvalProgress:
 
     def eta_text(self) -> str:
         seconds = self.eta()
-        played = f"{self.steps:,} agent steps" + (f"/{self.budget:,}" if self.budget else "")
+        played = f"{self.steps:,}" + (f"/{self.budget:,}" if self.budget else "") + " agent steps"
         return f"{played} in {_minutes(self.clock() - self.start)}, ETA " + (
             "?" if seconds is None else _minutes(seconds)
         )
@@ -588,3 +588,7 @@ def _check_eval_flags(
         raise UserError(f"--eval-steps must be positive, got {eval_steps}")
     if seed is not None and not 0 <= seed < 2**32 - 1000:
         raise UserError(f"--seed must be in [0, {2**32 - 1001:,}], got {seed}")
+
+
+def _agent_steps(count: int) -> str:
+    return f"{count:,} agent step" + ("" if count == 1 else "s")
