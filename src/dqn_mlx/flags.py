@@ -25,9 +25,9 @@ from dqn_mlx.errors import UserError, errors_as_exit_codes
 
 ModeName = Literal["train", "eval", "report", "bench", "sweep"]
 MODES: tuple[str, ...] = typing.get_args(ModeName)
-Mode = Annotated[ModeName, typer.Option(rich_help_panel=config.GENERAL, help="train a new "
-    "agent, eval(uate) a checkpoint, report the results table, bench(mark) speed, or sweep: "
-    "train every --env x --seeds run on Ray")]  # fmt: skip
+Mode = Annotated[ModeName, typer.Option(rich_help_panel=config.GENERAL, metavar="<mode>",
+    help="train a new agent, eval(uate) a checkpoint, report the results table, bench(mark) "
+    "speed, or sweep: train every --env x --seeds run on Ray")]  # fmt: skip
 BYTES_PER_TRANSITION = 7_063
 """``core.replay.BYTES_PER_TRANSITION``, for ``--help`` without importing numpy (a test
 checks that the two agree)."""
