@@ -312,8 +312,11 @@ def _aggregate_lines(normalised: Normalised) -> list[str]:
         iqm, median = aggregates(list(games.values()))
         dopamine = dopamine_normalised(list(games), steps) if protocol == "training" else None
         theirs = aggregates(dopamine) if dopamine else (None, None)
+        counts = sorted({len(runs) for runs in games.values()})
+        per_game = f" ({counts[0]}-{counts[-1]} per game)" if len(counts) > 1 else ""
         lines.append(
-            f"| {protocol} | {steps:,} | {len(games)} | {iqm.runs} | {_percent_estimate(iqm)} | "
+            f"| {protocol} | {steps:,} | {len(games)} | {iqm.runs}{per_game} | "
+            f"{_percent_estimate(iqm)} | "
             f"{_percent_estimate(median)} | {_percent_estimate(theirs[0])} | "
             f"{_percent_estimate(theirs[1])} |"
         )
@@ -375,7 +378,9 @@ def render_table(results: list[dict[str, Any]]) -> str:
         "The interquartile mean (IQM: the mean of the middle half of every game's every run) and "
         "the median of the games' means, with 95% stratified-bootstrap intervals [low, high] "
         "(each game's runs resampled, the games fixed; Agarwal et al., NeurIPS 2021); no "
-        "interval where a game has a single run.",
+        "interval where a game has a single run. Where games have different numbers of runs, "
+        "the IQM pools them as they are, so that a game with more runs weighs more; the median "
+        "of the games' means does not.",
         "",
         *_aggregate_lines(normalised_runs(results)),
         "",
