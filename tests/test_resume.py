@@ -551,7 +551,8 @@ def test_closing_the_terminal_saves_the_run_and_logs_the_resume_command(tmp_path
     assert saved.replay_file == replay_file(stopped_at) and (run_dir / saved.replay_file).exists()
     assert f"interrupted at agent step {stopped_at:,}; resume with: uv run main.py --mode " in log
     resume_command = log.split("resume with: uv run main.py ")[1].splitlines()[0].split()
-    assert resume_command == ["--mode", "train", "--resume", str(run_dir)], resume_command
+    # the run saved its replay memory: the command keeps --save-replay for the next stop
+    assert resume_command == ["--mode", "train", "--resume", str(run_dir), "--save-replay"]
     resumed = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), *resume_command],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
