@@ -605,11 +605,12 @@ def test_help_of_a_mode_lists_only_its_flags_and_the_defaults() -> None:
     assert "--mode MODE --help" in squeezed
 
 
-def test_the_help_states_the_replays_bytes_per_transition_of_the_replay_memory() -> None:
-    from dqn_mlx import flags
+def test_the_help_states_the_replay_memorys_size_in_gb() -> None:
     from dqn_mlx.core.replay import BYTES_PER_TRANSITION
+    from dqn_mlx.flags import shown_default
 
-    assert flags.BYTES_PER_TRANSITION == BYTES_PER_TRANSITION
+    gb = 1_000_000 * BYTES_PER_TRANSITION / 1e9
+    assert shown_default("replay_size") == f"1,000,000 transitions = {gb:.2f} GB, laptop preset"
 
 
 def test_the_installed_command_is_main_py() -> None:

@@ -21,6 +21,7 @@ import typer
 from rich.markup import escape
 
 from dqn_mlx import config
+from dqn_mlx.core.replay import BYTES_PER_TRANSITION
 from dqn_mlx.errors import UserError, errors_as_exit_codes
 
 ModeName = Literal["train", "eval", "report", "bench", "sweep"]
@@ -28,9 +29,6 @@ MODES: tuple[str, ...] = typing.get_args(ModeName)
 Mode = Annotated[ModeName, typer.Option(rich_help_panel=config.GENERAL, metavar="<mode>",
     help="train a new agent, eval(uate) a checkpoint, report the results table, bench(mark) "
     "speed, or sweep: train every --env x --seeds run on Ray")]  # fmt: skip
-BYTES_PER_TRANSITION = 7_063
-"""``core.replay.BYTES_PER_TRANSITION``, for ``--help`` without importing numpy (a test
-checks that the two agree)."""
 
 app = typer.Typer(
     add_completion=False,
