@@ -2,9 +2,7 @@
 the commands; the training hyperparameters' flags come from ``DQNConfig``'s fields). ``--mode
 M`` names the command, train by default. Every UserError and every parser error is one line on
 stderr and exit code 2. Heavy imports (MLX, ALE) happen inside the modes, so ``--help`` stays
-instant.
-
-The platform's layers (``dqn_mlx.accel``) are chosen once the device is, unless ``--no-accel``."""
+instant; so does the choice of device and layers (``run/device.py``)."""
 
 from __future__ import annotations
 
@@ -17,13 +15,7 @@ import typer
 
 from dqn_mlx.config import DEFAULT_PRESET, GENERAL, HYPERPARAMETERS, PRESETS, TRAIN, flag_fields
 from dqn_mlx.errors import UserError, errors_as_exit_codes
-from dqn_mlx.flags import (
-    app,
-    check_flags_of_mode,
-    check_values_given,
-    mode,
-    mode_of,
-)
+from dqn_mlx.flags import app, check_flags_of_mode, check_values_given, mode, mode_of
 from dqn_mlx.run.device import EVAL_THREADS, check_threads, select_device
 from dqn_mlx.run.folder import RUNS
 

@@ -311,12 +311,8 @@ def flag_name(name: str) -> str:
 
 
 def flag_of(name: str) -> str:
-    """What a user types to set the field ``name``, as messages name it: ``--steps``,
-    ``--learning-rate``; a field of the hyperparameters' panel, ``--gamma or --set
-    gamma=...``."""
-    if name in FLAGS:
-        return flag_name(name)
-    return f"{flag_name(name)} or --set {name}=..."
+    """The field ``name`` as messages name it: ``--steps``; ``--gamma or --set gamma=...``."""
+    return flag_name(name) + ("" if name in FLAGS else f" or --set {name}=...")
 
 
 @functools.cache
