@@ -181,7 +181,7 @@ def _train(
         resume_command = f"uv run main.py --mode train --resume {quoted(stop.out_dir)}{keep}"
         print(f"{stop}; resume with: {resume_command}", file=sys.stderr)
         if stop.refill is not None:
-            print(stop.refill.advice(), file=sys.stderr)
+            print(stop.refill.advice(save_replay), file=sys.stderr)
         raise SystemExit(130) from None
     print(f"done: checkpoints, metrics and plots in {out}")
     newest = max(out.glob("epoch_*.safetensors"), key=lambda p: int(p.stem.split("_")[1]))

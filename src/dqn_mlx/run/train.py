@@ -61,21 +61,22 @@ EnvFactory = Callable[[int], PixelEnv]  # seed -> environment
 @dataclass(frozen=True)
 class RefillCost:
     """What the resume of a run stopped without its replay memory plays before it learns
-    again: ``transitions`` with the current policy, taking about ``seconds`` (None: not yet
-    timed)."""
+    again (``why`` the memory is missing): ``transitions`` with the current policy, taking
+    about ``seconds`` (None: not yet timed)."""
 
+    why: str
     transitions: int
     seconds: float | None
 
-    def advice(self) -> str:
+    def advice(self, save_replay: bool) -> str:
         about = ""
         if self.seconds:
             minutes = round(self.seconds / 60)
             about = f", about {minutes} min" if minutes > 1 else f", about {self.seconds:.0f} s"
+        keep = "" if save_replay else "; add --save-replay to keep it at the next stop"
         return (
-            f"the replay memory was not saved (no --save-replay): the resume first refills "
-            f"{self.transitions:,} transitions with the current policy{about}; add "
-            "--save-replay to keep the replay memory at the next stop"
+            f"{self.why}: the resume first refills {self.transitions:,} transitions with the "
+            f"current policy{about}{keep}"
         )
 
 
@@ -399,7 +400,8 @@ def _run_to_the_end(training: Training, hooks: RunHooks) -> None:
         refill = None
         if not hooks.output.save_replay_memory:
             count, per_step = refill_count(training.config), hooks.progress.phases.acting_step_s()
-            refill = RefillCost(count, per_step and count * per_step)
+            why = "the replay memory was not saved (no --save-replay)"
+            refill = RefillCost(why, count, per_step and count * per_step)
         raise TrainingInterrupted(hooks.output.out_dir, run.step, refill) from None
     except NonFiniteLoss as exc:
         # the pass's agent steps are played: the update followed one of them
@@ -475,7 +477,7 @@ def _restore(
                           training.rng, training.run.step, log, why, should_stop)  # fmt: skip
         except RefillStopped as stopped:
             per_step = stopped.seconds_per_transition
-            cost = RefillCost(stopped.count, per_step and stopped.count * per_step)
+            cost = RefillCost(why, stopped.count, per_step and stopped.count * per_step)
             what = f"stopped refilling the replay memory ({stopped.done:,} of {stopped.count:,})"
             raise TrainingInterrupted(out_dir, training.run.step, cost, what) from None
         # The refill's frames come from other games: the next stored frame starts a new stack
