@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pty
-import select
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 from catch_env import CatchEnv
 from compute import COMPUTE
+from terminal import show, wait_for_exit
 
 from dqn_mlx.config import NIPS2013, with_overrides
 from dqn_mlx.core.replay import ReplayMemory
@@ -488,30 +488,6 @@ def test_an_epoch_waiting_for_the_runs_end_ends_when_a_resume_extends_the_run(
     assert [r["agent_steps"] for r in records] == [297, 498, 700]
 
 
-def _show(fd: int, into: list[bytes], closing: threading.Event) -> None:
-    """Drain a pty's master end, as a terminal shows what is written to it, until ``closing``
-    is set (then the caller closes it: a read in progress would hold it open)."""
-    while not closing.is_set():
-        if select.select([fd], [], [], 0.1)[0]:
-            try:
-                into.append(os.read(fd, 65536))
-            except OSError:  # the child closed its end
-                return
-
-
-def _wait_for_exit(pid: int, timeout: float) -> int:
-    """The exit code of the child ``pid`` (128 + N for a signal N), waiting up to ``timeout``."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status) % 256
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise AssertionError(f"the run did not exit within {timeout} s of the hangup")
-
-
 def test_closing_the_terminal_saves_the_run_and_logs_the_resume_command(tmp_path: Path) -> None:
     """The run trains on a terminal of its own (a pty, its controlling terminal, as a shell's
     window gives it); closing the terminal sends it SIGHUP, and writes to the terminal fail
@@ -529,7 +505,7 @@ def test_closing_the_terminal_saves_the_run_and_logs_the_resume_command(tmp_path
         os.execv(sys.executable, command)
     screen: list[bytes] = []
     closing = threading.Event()
-    shown = threading.Thread(target=_show, args=(terminal, screen, closing), daemon=True)
+    shown = threading.Thread(target=show, args=(terminal, screen, closing), daemon=True)
     shown.start()
     try:
         deadline = time.time() + 120
@@ -540,7 +516,7 @@ def test_closing_the_terminal_saves_the_run_and_logs_the_resume_command(tmp_path
         closing.set()
         shown.join()
         os.close(terminal)  # the terminal closes: the kernel hangs up its session
-    code = _wait_for_exit(pid, 120)
+    code = wait_for_exit(pid, 120)
     log = (run_dir / "hangup.log").read_text()
     assert code == 130, log
     assert not (run_dir / ".lock").exists()

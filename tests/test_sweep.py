@@ -8,9 +8,11 @@ import hashlib
 import importlib.util
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import TypeVar
 
 import psutil
 import pytest
+from terminal import show, wait_for_exit
 
 from dqn_mlx.run.resume import load_training_state
 from dqn_mlx.sweep import (
@@ -233,6 +236,48 @@ def test_ctrl_c_stops_every_run_with_a_resumable_state_and_the_same_command_resu
     for run in runs:  # each went on from its state: resumed (never refused), trained, stopped
         assert steps[run] < (state_step(run.folder) or 0) < total, run
         assert load_training_state(run.folder).run.step == state_step(run.folder)
+
+
+@end_to_end
+def test_closing_the_sweeps_terminal_stops_every_run_resumably_and_logs_it(tmp_path: Path) -> None:
+    """The driver on a terminal of its own (a pty); closing it sends SIGHUP. The sweep stops
+    as for Ctrl-C, its output in the weights dir's hangup.log: each run writes a resumable
+    state past its last epoch end, and no lock, partial file or process is left behind.
+    (Before, the driver died at once and took its run with it mid-write.)"""
+    folder = tmp_path / "PongNoFrameskip-v4" / "laptop-seed3"
+    command = [sys.executable, str(ROOT / "main.py"), "--mode", "sweep", "--env"]
+    command += ["PongNoFrameskip-v4", "--seeds", "3", "--steps", "30000", "--weights-dir"]
+    command += [str(tmp_path), *TINY]
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the sweep's driver, on the pty's other end
+        os.chdir(ROOT)
+        os.execv(sys.executable, command)
+    screen: list[bytes] = []
+    closing = threading.Event()
+    shown = threading.Thread(target=show, args=(terminal, screen, closing), daemon=True)
+    shown.start()
+    try:
+        deadline = time.time() + 300
+        while not (folder / "train_state.safetensors").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert (folder / "train_state.safetensors").exists(), b"".join(screen)[-2000:]
+    finally:
+        closing.set()
+        shown.join()
+        os.close(terminal)  # the terminal closes: the kernel hangs up its session
+    code = wait_for_exit(pid, 120)
+    log = (tmp_path / "hangup.log").read_text()
+    assert code == 130, log
+    assert "sweep stopped; start the same command again to resume it" in log
+    deadline = time.time() + 30
+    while _training_children(tmp_path) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _training_children(tmp_path)
+    leftovers = [p.name for p in tmp_path.rglob(".*") if p.is_file()]
+    assert leftovers == [], leftovers  # no .sweep.lock, .lock or .partial-* file
+    step = state_step(folder)
+    assert step is not None and step >= _records(folder)[-1]["agent_steps"]
+    assert load_training_state(folder).run.step == step
 
 
 @end_to_end

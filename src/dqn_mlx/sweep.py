@@ -47,12 +47,13 @@ from dqn_mlx.config import DQNConfig
 from dqn_mlx.core.replay import replay_bytes
 from dqn_mlx.errors import UserError
 from dqn_mlx.run.folder import hold_folder, hold_run_folder, is_held, run_folder
+from dqn_mlx.run.hangup import print_to_log
 from dqn_mlx.sweep_view import RunView, SweepView
 
 MAIN = Path(__file__).resolve().parents[2] / "main.py"
 PROCESS_BYTES = 1_500_000_000  # one training process besides its replay memory, with room to spare
 RETRIES = 3
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 DEFAULT_THREADS = 1
 """Layer threads (and Ray CPUs) per run: runs side by side on one thread each do more in total
 than one after the other on every core (docs/performance.md)."""
@@ -599,11 +600,19 @@ class _Watch:
 
 def _wait(ray: Any, pending: dict[Any, SweepRun], watch: _Watch) -> list[SweepRun]:
     """Wait for every task, showing each end; returns the runs that failed even after their
-    retries. Ctrl-C (or SIGTERM) cancels them, and each run writes a resumable state before
-    it stops."""
+    retries. Ctrl-C, SIGTERM or SIGHUP (the terminal closed: the output goes to the weights
+    dir's ``hangup.log`` from then on) cancels them, and each run writes a resumable state
+    before it stops."""
     failed: list[SweepRun] = []
     stop: list[int] = []
-    previous = {s: signal.signal(s, lambda n, _f: stop.append(n)) for s in STOP_SIGNALS}
+    weights_dir = watch.view.weights_dir
+
+    def request_stop(number: int, _frame: object) -> None:
+        if number == signal.SIGHUP:
+            print_to_log(weights_dir)
+        stop.append(number)
+
+    previous = {s: signal.signal(s, request_stop) for s in STOP_SIGNALS}
     try:
         while pending and not stop:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -625,20 +634,28 @@ def _wait(ray: Any, pending: dict[Any, SweepRun], watch: _Watch) -> list[SweepRu
         for number, handler in previous.items():
             signal.signal(number, handler)
     if stop:
-        for ref in pending:
-            ray.cancel(ref)  # no retry; and stop the runs on this machine cleanly:
-        for process in _training_processes(list(pending.values())):
-            with suppress(psutil.Error):
-                process.send_signal(signal.SIGTERM)  # it writes a resumable state, then exits
-        for ref in pending:
-            with suppress(Exception):
-                ray.get(ref)
-        for run in pending.values():
-            watch.views[run].state = "stopped"
-        print("sweep stopped; start the same command again to resume it", file=sys.stderr)
-        raise KeyboardInterrupt
+        _stop_runs(ray, pending, watch, hung_up=signal.SIGHUP in stop)
     watch.poll(force=True)
     return failed
+
+
+def _stop_runs(ray: Any, pending: dict[Any, SweepRun], watch: _Watch, hung_up: bool) -> None:
+    """Cancel the ``pending`` tasks (no retry) and stop their runs on this machine cleanly:
+    each writes a resumable state, then exits. Ends in KeyboardInterrupt (exit code 130)."""
+    if hung_up:
+        watch.view.leave_terminal()
+    for ref in pending:
+        ray.cancel(ref)
+    for process in _training_processes(list(pending.values())):
+        with suppress(psutil.Error):
+            process.send_signal(signal.SIGTERM)  # it writes a resumable state, then exits
+    for ref in pending:
+        with suppress(Exception):
+            ray.get(ref)
+    for run in pending.values():
+        watch.views[run].state = "stopped"
+    print("sweep stopped; start the same command again to resume it", file=sys.stderr)
+    raise KeyboardInterrupt
 
 
 def _training_processes(runs: list[SweepRun]) -> list[psutil.Process]:

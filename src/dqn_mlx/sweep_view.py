@@ -178,6 +178,15 @@ class SweepView:
                     f"{node} | {rate} agent steps/s | last epoch score {score}"
                 )
 
+    def leave_terminal(self) -> None:
+        """The terminal is gone (the output goes to a log now): plain lines from here on."""
+        if self.live is not None:
+            console = self.console
+            console.is_interactive, console.no_color, console.soft_wrap = False, True, True
+            self.live.stop()  # its last frame, once, without colours
+            console.line()
+            self.live = None
+
     def close(self) -> None:
         """The final table (every folder read again) and the command to run next."""
         for run in self.runs:

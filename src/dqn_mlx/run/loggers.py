@@ -256,19 +256,8 @@ class TerminalProgress(ConsoleProgress):
 
     def close(self) -> None:
         self.live.stop()
-        if not self.live.console.is_terminal:  # left it (``leave_terminal``): end the line
+        if not self.live.console.is_terminal:  # left it (``run.hangup``): end the line
             self.live.console.line()
-
-
-def leave_terminal() -> None:
-    """The terminal is gone and the output goes to a file from now on
-    (``run.train.print_to_log``): a live display (``TerminalProgress``, drawn by rich's
-    console) redraws no more, lines printed meanwhile come out plain, and its last state is
-    written once, without colours, when it closes."""
-    from rich import get_console
-
-    console = get_console()
-    console.is_interactive, console.no_color, console.soft_wrap = False, True, True
 
 
 def _recent_score(run: RunState) -> str:

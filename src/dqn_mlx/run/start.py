@@ -193,8 +193,8 @@ def _stop_on_signals(folder: Path) -> list[int]:
     step (the returned list becomes non-empty); a second Ctrl-C quits at once (every file is
     written atomically). A repeated SIGTERM does not: a sweep may send it twice while the
     state is being written. After SIGHUP the output goes to the run folder's log
-    (``run.train.print_to_log``), the terminal being gone."""
-    from dqn_mlx.run.train import print_to_log
+    (``run.hangup.print_to_log``), the terminal being gone."""
+    from dqn_mlx.run.hangup import print_to_log
 
     requested: list[int] = []
 

@@ -9,9 +9,7 @@ stay: every file is written to a temporary name and renamed.
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -42,7 +40,7 @@ from dqn_mlx.run.clock import RunningClock
 from dqn_mlx.run.epoch import EpochEnd, RunOutput
 from dqn_mlx.run.folder import RUN_FILES, clear_unfinished_run, hold_run_folder, remove_leftovers
 from dqn_mlx.run.live import LiveMetrics, live_files
-from dqn_mlx.run.loggers import ConsoleProgress, StepCosts, TerminalProgress, leave_terminal
+from dqn_mlx.run.loggers import ConsoleProgress, StepCosts, TerminalProgress
 from dqn_mlx.run.metrics import append_metrics
 from dqn_mlx.run.resume import (
     STATE_FILE,
@@ -415,28 +413,6 @@ def _run_to_the_end(training: Training, hooks: RunHooks) -> None:
         hooks.end_epoch()
     else:  # the last epoch ended before the last steps: the state still records the end
         hooks.save_state()
-
-
-HANGUP_LOG = "hangup.log"
-"""What a run prints once its terminal is gone (SIGHUP), in its folder: the stop and the
-command that resumes it."""
-
-
-def print_to_log(out_dir: Path) -> None:
-    """From now on, this process's stdout and stderr go to ``out_dir/hangup.log`` (appended):
-    its terminal is gone (SIGHUP), a write to it would fail (EIO, or EPIPE for a pipe whose
-    reader went with it) and end the run as a failed write before its state is saved. At the
-    descriptor level, so that every writer follows (print, rich's live display); what was
-    buffered for the terminal lands in the log. Where the log cannot be opened, nowhere."""
-    try:
-        log = os.open(out_dir / HANGUP_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    except OSError:
-        log = os.open(os.devnull, os.O_WRONLY)
-    for stream in (sys.stdout, sys.stderr):
-        with suppress(OSError, ValueError):  # a stream already closed, or not a file
-            os.dup2(log, stream.fileno())
-    os.close(log)
-    leave_terminal()
 
 
 def _start(training: Training, eval_env: PixelEnv) -> np.ndarray:
