@@ -666,3 +666,45 @@ def test_a_run_reports_every_agent_step_it_was_asked_for_and_ends_on_its_epochs_
     assert progress[-1].startswith("learning | agent step 2,000/2,000"), progress
     shown = float(re.findall(r"\| ([\d,]+) agent steps/s \|", progress[-1])[0].replace(",", ""))
     assert shown == pytest.approx(record["agent_steps_per_s"], rel=0.02, abs=1), progress[-1]
+
+
+def test_an_evaluation_plays_on_after_its_terminal_closes_and_saves_its_scores(
+    tmp_path: Path,
+) -> None:
+    """Eval on a terminal of its own (a pty); closing it sends SIGHUP. The evaluation plays
+    its games to the end, printing to hangup.log beside the checkpoint, and writes its scores
+    as it would have (before, a closed terminal lost the whole evaluation)."""
+    import os
+    import pty
+    import shutil
+    import threading
+    import time
+
+    from terminal import show, wait_for_exit
+
+    checkpoint = tmp_path / "epoch_15.safetensors"
+    shutil.copy(ROOT / "weights/PongNoFrameskip-v4/laptop-seed0-1500k/epoch_15.safetensors",
+                checkpoint)  # fmt: skip
+    command = [sys.executable, str(ROOT / "main.py"), "--mode", "eval", "--load-path"]
+    command += [str(checkpoint), "--episodes", "2", "--seed", "1000"]
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the evaluation, on the pty's other end
+        os.chdir(ROOT)
+        os.execv(sys.executable, command)
+    screen: list[bytes] = []
+    closing = threading.Event()
+    shown = threading.Thread(target=show, args=(terminal, screen, closing), daemon=True)
+    shown.start()
+    try:
+        deadline = time.time() + 120
+        while b"game 1/2" not in b"".join(screen) and time.time() < deadline:
+            time.sleep(0.05)
+        assert b"game 1/2" in b"".join(screen), b"".join(screen)[-2000:]
+    finally:
+        closing.set()
+        shown.join()
+        os.close(terminal)  # the terminal closes: the kernel hangs up its session
+    assert wait_for_exit(pid, 120) == 0, (tmp_path / "hangup.log").read_text()
+    (result,) = tmp_path.glob("epoch_15.eval_episodes.*.json")
+    assert json.loads(result.read_text())["scores"] == [-5.0, -15.0]  # as on a terminal
+    assert "mean -10.00" in (tmp_path / "hangup.log").read_text()

@@ -11,9 +11,11 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from dqn_mlx.report.video import EpisodeVideos
 from dqn_mlx.run.checkpoint import Checkpoint, load_checkpoint
 from dqn_mlx.run.device import backend_line
 from dqn_mlx.run.folder import is_shipped, results_folder
+from dqn_mlx.run.hangup import print_to_log
 
 Observer = Callable[[int, Step], None]  # (episode index, step) after every agent step
 
@@ -254,16 +257,34 @@ def evaluate_checkpoint(
         recording.observe(episode, step)
         progress(episode, step)
 
+    with _play_on_after_hangup(results_folder(Path(load_path), env_id)):
+        try:
+            if steps_budget:
+                result = play_steps(env, recorder, history, steps_budget, seed, observe)
+            else:
+                result = play_episodes(env, recorder, history, episodes, seed, observe)
+        finally:
+            progress.close()
+        _report_scores(result)
+        _write_results(Path(load_path), protocol, game, seed, epsilon, result, ckpt.metadata)
+        recording.finish(recorder.max_q)
+
+
+@contextmanager
+def _play_on_after_hangup(folder: Path) -> Iterator[None]:
+    """A closed terminal (SIGHUP) does not end the evaluation: it plays on, printing to
+    ``folder/hangup.log`` instead, and writes its scores as it would have."""
+
+    def to_log(_number: int, _frame: object) -> None:
+        with suppress(OSError):  # the log falls back to nowhere
+            folder.mkdir(parents=True, exist_ok=True)
+        print_to_log(folder)
+
+    previous = signal.signal(signal.SIGHUP, to_log)
     try:
-        if steps_budget:
-            result = play_steps(env, recorder, history, steps_budget, seed, observe)
-        else:
-            result = play_episodes(env, recorder, history, episodes, seed, observe)
+        yield
     finally:
-        progress.close()
-    _report_scores(result)
-    _write_results(Path(load_path), protocol, game, seed, epsilon, result, ckpt.metadata)
-    recording.finish(recorder.max_q)
+        signal.signal(signal.SIGHUP, previous)
 
 
 PROGRESS_LINE_S = 30.0
