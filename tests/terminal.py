@@ -1,13 +1,16 @@
-"""A terminal for tests that close one: drain a pty as a terminal shows it, and wait for the
-process on its other end."""
+"""A terminal for tests that close one (SIGHUP: a closed window, a dropped SSH session): run a
+command on a pty of its own, close it once the test is ready, and wait for the process."""
 
 from __future__ import annotations
 
 import os
+import pty
 import select
 import signal
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 
 def show(fd: int, into: list[bytes], closing: threading.Event) -> None:
@@ -32,3 +35,29 @@ def wait_for_exit(pid: int, timeout: float) -> int:
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     raise AssertionError(f"the process did not exit within {timeout} s of the hangup")
+
+
+def close_terminal_when(
+    command: list[str], ready: Callable[[bytes], bool], cwd: Path, timeout: float = 300
+) -> int:
+    """Run ``command`` on a terminal of its own (a pty, its controlling terminal, as a shell's
+    window gives it), close the terminal once ``ready`` (given what the terminal showed so
+    far) holds, and return the process's exit code, waiting up to 120 s after the close."""
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the command, on the pty's other end
+        os.chdir(cwd)
+        os.execv(command[0], command)
+    screen: list[bytes] = []
+    closing = threading.Event()
+    shown = threading.Thread(target=show, args=(terminal, screen, closing), daemon=True)
+    shown.start()
+    try:
+        deadline = time.time() + timeout
+        while not ready(b"".join(screen)) and time.time() < deadline:
+            time.sleep(0.05)
+        assert ready(b"".join(screen)), b"".join(screen)[-2000:]
+    finally:
+        closing.set()
+        shown.join()
+        os.close(terminal)  # the terminal closes: the kernel hangs up its session
+    return wait_for_exit(pid, 120)

@@ -674,37 +674,17 @@ def test_an_evaluation_plays_on_after_its_terminal_closes_and_saves_its_scores(
     """Eval on a terminal of its own (a pty); closing it sends SIGHUP. The evaluation plays
     its games to the end, printing to hangup.log beside the checkpoint, and writes its scores
     as it would have (before, a closed terminal lost the whole evaluation)."""
-    import os
-    import pty
     import shutil
-    import threading
-    import time
 
-    from terminal import show, wait_for_exit
+    from terminal import close_terminal_when
 
     checkpoint = tmp_path / "epoch_15.safetensors"
     shutil.copy(ROOT / "weights/PongNoFrameskip-v4/laptop-seed0-1500k/epoch_15.safetensors",
                 checkpoint)  # fmt: skip
     command = [sys.executable, str(ROOT / "main.py"), "--mode", "eval", "--load-path"]
     command += [str(checkpoint), "--episodes", "2", "--seed", "1000"]
-    pid, terminal = pty.fork()
-    if pid == 0:  # the child: the evaluation, on the pty's other end
-        os.chdir(ROOT)
-        os.execv(sys.executable, command)
-    screen: list[bytes] = []
-    closing = threading.Event()
-    shown = threading.Thread(target=show, args=(terminal, screen, closing), daemon=True)
-    shown.start()
-    try:
-        deadline = time.time() + 120
-        while b"game 1/2" not in b"".join(screen) and time.time() < deadline:
-            time.sleep(0.05)
-        assert b"game 1/2" in b"".join(screen), b"".join(screen)[-2000:]
-    finally:
-        closing.set()
-        shown.join()
-        os.close(terminal)  # the terminal closes: the kernel hangs up its session
-    assert wait_for_exit(pid, 120) == 0, (tmp_path / "hangup.log").read_text()
+    code = close_terminal_when(command, lambda screen: b"game 1/2" in screen, ROOT, 120)
+    assert code == 0, (tmp_path / "hangup.log").read_text()
     (result,) = tmp_path.glob("epoch_15.eval_episodes.*.json")
     assert json.loads(result.read_text())["scores"] == [-5.0, -15.0]  # as on a terminal
     assert "mean -10.00" in (tmp_path / "hangup.log").read_text()

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pty
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,7 +17,7 @@ import numpy as np
 import pytest
 from catch_env import CatchEnv
 from compute import COMPUTE
-from terminal import show, wait_for_exit
+from terminal import close_terminal_when
 
 from dqn_mlx.config import NIPS2013, with_overrides
 from dqn_mlx.core.replay import ReplayMemory
@@ -499,24 +497,7 @@ def test_closing_the_terminal_saves_the_run_and_logs_the_resume_command(tmp_path
     command += [str(tmp_path), "--run-name", "hup", "--steps", "1200", "--learning-starts"]
     command += ["100", "--replay-size", "2000", "--epoch-updates", "250", "--eval-steps", "100"]
     command += ["--held-out-states", "16", "--batch-size", "8", "--save-replay"]
-    pid, terminal = pty.fork()
-    if pid == 0:  # the child: the run, on the pty's other end
-        os.chdir(ROOT)
-        os.execv(sys.executable, command)
-    screen: list[bytes] = []
-    closing = threading.Event()
-    shown = threading.Thread(target=show, args=(terminal, screen, closing), daemon=True)
-    shown.start()
-    try:
-        deadline = time.time() + 120
-        while not _learning(run_dir) and time.time() < deadline:
-            time.sleep(0.1)
-        assert _learning(run_dir), b"".join(screen)[-2000:]
-    finally:
-        closing.set()
-        shown.join()
-        os.close(terminal)  # the terminal closes: the kernel hangs up its session
-    code = wait_for_exit(pid, 120)
+    code = close_terminal_when(command, lambda _: _learning(run_dir), ROOT, timeout=120)
     log = (run_dir / "hangup.log").read_text()
     assert code == 130, log
     assert not (run_dir / ".lock").exists()

@@ -8,11 +8,9 @@ import hashlib
 import importlib.util
 import json
 import os
-import pty
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import TypeVar
 
 import psutil
 import pytest
-from terminal import show, wait_for_exit
+from terminal import close_terminal_when
 
 from dqn_mlx.run.resume import load_training_state
 from dqn_mlx.sweep import (
@@ -248,24 +246,8 @@ def test_closing_the_sweeps_terminal_stops_every_run_resumably_and_logs_it(tmp_p
     command = [sys.executable, str(ROOT / "main.py"), "--mode", "sweep", "--env"]
     command += ["PongNoFrameskip-v4", "--seeds", "3", "--steps", "30000", "--weights-dir"]
     command += [str(tmp_path), *TINY]
-    pid, terminal = pty.fork()
-    if pid == 0:  # the child: the sweep's driver, on the pty's other end
-        os.chdir(ROOT)
-        os.execv(sys.executable, command)
-    screen: list[bytes] = []
-    closing = threading.Event()
-    shown = threading.Thread(target=show, args=(terminal, screen, closing), daemon=True)
-    shown.start()
-    try:
-        deadline = time.time() + 300
-        while not (folder / "train_state.safetensors").exists() and time.time() < deadline:
-            time.sleep(0.2)
-        assert (folder / "train_state.safetensors").exists(), b"".join(screen)[-2000:]
-    finally:
-        closing.set()
-        shown.join()
-        os.close(terminal)  # the terminal closes: the kernel hangs up its session
-    code = wait_for_exit(pid, 120)
+    state = folder / "train_state.safetensors"
+    code = close_terminal_when(command, lambda _: state.exists(), ROOT)
     log = (tmp_path / "hangup.log").read_text()
     assert code == 130, log
     assert "sweep stopped; start the same command again to resume it" in log
