@@ -321,17 +321,15 @@ def field_help() -> dict[str, str]:
     attribute docstrings, so they are read from this module's source."""
     body = ast.parse(inspect.getsource(DQNConfig)).body[0]
     assert isinstance(body, ast.ClassDef)
-    docs: dict[str, str] = {}
-    for node, following in itertools.pairwise(body.body):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(following.value.value.split())
-    return docs
+    return {
+        node.target.id: " ".join(following.value.value.split())
+        for node, following in itertools.pairwise(body.body)
+        if isinstance(node, ast.AnnAssign)
+        and isinstance(node.target, ast.Name)
+        and isinstance(following, ast.Expr)
+        and isinstance(following.value, ast.Constant)
+        and isinstance(following.value.value, str)
+    }
 
 
 NIPS2013 = DQNConfig()
