@@ -688,3 +688,26 @@ def test_an_evaluation_plays_on_after_its_terminal_closes_and_saves_its_scores(
     (result,) = tmp_path.glob("epoch_15.eval_episodes.*.json")
     assert json.loads(result.read_text())["scores"] == [-5.0, -15.0]  # as on a terminal
     assert "mean -10.00" in (tmp_path / "hangup.log").read_text()
+
+
+def test_a_training_whose_output_pipe_closes_goes_on_and_logs_to_its_folder(
+    tmp_path: Path,
+) -> None:
+    """`uv run main.py ... | head` (or a `tee` that died): the reader of the run's stdout goes
+    away, and the next write would fail. The run goes on to its end with its output in
+    hangup.log (before, it stopped with "could not write to <run folder>", blaming the
+    folder, and lost the work since its last state)."""
+    command = [sys.executable, str(ROOT / "main.py"), "--mode", "train", "--env"]
+    command += ["PongNoFrameskip-v4", "--weights-dir", str(tmp_path), "--run-name", "piped"]
+    command += [*TINY, "--threads", "1"]
+    run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)  # fmt: skip
+    assert run.stdout is not None and run.stderr is not None
+    assert run.stdout.readline()  # the run has started writing; then its reader goes away
+    run.stdout.close()
+    err = run.stderr.read()
+    assert run.wait(timeout=300) == 0, err
+    folder = tmp_path / "PongNoFrameskip-v4" / "piped"
+    assert "done: checkpoints, metrics and plots in" in (folder / "hangup.log").read_text()
+    records = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["agent_steps"] == 2000

@@ -1,6 +1,7 @@
-"""A closed terminal (SIGHUP: a closed window, a dropped SSH session): the process goes on to
-a resumable stop, and what it prints goes to a log file instead of the terminal. Light (no MLX),
-so that the sweep's driver uses it too."""
+"""A closed terminal (SIGHUP: a closed window, a dropped SSH session) or a pipe whose reader is
+gone: what the process prints goes to a log file from then on, so that no failed write to a
+terminal or pipe ends it before it saved its work. Light (no MLX): the sweep's driver uses it
+too."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import sys
 from contextlib import suppress
 from pathlib import Path
+from typing import Any, TextIO
 
 HANGUP_LOG = "hangup.log"
 """What a process prints once its terminal is gone, in its folder (a run's, or a sweep's
@@ -39,3 +41,38 @@ def leave_terminal() -> None:
 
     console = get_console()
     console.is_interactive, console.no_color, console.soft_wrap = False, True, True
+
+
+class _LogWhenReaderGone:
+    """A stdout or stderr whose writes, once its reader is gone (BrokenPipeError), go to the
+    log (``print_to_log``) and are made again there; everything else is the stream's."""
+
+    def __init__(self, stream: TextIO, folder: Path):
+        self.stream, self.folder = stream, folder
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            print_to_log(self.folder)
+            return self.stream.write(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            print_to_log(self.folder)
+            self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def log_when_reader_gone(folder: Path) -> None:
+    """From now on, a write to stdout or stderr whose reader is gone (a pipe closed:
+    ``... | head``, a ``tee`` that died) moves the output to ``folder/hangup.log`` and goes
+    on, instead of failing and ending a training as a failed write before it saved."""
+    if not isinstance(sys.stdout, _LogWhenReaderGone):
+        sys.stdout = _LogWhenReaderGone(sys.stdout, folder)
+    if not isinstance(sys.stderr, _LogWhenReaderGone):
+        sys.stderr = _LogWhenReaderGone(sys.stderr, folder)

@@ -193,8 +193,9 @@ def _stop_on_signals(folder: Path) -> list[int]:
     step (the returned list becomes non-empty); a second Ctrl-C quits at once (every file is
     written atomically). A repeated SIGTERM does not: a sweep may send it twice while the
     state is being written. After SIGHUP the output goes to the run folder's log
-    (``run.hangup.print_to_log``), the terminal being gone."""
-    from dqn_mlx.run.hangup import print_to_log
+    (``run.hangup.print_to_log``), the terminal being gone; so it does once a pipe's reader
+    is gone (``... | head``), and the run goes on."""
+    from dqn_mlx.run.hangup import log_when_reader_gone, print_to_log
 
     requested: list[int] = []
 
@@ -214,4 +215,5 @@ def _stop_on_signals(folder: Path) -> list[int]:
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, request_stop)
+    log_when_reader_gone(folder)  # a pipe whose reader died, as a closed terminal
     return requested
