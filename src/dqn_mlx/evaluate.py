@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -275,12 +275,7 @@ def _play_on_after_hangup(folder: Path) -> Iterator[None]:
     """A closed terminal (SIGHUP) does not end the evaluation: it plays on, printing to
     ``folder/hangup.log`` instead, and writes its scores as it would have."""
 
-    def to_log(_number: int, _frame: object) -> None:
-        with suppress(OSError):  # the log falls back to nowhere
-            folder.mkdir(parents=True, exist_ok=True)
-        print_to_log(folder)
-
-    previous = signal.signal(signal.SIGHUP, to_log)
+    previous = signal.signal(signal.SIGHUP, lambda _n, _f: print_to_log(folder))
     try:
         yield
     finally:

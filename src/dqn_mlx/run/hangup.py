@@ -21,8 +21,10 @@ def print_to_log(folder: Path) -> None:
     its terminal is gone, a write to it would fail (EIO, or EPIPE for a pipe whose reader
     went with it) and end the process before its state is saved. At the descriptor level, so
     that every writer follows (print, rich's live display); what was buffered for the
-    terminal lands in the log. Where the log cannot be opened, nowhere."""
+    terminal lands in the log. The folder is made if need be (its output has nowhere else
+    to go, a refusal's message included); where the log cannot be opened, nowhere."""
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         log = os.open(folder / HANGUP_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     except OSError:
         log = os.open(os.devnull, os.O_WRONLY)

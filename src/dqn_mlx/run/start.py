@@ -22,6 +22,7 @@ from dqn_mlx.errors import UserError
 from dqn_mlx.run.checkpoint import default_run_name
 from dqn_mlx.run.device import backend_line
 from dqn_mlx.run.folder import check_run_name, run_folder
+from dqn_mlx.run.hangup import log_when_reader_gone
 from dqn_mlx.run.resume import LoadedState, differing_settings, load_training_state, quoted
 from dqn_mlx.run.train import TrainingInterrupted, check_no_other_run, train
 
@@ -158,7 +159,9 @@ def _train(
     restart: bool = False,
 ) -> None:
     """Train in ``folder`` (``run.train.train``) on the emulator of ``env_id``, with Ctrl-C
-    and SIGTERM asking for a resumable stop; prints the commands to resume or evaluate."""
+    and SIGTERM asking for a resumable stop; prints the commands to resume or evaluate. Its
+    output moves to the folder's log if the terminal or pipe it goes to loses its reader."""
+    log_when_reader_gone(folder)
     game = resolve_game(env_id)
     frame_skip = game.fixed_frame_skip or config.frame_skip_for(game.rom)
     note = comparability_note(game)
@@ -193,9 +196,8 @@ def _stop_on_signals(folder: Path) -> list[int]:
     step (the returned list becomes non-empty); a second Ctrl-C quits at once (every file is
     written atomically). A repeated SIGTERM does not: a sweep may send it twice while the
     state is being written. After SIGHUP the output goes to the run folder's log
-    (``run.hangup.print_to_log``), the terminal being gone; so it does once a pipe's reader
-    is gone (``... | head``), and the run goes on."""
-    from dqn_mlx.run.hangup import log_when_reader_gone, print_to_log
+    (``run.hangup.print_to_log``), the terminal being gone."""
+    from dqn_mlx.run.hangup import print_to_log
 
     requested: list[int] = []
 
@@ -215,5 +217,4 @@ def _stop_on_signals(folder: Path) -> list[int]:
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, request_stop)
-    log_when_reader_gone(folder)  # a pipe whose reader died, as a closed terminal
     return requested
