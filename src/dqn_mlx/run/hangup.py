@@ -36,9 +36,10 @@ def print_to_log(folder: Path) -> None:
 
 
 def leave_terminal() -> None:
-    """The output goes to a file from now on: a live display (``TerminalProgress``, the
-    sweep's table, drawn by rich's console) redraws no more, lines printed meanwhile come out
-    plain, and its last state is written once, without colours, when it closes."""
+    """The output goes to a file from now on: a live display on rich's global console
+    (``TerminalProgress``, eval's live line) redraws no more, lines printed meanwhile come out
+    plain, and its last state is written once, without colours, when it closes. (The sweep's
+    table has a console of its own: ``SweepView.leave_terminal``.)"""
     from rich import get_console
 
     console = get_console()
