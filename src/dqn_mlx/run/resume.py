@@ -400,8 +400,8 @@ def refill_replay(
             done += 1
             now = time.perf_counter()
             per_transition = (now - started) / done
-            if should_stop():
-                raise RefillStopped(done, total, per_transition)
+            if should_stop():  # a rate from a few transitions is mostly the first pass's set-up
+                raise RefillStopped(done, total, per_transition if done >= 100 else None)
             if now - shown >= interval_s:
                 left = duration((total - done) * per_transition)
                 log(f"refilling: {done:,}/{total:,} transitions, {1 / per_transition:,.0f}/s, "
