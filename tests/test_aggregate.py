@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from dqn_mlx.report.aggregate import (
     aggregates,
+    equal_game_weight,
     game_mean,
     interquartile_mean,
     median_of_means,
@@ -78,8 +80,23 @@ def test_dopamines_aggregates_are_the_published_reading() -> None:
     assert iqm.low == pytest.approx(0.44, abs=0.01) and iqm.high == pytest.approx(0.56, abs=0.01)
 
 
+def test_a_game_with_more_runs_weighs_no_more_than_the_others() -> None:
+    """Games of 1, 2 and 3 runs pool to 6 scores each. Three runs that agree weigh what one run
+    of that score would, so the IQM is that of one run a game: of 0, 10, 20 it is 10 (the pool
+    of 18, 6 of each, cut 4 at each end, keeps 2 zeros, 6 tens and 2 twenties)."""
+    assert list(equal_game_weight(np.array([1.0]), np.array([2.0, 3.0]))) == [1, 1, 2, 3]
+    one_each = [np.array([0.0]), np.array([10.0]), np.array([20.0])]
+    uneven = [np.array([0.0]), np.array([10.0, 10.0]), np.array([20.0, 20.0, 20.0])]
+    assert float(interquartile_mean(*one_each)) == float(interquartile_mean(*uneven)) == 10.0
+    assert float(stats.trim_mean(np.concatenate(uneven), 0.25)) > 10.0  # pooled as they are
+    assert list(performance_profile([[0.0], [10.0, 10.0], [20.0, 20.0, 20.0]], [5.0, 15.0])) == [
+        pytest.approx(2 / 3),
+        pytest.approx(1 / 3),
+    ]
+
+
 def test_the_performance_profile_is_the_fraction_above_each_threshold() -> None:
-    scores = [0.1, 0.5, 0.5, 2.0]
+    scores = [[0.1, 0.5, 0.5, 2.0]]
     assert list(performance_profile(scores, [0.0, 0.1, 0.5, 1.0, 3.0])) == [
         1.0,
         0.75,

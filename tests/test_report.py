@@ -185,7 +185,7 @@ def test_the_figure_draws_seeds_as_mean_and_range_and_a_performance_profile() ->
     ]  # fmt: skip
     records[2][0]["eval_games_completed"] = 0  # no score: out of the mean and the band
     runs = [("PongNoFrameskip-v4", Path(f"w/Pong/seed{i}"), r) for i, r in enumerate(records)]
-    plt, fig = learning_curves_figure(runs, [("ours", [0.1, 0.5]), ("theirs", [0.2])])
+    plt, fig = learning_curves_figure(runs, [("ours", [[0.1], [0.5]]), ("theirs", [[0.2]])])
     pong, profile = fig.axes[0], fig.axes[1]
     (mean,) = pong.get_lines()
     assert list(mean.get_ydata()) == [1.5]

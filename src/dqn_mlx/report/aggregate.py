@@ -7,6 +7,11 @@
   bootstrap interval: the runs of each game resampled with replacement, the games fixed;
 - the performance profile: the fraction of (game, run) scores above each threshold.
 
+rliable pools a full (runs x games) matrix, so every game weighs the same there. While some
+games have more runs than others (a campaign of seeds half done), pooling them as they are
+would let those games outweigh the rest; ``equal_game_weight`` repeats each game's runs to a
+common count first, which changes nothing once every game has as many runs.
+
 The statistics are scipy's: ``stats.bootstrap`` resamples each sample it is given on its own,
 which with one sample per game is the stratified bootstrap, and ``stats.trim_mean`` is the IQM.
 Intervals are percentile intervals, as rliable's, from a fixed generator, so that a report
@@ -16,6 +21,7 @@ has no interval, and neither has an aggregate over it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -52,12 +58,23 @@ class Estimate:
         return f"{form.format(self.value)} [{form.format(self.low)}, {form.format(self.high)}]"
 
 
+def equal_game_weight(*games: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Every (game, run) score pooled along ``axis``, each game's runs repeated to the least
+    common multiple of the games' run counts, so that each game weighs the same in the pool
+    (as in rliable's runs x games matrix) whatever its number of runs."""
+    common = math.lcm(*(np.shape(runs)[axis] for runs in games))
+    return np.concatenate(
+        [np.repeat(runs, common // np.shape(runs)[axis], axis=axis) for runs in games], axis=axis
+    )
+
+
 def interquartile_mean(*games: np.ndarray, axis: int = -1) -> np.ndarray:
-    """The IQM of every (game, run) score: the games' runs pooled, the lowest and the highest
-    quarter cut (``scipy.stats.trim_mean(pooled, 0.25)``, as rliable's ``aggregate_iqm``)."""
+    """The IQM of every (game, run) score: the games' runs pooled with equal weight per game,
+    the lowest and the highest quarter cut (``scipy.stats.trim_mean(pooled, 0.25)``, as
+    rliable's ``aggregate_iqm``)."""
     from scipy import stats
 
-    return np.asarray(stats.trim_mean(np.concatenate(games, axis=axis), 0.25, axis=axis))
+    return np.asarray(stats.trim_mean(equal_game_weight(*games, axis=axis), 0.25, axis=axis))
 
 
 def median_of_means(*games: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -107,8 +124,9 @@ def aggregates(games: Sequence[Sequence[float]]) -> tuple[Estimate, Estimate]:
 
 
 def performance_profile(
-    scores: Sequence[float], thresholds: Sequence[float] | np.ndarray
+    games: Sequence[Sequence[float]], thresholds: Sequence[float] | np.ndarray
 ) -> np.ndarray:
-    """For each threshold, the fraction of the (game, run) scores above it."""
-    pooled = np.asarray(scores, dtype=float)
+    """For each threshold, the fraction of the (game, run) scores above it, each game weighing
+    the same (``equal_game_weight``): the mean over games of the fraction of its runs above."""
+    pooled = equal_game_weight(*(np.asarray(runs, dtype=float) for runs in games))
     return np.array([float(np.mean(pooled > tau)) for tau in thresholds])

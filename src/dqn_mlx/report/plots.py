@@ -77,7 +77,7 @@ def q_values_figure(records: list[dict[str, Any]], env_id: str) -> Any:
 Run = tuple[str, Path, list[dict[str, Any]]]  # env id, run folder, its epochs' records
 
 
-Profile = tuple[str, list[float]]  # a label, and its (game, run) human-normalised scores
+Profile = tuple[str, list[list[float]]]  # a label, and each game's runs' human-normalised scores
 
 
 def learning_curves_figure(runs: list[Run], profiles: list[Profile] | None = None) -> Any:
@@ -197,15 +197,17 @@ PROFILE_POINTS = 200
 
 def profile_panel(ax: Any, profiles: list[Profile]) -> None:
     """The performance profile (Agarwal et al., NeurIPS 2021): for each human-normalised score
-    tau, the fraction of (game, run) scores above it, one curve a set (``report.table``
-    chooses them: ours at each protocol, Dopamine's beside ours at its measure)."""
+    tau, the fraction of (game, run) scores above it, each game weighing the same, one curve a
+    set (``report.table`` chooses them: ours at each protocol, Dopamine's beside ours at its
+    measure)."""
     from dqn_mlx.report.aggregate import performance_profile
 
-    top = max(max(scores, default=0.0) for _, scores in profiles)
+    top = max((score for _, games in profiles for runs in games for score in runs), default=0.0)
     thresholds = np.linspace(0.0, max(1.0, 1.05 * top), PROFILE_POINTS)
-    for colour, (label, scores) in enumerate(profiles):
-        ax.step(thresholds, performance_profile(scores, thresholds), where="post",
-                color=f"C{colour}", label=f"{label} ({len(scores)} runs)")  # fmt: skip
+    for colour, (label, games) in enumerate(profiles):
+        runs = sum(len(game) for game in games)
+        ax.step(thresholds, performance_profile(games, thresholds), where="post",
+                color=f"C{colour}", label=f"{label} ({runs} runs)")  # fmt: skip
     ax.set_title("performance profile")
     ax.set_xlabel("human-normalised score tau")
     ax.set_ylabel("fraction of runs with score > tau")

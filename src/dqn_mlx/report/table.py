@@ -416,7 +416,7 @@ def summary(results: list[dict[str, Any]]) -> str:
                       *(line for line in aggregate if not line.startswith("---"))])  # fmt: skip
 
 
-def profile_sets(normalised: Normalised) -> list[tuple[str, list[float]]]:
+def profile_sets(normalised: Normalised) -> list[tuple[str, list[list[float]]]]:
     """The performance profiles the figure shows: of the budget with the most games (the
     longest of those), ours at each protocol, and Dopamine's over the same games beside our
     ``training`` protocol."""
@@ -426,10 +426,10 @@ def profile_sets(normalised: Normalised) -> list[tuple[str, list[float]]]:
     sets = []
     for (protocol, budget), games in sorted(normalised.items()):
         if budget == steps:
-            sets.append((f"ours, {protocol}", [s for runs in games.values() for s in runs]))
+            sets.append((f"ours, {protocol}", list(games.values())))
         dopamine = dopamine_normalised(list(games), budget) if protocol == "training" else None
         if budget == steps and dopamine:
-            sets.append(("Dopamine Adam+MSE, training", [s for runs in dopamine for s in runs]))
+            sets.append(("Dopamine Adam+MSE, training", dopamine))
     return sets
 
 
