@@ -165,14 +165,16 @@ def test_the_report_over_several_seeds_gives_intervals_beside_dopamines(
 
 
 def test_the_aggregate_row_says_when_games_have_different_numbers_of_runs() -> None:
-    """The IQM pools every run, so a game with more runs weighs more: the row says so."""
+    """The row says how many runs each game has; each game still weighs the same: Breakout's one
+    run counts three times beside Pong's three, so the IQM is of 0.1, 0.2, 0.3, 0.5, 0.5, 0.5
+    with one cut at each end, 38% (pooled as they are, 0.1-0.5 would give 25%)."""
     from dqn_mlx.report.table import _aggregate_lines
 
     even = {("nature2015", 1_500_000): {"pong": [0.1, 0.2], "breakout": [0.5, 0.6]}}
     uneven = {("nature2015", 1_500_000): {"pong": [0.1, 0.2, 0.3], "breakout": [0.5]}}
     assert _aggregate_lines(even)[2].startswith("| nature2015 | 1,500,000 | 2 | 4 | ")
     uneven_row = _aggregate_lines(uneven)[2]
-    assert uneven_row.startswith("| nature2015 | 1,500,000 | 2 | 4 (1-3 per game) | ")
+    assert uneven_row.startswith("| nature2015 | 1,500,000 | 2 | 4 (1-3 per game) | 38% | ")
 
 
 def test_the_figure_draws_seeds_as_mean_and_range_and_a_performance_profile() -> None:

@@ -378,9 +378,9 @@ def render_table(results: list[dict[str, Any]]) -> str:
         "The interquartile mean (IQM: the mean of the middle half of every game's every run) and "
         "the median of the games' means, with 95% stratified-bootstrap intervals [low, high] "
         "(each game's runs resampled, the games fixed; Agarwal et al., NeurIPS 2021); no "
-        "interval where a game has a single run. Where games have different numbers of runs, "
-        "the IQM pools them as they are, so that a game with more runs weighs more; the median "
-        "of the games' means does not.",
+        "interval where a game has a single run. Every game weighs the same, however many runs "
+        "it has: the IQM repeats each game's runs to a common count before it pools them (as "
+        "rliable's runs x games matrix has), and the median is of the games' means.",
         "",
         *_aggregate_lines(normalised_runs(results)),
         "",
