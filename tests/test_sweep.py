@@ -8,11 +8,13 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -42,6 +44,17 @@ def end_to_end(test: F) -> F:
     return pytest.mark.xdist_group("ray")(pytest.mark.slow(NEEDS_RAY(test)))
 
 
+@pytest.fixture(autouse=True)
+def ray_temp_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Each test's local Ray keeps its session (logs, sockets) in a folder of its own,
+    removed after the test, not in the shared /tmp/ray. Short and under /tmp: Ray's
+    socket paths must fit in 107 bytes, which pytest's tmp_path would overrun."""
+    folder = Path(tempfile.mkdtemp(prefix="dqnray-", dir="/tmp"))
+    monkeypatch.setenv("RAY_TMPDIR", str(folder))  # the sweeps started below inherit it
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--learning-starts", "1500", "--replay-size", "3000", "--epoch-updates", "75"]
 TINY += ["--eval-steps", "300", "--held-out-states", "64"]
@@ -68,11 +81,12 @@ def _digest(folder: Path) -> dict[str, str]:
 
 @end_to_end
 def test_a_sweep_of_two_games_trains_each_in_its_folder_and_a_rerun_trains_nothing(
-    tmp_path: Path,
+    tmp_path: Path, ray_temp_dir: Path
 ) -> None:
     games = ["--env", "BreakoutNoFrameskip-v4", "--env", "PongNoFrameskip-v4", "--seeds", "0"]
     first = sweep(tmp_path, *games, "--steps", "2000")
     assert first.returncode == 0, first.stderr
+    assert list((ray_temp_dir / "ray").glob("session_*/logs")), "Ray's session is not the test's"
     folders = [
         tmp_path / g / "laptop-seed0" for g in ("BreakoutNoFrameskip-v4", "PongNoFrameskip-v4")
     ]
