@@ -20,7 +20,7 @@ from dqn_mlx.config import NIPS2013, with_overrides
 from dqn_mlx.errors import UserError
 from dqn_mlx.run import resume as run_resume
 from dqn_mlx.run.checkpoint import load_checkpoint, read_safetensors
-from dqn_mlx.run.folder import check_run_name
+from dqn_mlx.run.folder import RUNS, check_run_name, is_shipped, results_folder
 from dqn_mlx.run.metrics import METRICS_FILE, read_metrics
 from dqn_mlx.run.resume import STATE_FILE, find_state, load_training_state, replay_file
 from dqn_mlx.run.train import TrainingInterrupted, check_no_other_run, train
@@ -212,6 +212,27 @@ def test_a_damaged_replay_is_refilled_and_says_why(tmp_path: Path, damage: str) 
 def test_a_run_name_is_one_folder_name(name: str) -> None:
     with pytest.raises(UserError, match="one folder name"):
         check_run_name(name)
+
+
+def test_a_checkout_is_recognised_from_the_checkpoints_path_not_from_the_install(
+    tmp_path: Path,
+) -> None:
+    """A shipped run is under the ``weights/`` of a folder whose pyproject names dqn-mlx,
+    wherever the package runs from (a wheel install, another checkout's environment)."""
+    checkout, other = tmp_path / "a-checkout", tmp_path / "not-ours"
+    for root, name in ((checkout, "dqn-mlx"), (other, "another-project")):
+        (root / "weights" / "PongNoFrameskip-v4" / "laptop-seed0-1500k").mkdir(parents=True)
+        (root / "pyproject.toml").write_text(f'[project]\nname = "{name}"\n')
+    checkpoint = "weights/PongNoFrameskip-v4/laptop-seed0-1500k/epoch_15.safetensors"
+    assert is_shipped(checkout / checkpoint) and is_shipped(SHIPPED)
+    assert not is_shipped(other / checkpoint)
+    assert not is_shipped(checkout / "runs" / "PongNoFrameskip-v4" / "r" / "epoch_1.safetensors")
+    (other / "pyproject.toml").write_text("[project\n")  # not TOML: not a checkout, no error
+    assert not is_shipped(other / checkpoint)
+    assert results_folder(checkout / checkpoint, "PongNoFrameskip-v4") == (
+        RUNS / "PongNoFrameskip-v4" / "laptop-seed0-1500k"
+    )
+    assert results_folder(other / checkpoint, "PongNoFrameskip-v4") == (other / checkpoint).parent
 
 
 def test_non_finite_weights_are_refused_in_one_line(tmp_path: Path) -> None:

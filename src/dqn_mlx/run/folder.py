@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -25,13 +26,29 @@ from dqn_mlx.run.formats import is_temporary_v1
 
 RUNS = Path("runs")
 """Where a user's runs, their evaluations and reports go by default (``--weights-dir``)."""
-SHIPPED = Path(__file__).resolve().parents[3] / "weights"
-"""The runs this repository ships (README "Results"): nothing but their shipping writes there."""
+SHIPPED = "weights"
+"""The folder, at the root of a dqn-mlx checkout, of the runs the repository ships (README
+"Results"): nothing but their shipping writes there."""
 
 
 def is_shipped(path: Path) -> bool:
-    """Whether ``path`` lies in a run this repository ships (under ``SHIPPED``)."""
-    return SHIPPED in Path(path).resolve().parents
+    """Whether ``path`` lies under the ``weights/`` folder of a dqn-mlx checkout: a folder
+    whose ``pyproject.toml`` names the project. Found from ``path`` itself, not from where the
+    package is installed, so that a wheel install, or another checkout's environment, still
+    leaves a checkout's shipped results as shipped."""
+    return any(
+        folder.name == SHIPPED and _is_checkout(folder.parent)
+        for folder in Path(path).resolve().parents
+    )
+
+
+def _is_checkout(root: Path) -> bool:
+    """Whether ``root`` holds dqn-mlx's ``pyproject.toml``."""
+    try:
+        with (root / "pyproject.toml").open("rb") as file:
+            return tomllib.load(file).get("project", {}).get("name") == "dqn-mlx"
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
 
 
 def results_folder(load_path: Path, env_id: str) -> Path:
