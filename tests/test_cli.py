@@ -173,6 +173,10 @@ BAD_INPUTS = [
     (["--mode", "eval", "--load-path", "{good}", "--weights-dir", "{tmp}/w"], "--weights-dir is"),
     (["--mode", "eval", "--load-path", "{shipped}", "--video", "{text}"], "is an existing file"),
     (
+        ["--mode", "eval", "--load-path", "{good}", "--eval-steps", "500"],
+        "--eval-steps sets the length of --protocol nips2013 only; add --protocol nips2013",
+    ),
+    (
         ["--set", "--weights-dir", "{tmp}/w"],
         "--set expects name=value (e.g. --set gamma=0.98), got the flag --weights-dir",
     ),

@@ -101,7 +101,15 @@ def train(
                compute)  # fmt: skip
 
 
-@mode("eval", ["seed", "eval_steps"], defaults_shown=False)
+@mode(
+    "eval",
+    ["seed", "eval_steps"],
+    defaults_shown=False,
+    meanings={
+        "seed": "Seed of the games' randomness (default: the checkpoint's seed + 1000).",
+        "eval_steps": "Agent steps of --protocol nips2013 (default 10,000); only with it.",
+    },
+)
 def evaluate(
     env: Env = None,
     load_path: LoadPath = None,
@@ -117,8 +125,7 @@ def evaluate(
     *,
     given: dict[str, Any],
 ) -> None:
-    """Play a checkpoint and save its scores beside it. --seed: the checkpoint's + 1000 if not
-    given; --eval-steps: the length of --protocol nips2013."""
+    """Play a checkpoint and save its scores beside it (a shipped one's: under runs/)."""
     from dqn_mlx.evaluate import evaluate_checkpoint
 
     compute = select_device(device, accel, threads, EVAL_THREADS)
@@ -137,7 +144,14 @@ def report(weights_dir: WeightsDir = RUNS, *, given: dict[str, Any]) -> None:
     print(f"results table written to {table}{curves}")
 
 
-@mode("bench", ["total_steps"], defaults_shown=False)
+@mode(
+    "bench",
+    ["total_steps"],
+    defaults_shown=False,
+    meanings={
+        "total_steps": "Agent steps of the end-to-end training loop it times (default 2,000)."
+    },
+)
 def bench(
     device: Device = "auto",
     threads: Threads = None,
@@ -146,8 +160,7 @@ def bench(
     *,
     given: dict[str, Any],
 ) -> None:
-    """Measure the speed of every stage on this machine, one figure per line. --steps: the
-    agent steps of its end-to-end training loop (2,000 if not given)."""
+    """Measure the speed of every stage on this machine, one figure per line."""
     from dqn_mlx.bench import run_benchmark
 
     compute = select_device(device, accel, threads)

@@ -171,7 +171,8 @@ class DQNConfig:
     the published scores come from the code."""
     # --- exploration --------------------------------------------------------------------------
     epsilon_start: Probability = 1.0
-    """Exploration rate at agent step 0 (both papers)."""
+    """Exploration rate where the anneal begins, at agent step ``learning_starts``; the random
+    replay start before it plays at epsilon 1 (both papers; ``core.policy.exploration_rate``)."""
     epsilon_end: Probability = 0.1
     """Exploration rate after the anneal (both papers)."""
     epsilon_decay_steps: Annotated[AtLeast0, RUN] = 1_000_000

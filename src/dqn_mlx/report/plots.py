@@ -210,7 +210,7 @@ def profile_panel(ax: Any, profiles: list[Profile]) -> None:
                 color=f"C{colour}", label=f"{label} ({runs} runs)")  # fmt: skip
     ax.set_title("performance profile")
     ax.set_xlabel("human-normalised score tau")
-    ax.set_ylabel("fraction of runs with score > tau")
+    ax.set_ylabel("fraction of runs with score > tau\n(mean over games)")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")

@@ -2,13 +2,15 @@
 
 Reads the ``*.eval_<protocol>.json`` files that ``--mode eval`` writes beside each checkpoint,
 keeps per run folder and protocol the result of the checkpoint trained longest, and writes
-``<weights dir>/RESULTS.md``: per game, protocol and training budget the mean over runs beside
-the papers' numbers and the human-normalised score, the median of those over games, then every
-run. Each run also gives two results of its own records: its last epoch evaluation (protocol
-``epoch``) and its training games' mean over its last 250,000 agent steps (protocol
-``training``), the measure of Dopamine's published curves, whose range stands beside it. The
-papers' numbers come from ``paper_scores.py``. Beside it, ``learning_curves.png``: every run's
-epochs, one panel a game (``plots.learning_curves_figure``).
+``<weights dir>/RESULTS.md``: per game, protocol and training budget the mean over runs with
+its 95% bootstrap interval beside the papers' numbers and the human-normalised score; over
+games, the IQM and the median of the human-normalised scores with their 95% stratified-bootstrap
+intervals (``aggregate``); then every run. Each run also gives two results of its own records:
+its last epoch evaluation (protocol ``epoch``) and its training games' mean over its last
+250,000 agent steps (protocol ``training``), the measure of Dopamine's published curves, whose
+mean over its 5 runs, with its interval and aggregates from the same code, stands beside it.
+The papers' numbers come from ``paper_scores.py``. Beside it, ``learning_curves.png``: each
+game's runs (``plots.learning_curves_figure``) and the performance profile.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ In the run folder:
   updates since the last row, ``epsilon`` and ``agent_steps_per_s`` (over running time:
   stops and epoch ends left out, ``run/clock.py``);
 - TensorBoard event files with the same numbers (and each epoch's evaluation), against agent
-  steps: ``uvx tensorboard --logdir weights/`` shows every run.
+  steps: ``uvx tensorboard --logdir runs/`` shows every run under the default ``--weights-dir``.
 On resume, rows after the resumed agent step are dropped and TensorBoard is told to purge its
 events after that step, so the files follow the run as if it had never stopped.
 """
