@@ -4,6 +4,7 @@ fresh clone)."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from compute import COMPUTE
 from dqn_mlx.core.env import make_atari_env
 from dqn_mlx.core.policy import epsilon_greedy, greedy_policy
 from dqn_mlx.evaluate import PROTOCOLS, play_episodes
+from dqn_mlx.report.table import RESULTS_FILE, collect_results, results_text, run_records
 from dqn_mlx.run.checkpoint import load_checkpoint
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -66,6 +68,25 @@ def test_the_shipped_runs_are_complete() -> None:
         evaluation = f"{checkpoint.stem}.eval_nature2015*.json"
         assert list(folder.glob(evaluation)), folder / evaluation
         assert list(folder.glob("events.out.tfevents.*")), folder  # TensorBoard's
+
+
+def test_each_shipped_results_table_is_what_the_report_writes_from_the_shipped_files(
+    tmp_path: Path,
+) -> None:
+    """``weights/RESULTS.md`` and each shipped run's own are what ``--mode report`` writes
+    today from the files git ships, and from nothing else: not from a file that is in the
+    folder but ignored (an evaluation's results), nor from a report of older code."""
+    listing = subprocess.run(["git", "ls-files", "-z", "weights"], cwd=WEIGHTS.parent,
+                             capture_output=True, check=True)  # fmt: skip
+    for name in filter(None, listing.stdout.decode().split("\0")):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).symlink_to(WEIGHTS.parent / name)
+    tables = sorted((tmp_path / "weights").rglob(RESULTS_FILE))
+    assert len(tables) == 1 + len(list(WEIGHTS.glob("*/laptop-seed*-1500k")))
+    for table in tables:
+        runs = run_records(table.parent)
+        expected = results_text(collect_results(table.parent, runs), runs)
+        assert table.read_text() == expected, f"{table.relative_to(tmp_path)} is stale"
 
 
 def game_score(path: Path, epsilon: float, seed: int) -> float:

@@ -445,18 +445,28 @@ def write_report(weights_dir: Path) -> list[Path]:
             f"no evaluation results under {weights_dir}; run --mode eval --protocol nature2015 "
             "--load-path <checkpoint> first"
         )
-    written, text = [Path(weights_dir) / RESULTS_FILE], render_table(results)
+    written = [Path(weights_dir) / RESULTS_FILE]
     if runs:
         from dqn_mlx.report.plots import LEARNING_CURVES, draw_learning_curves
 
         written.append(Path(weights_dir) / LEARNING_CURVES)
         draw_learning_curves(written[1], runs, profile_sets(normalised_runs(results)))
+    atomic_write_text(written[0], results_text(results, runs))
+    print(summary(results))
+    return written
+
+
+def results_text(results: list[dict[str, Any]], runs: RunRecords) -> str:
+    """``RESULTS.md``: the tables of ``results``, then, where a run has recorded an epoch,
+    the learning curves' figure (``LEARNING_CURVES``, drawn beside it)."""
+    text = render_table(results)
+    if runs:
+        from dqn_mlx.report.plots import LEARNING_CURVES
+
         text += (
             "\n## Learning curves\n\nEach game's epoch evaluations (solid) and mean training "
             "score (dashed) against agent steps: several runs of one budget as their mean and "
             "range; last, the performance profile of the human-normalised scores.\n\n"
             f"![learning curves]({LEARNING_CURVES})\n"
         )
-    atomic_write_text(written[0], text)
-    print(summary(results))
-    return written
+    return text
