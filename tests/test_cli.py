@@ -174,7 +174,20 @@ BAD_INPUTS = [
     (["--mode", "eval", "--load-path", "{shipped}", "--video", "{text}"], "is an existing file"),
     (
         ["--mode", "eval", "--load-path", "{good}", "--eval-steps", "500"],
-        "--eval-steps sets the length of --protocol nips2013 only; add --protocol nips2013",
+        "--eval-steps sets the length of --protocol nips2013 only; without --protocol, eval",
+    ),
+    (
+        [
+            "--mode",
+            "eval",
+            "--load-path",
+            "{good}",
+            "--protocol",
+            "nature2015",
+            "--eval-steps",
+            "9",
+        ],
+        "--protocol nature2015 plays a number of games: drop --eval-steps",
     ),
     (
         ["--set", "--weights-dir", "{tmp}/w"],

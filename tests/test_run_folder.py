@@ -227,8 +227,9 @@ def test_a_checkout_is_recognised_from_the_checkpoints_path_not_from_the_install
     assert is_shipped(checkout / checkpoint) and is_shipped(SHIPPED)
     assert not is_shipped(other / checkpoint)
     assert not is_shipped(checkout / "runs" / "PongNoFrameskip-v4" / "r" / "epoch_1.safetensors")
-    (other / "pyproject.toml").write_text("[project\n")  # not TOML: not a checkout, no error
-    assert not is_shipped(other / checkpoint)
+    for not_ours in (b"[project\n", b'project = "dqn-mlx"\n', b"[[project]]\n", b"\xff\xfe"):
+        (other / "pyproject.toml").write_bytes(not_ours)  # not TOML, no table, not UTF-8
+        assert not is_shipped(other / checkpoint), not_ours
     assert results_folder(checkout / checkpoint, "PongNoFrameskip-v4") == (
         RUNS / "PongNoFrameskip-v4" / "laptop-seed0-1500k"
     )

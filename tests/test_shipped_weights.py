@@ -14,6 +14,7 @@ from compute import COMPUTE
 from dqn_mlx.core.env import make_atari_env
 from dqn_mlx.core.policy import epsilon_greedy, greedy_policy
 from dqn_mlx.evaluate import PROTOCOLS, play_episodes
+from dqn_mlx.report.plots import LEARNING_CURVES
 from dqn_mlx.report.table import RESULTS_FILE, collect_results, results_text, run_records
 from dqn_mlx.run.checkpoint import load_checkpoint
 
@@ -82,11 +83,13 @@ def test_each_shipped_results_table_is_what_the_report_writes_from_the_shipped_f
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).symlink_to(WEIGHTS.parent / name)
     tables = sorted((tmp_path / "weights").rglob(RESULTS_FILE))
-    assert len(tables) == 1 + len(list(WEIGHTS.glob("*/laptop-seed*-1500k")))
+    assert len(tables) == 1 + len(list((tmp_path / "weights").glob("*/laptop-seed*-1500k")))
     for table in tables:
         runs = run_records(table.parent)
         expected = results_text(collect_results(table.parent, runs), runs)
         assert table.read_text() == expected, f"{table.relative_to(tmp_path)} is stale"
+        if f"]({LEARNING_CURVES})" in expected:  # the figure it shows is shipped too
+            assert (table.parent / LEARNING_CURVES).is_file(), table.relative_to(tmp_path)
 
 
 def game_score(path: Path, epsilon: float, seed: int) -> float:

@@ -101,15 +101,7 @@ def train(
                compute)  # fmt: skip
 
 
-@mode(
-    "eval",
-    ["seed", "eval_steps"],
-    defaults_shown=False,
-    meanings={
-        "seed": "Seed of the games' randomness (default: the checkpoint's seed + 1000).",
-        "eval_steps": "Agent steps of --protocol nips2013 (default 10,000); only with it.",
-    },
-)
+@mode("eval", ["seed", "eval_steps"], defaults_shown=False)
 def evaluate(
     env: Env = None,
     load_path: LoadPath = None,
@@ -144,14 +136,7 @@ def report(weights_dir: WeightsDir = RUNS, *, given: dict[str, Any]) -> None:
     print(f"results table written to {table}{curves}")
 
 
-@mode(
-    "bench",
-    ["total_steps"],
-    defaults_shown=False,
-    meanings={
-        "total_steps": "Agent steps of the end-to-end training loop it times (default 2,000)."
-    },
-)
+@mode("bench", ["total_steps"], defaults_shown=False)
 def bench(
     device: Device = "auto",
     threads: Threads = None,

@@ -180,18 +180,21 @@ class DQNConfig:
 
     # --- schedule and evaluation -----------------------------------------------------------
     total_steps: Annotated[int, Range(1, MAX_TOTAL_STEPS), Flag(TRAIN, name="steps")] = 10_000_000
-    """Agent steps of training (2013: 10M; 2015: 50M)."""
+    """Agent steps of training (2013: 10M; 2015: 50M); in ``--mode bench``, of the training loop
+    it times (default there 2,000)."""
     epoch_updates: Annotated[AtLeast1, RUN] = 50_000
     """Updates per epoch; one checkpoint, evaluation and plot point per epoch (2013 Sec. 5.1)."""
     eval_steps: Annotated[AtLeast1, RUN] = 10_000
-    """Agent steps of epsilon=eval_epsilon play per epoch evaluation (2013 Sec. 5.1)."""
+    """Agent steps of epsilon=eval_epsilon play per epoch evaluation (2013 Sec. 5.1); in
+    ``--mode eval``, the length of ``--protocol nips2013``, and only with it."""
     eval_epsilon: Probability = 0.05
     """Exploration rate during evaluation (both papers)."""
     held_out_states: Annotated[AtLeast1, RUN] = 1_000
     """States collected by a random policy before training, on which the average max-Q is
     tracked each epoch (2013 Sec. 5.1; the paper does not give the count)."""
     seed: Annotated[int, Range(0, 2**32 - 1), Flag(GENERAL)] = 0  # numpy's, MLX's: unsigned
-    """Seeds numpy, MLX and the emulators: the same seed reproduces a CPU run."""
+    """Seeds numpy, MLX and the emulators: the same seed reproduces a CPU run. In ``--mode
+    eval``, the games' seed (default there: the checkpoint's seed + 1000)."""
     num_envs: Annotated[AtLeast1, RUN] = 1
     """Games played at once (``--num-envs``); 1 in both papers. Each agent step of each game
     counts as one agent step everywhere (epsilon, updates, target syncs, ``total_steps``),

@@ -602,10 +602,16 @@ def _check_eval_flags(
         raise UserError(f"--epsilon must be in [0, 1], got {epsilon}")
     if eval_steps is not None and eval_steps <= 0:
         raise UserError(f"--eval-steps must be positive, got {eval_steps}")
-    if eval_steps is not None and protocol_name != "nips2013":
+    protocol = PROTOCOLS.get(protocol_name or "")
+    if eval_steps is not None and not (protocol and protocol.agent_steps):
+        played = (
+            f"--protocol {protocol_name} plays"
+            if protocol_name
+            else "without --protocol, eval plays"
+        )
         raise UserError(
-            "--eval-steps sets the length of --protocol nips2013 only; add --protocol nips2013, "
-            "or give --episodes for a number of games"
+            f"--eval-steps sets the length of --protocol nips2013 only; {played} a number of "
+            "games: drop --eval-steps, or give --protocol nips2013"
         )
     if seed is not None and not 0 <= seed < 2**32 - 1000:
         raise UserError(f"--seed must be in [0, {2**32 - 1001:,}], got {seed}")

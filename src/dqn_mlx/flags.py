@@ -38,17 +38,11 @@ app = typer.Typer(
 )
 
 
-def mode(
-    name: str,
-    fields: list[str],
-    defaults_shown: bool = True,
-    meanings: dict[str, str] | None = None,
-) -> Callable[..., Any]:
+def mode(name: str, fields: list[str], defaults_shown: bool = True) -> Callable[..., Any]:
     """Register a mode's function as the command ``name`` (its docstring: the help). Its
     parameters are its flags; to them come ``--mode`` and the flags of the config ``fields``,
     whose given values reach it as ``given``, by field name. ``defaults_shown``: the mode
-    starts from the default preset, whose values ``--help`` shows. ``meanings``: the help of a
-    field's flag in this mode, where the mode gives it another meaning than the field's own."""
+    starts from the default preset, whose values ``--help`` shows."""
 
     def register(run_mode: Callable[..., None]) -> Callable[..., None]:
         hints = typing.get_type_hints(run_mode, include_extras=True)
@@ -58,8 +52,7 @@ def mode(
             for p in inspect.signature(run_mode).parameters.values()
             if p.name != "given"
         ]
-        of_fields = sorted((config_flag(f, defaults_shown, (meanings or {}).get(f))
-                            for f in fields),
+        of_fields = sorted((config_flag(f, defaults_shown) for f in fields),
                            key=lambda p: p.name not in config.FLAGS)  # the run's first  # fmt: skip
 
         @functools.wraps(run_mode)
@@ -80,14 +73,13 @@ def mode(
     return register
 
 
-def config_flag(name: str, defaults_shown: bool, meaning: str | None = None) -> inspect.Parameter:
+def config_flag(name: str, defaults_shown: bool) -> inspect.Parameter:
     """The flag of the ``DQNConfig`` field ``name``, a keyword parameter: its type, its
-    docstring as help (or the mode's ``meaning``), its ``--help`` panel and, if shown, the
-    default preset's value."""
+    docstring as help, its ``--help`` panel and, if shown, the default preset's value."""
     hint, flag = typing.get_type_hints(config.DQNConfig)[name], config.FLAGS.get(name)
     option = typer.Option(
         *([] if hint is bool else [config.flag_name(name)]),  # a bool's: --name/--no-name
-        help=escape(meaning or config.field_help()[name].replace("``", "")),
+        help=escape(config.field_help()[name].replace("``", "")),
         rich_help_panel=flag.panel if flag else config.HYPERPARAMETERS,
         show_default=shown_default(name) if defaults_shown else False,
     )

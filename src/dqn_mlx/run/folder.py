@@ -46,9 +46,10 @@ def _is_checkout(root: Path) -> bool:
     """Whether ``root`` holds dqn-mlx's ``pyproject.toml``."""
     try:
         with (root / "pyproject.toml").open("rb") as file:
-            return tomllib.load(file).get("project", {}).get("name") == "dqn-mlx"
-    except (OSError, tomllib.TOMLDecodeError):
+            project = tomllib.load(file).get("project")
+    except (OSError, ValueError):  # unreadable, not UTF-8, not TOML: no checkout of ours
         return False
+    return isinstance(project, dict) and project.get("name") == "dqn-mlx"
 
 
 def results_folder(load_path: Path, env_id: str) -> Path:
