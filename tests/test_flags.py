@@ -44,7 +44,7 @@ def test_every_config_field_is_a_flag_of_train_with_its_docstring_as_help() -> N
 
 
 def test_no_flag_is_declared_twice() -> None:
-    """A flag read by several modes is the same declaration in each (help, type, panel), and
+    """A flag read by several modes is the same declaration in each (help, type), and
     the source declares each flag once: a config field's flag only from the field, every other
     one in one ``Annotated`` alias of ``cli.py``."""
     seen: dict[str, tuple[object, ...]] = {}
@@ -52,7 +52,7 @@ def test_no_flag_is_declared_twice() -> None:
         for param in command.params:
             if param.name == "mode":
                 continue  # its default is the command's name
-            what = (param.name, param.help, param.type_descriptor.annotation, param.rich_help_panel)
+            what = (param.name, param.help, param.type_descriptor.annotation)
             for flag in (*param.opts, *param.secondary_opts):
                 assert seen.setdefault(flag, what) == what, flag
     aliases = [
@@ -91,6 +91,23 @@ def test_each_mode_reads_its_flags_and_the_config_flags_it_needs() -> None:
     assert declared["bench"] & config == {"--steps"}
     assert declared["report"] == {"--mode", "--weights-dir"}
     assert "--load-path" in declared["eval"] and "--load-path" not in declared["train"]
+
+
+def test_a_mode_lists_the_few_config_flags_it_borrows_beside_its_own() -> None:
+    """In eval, --seed and --eval-steps are the games' seed and nips2013's length, so --help
+    lists them under Eval, not under the training panels; bench's --steps under Speed. The
+    modes that read every field (train, sweep) list each in the field's own panel."""
+    panels = {
+        name: {flag: param.rich_help_panel for param in command.params for flag in param.opts}
+        for name, command in _commands().items()
+    }
+    assert panels["eval"]["--seed"] == panels["eval"]["--eval-steps"] == "Eval"
+    assert panels["eval"]["--load-path"] == "Eval"
+    assert panels["bench"]["--steps"] == panels["bench"]["--rounds"] == "Speed"
+    assert panels["train"]["--eval-steps"] == panels["train"]["--steps"] == "Train"
+    shared = panels["train"].keys() & panels["sweep"].keys()
+    assert len(shared) > 30
+    assert all(panels["train"][f] == panels["sweep"][f] for f in shared)
 
 
 def test_messages_name_a_field_by_the_flag_a_user_types() -> None:

@@ -101,7 +101,7 @@ def train(
                compute)  # fmt: skip
 
 
-@mode("eval", ["seed", "eval_steps"], defaults_shown=False)
+@mode("eval", ["seed", "eval_steps"], defaults_shown=False, panel=EVAL)
 def evaluate(
     env: Env = None,
     load_path: LoadPath = None,
@@ -136,7 +136,7 @@ def report(weights_dir: WeightsDir = RUNS, *, given: dict[str, Any]) -> None:
     print(f"results table written to {table}{curves}")
 
 
-@mode("bench", ["total_steps"], defaults_shown=False)
+@mode("bench", ["total_steps"], defaults_shown=False, panel=SPEED)
 def bench(
     device: Device = "auto",
     threads: Threads = None,

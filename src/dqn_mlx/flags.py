@@ -38,11 +38,15 @@ app = typer.Typer(
 )
 
 
-def mode(name: str, fields: list[str], defaults_shown: bool = True) -> Callable[..., Any]:
+def mode(
+    name: str, fields: list[str], defaults_shown: bool = True, panel: str | None = None
+) -> Callable[..., Any]:
     """Register a mode's function as the command ``name`` (its docstring: the help). Its
     parameters are its flags; to them come ``--mode`` and the flags of the config ``fields``,
     whose given values reach it as ``given``, by field name. ``defaults_shown``: the mode
-    starts from the default preset, whose values ``--help`` shows."""
+    starts from the default preset, whose values ``--help`` shows. ``panel``: the ``--help``
+    panel of a mode that borrows a few fields, to list them beside its own flags (eval's
+    ``--eval-steps`` is no training flag there); otherwise each field's own panel."""
 
     def register(run_mode: Callable[..., None]) -> Callable[..., None]:
         hints = typing.get_type_hints(run_mode, include_extras=True)
@@ -52,7 +56,7 @@ def mode(name: str, fields: list[str], defaults_shown: bool = True) -> Callable[
             for p in inspect.signature(run_mode).parameters.values()
             if p.name != "given"
         ]
-        of_fields = sorted((config_flag(f, defaults_shown) for f in fields),
+        of_fields = sorted((config_flag(f, defaults_shown, panel) for f in fields),
                            key=lambda p: p.name not in config.FLAGS)  # the run's first  # fmt: skip
 
         @functools.wraps(run_mode)
@@ -73,14 +77,15 @@ def mode(name: str, fields: list[str], defaults_shown: bool = True) -> Callable[
     return register
 
 
-def config_flag(name: str, defaults_shown: bool) -> inspect.Parameter:
+def config_flag(name: str, defaults_shown: bool, panel: str | None = None) -> inspect.Parameter:
     """The flag of the ``DQNConfig`` field ``name``, a keyword parameter: its type, its
-    docstring as help, its ``--help`` panel and, if shown, the default preset's value."""
+    docstring as help, its ``--help`` panel (or the mode's ``panel``) and, if shown, the
+    default preset's value."""
     hint, flag = typing.get_type_hints(config.DQNConfig)[name], config.FLAGS.get(name)
     option = typer.Option(
         *([] if hint is bool else [config.flag_name(name)]),  # a bool's: --name/--no-name
         help=escape(config.field_help()[name].replace("``", "")),
-        rich_help_panel=flag.panel if flag else config.HYPERPARAMETERS,
+        rich_help_panel=panel or (flag.panel if flag else config.HYPERPARAMETERS),
         show_default=shown_default(name) if defaults_shown else False,
     )
     kind = inspect.Parameter.KEYWORD_ONLY
